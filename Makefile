@@ -1,0 +1,39 @@
+# Foundry developer commands. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: help demo test venv binaries postgres bench clean
+help: ## list the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "[make] installing Foundry and its test dependencies into $(VENV)"
+	@$(PY) -m pip install --quiet --upgrade pip
+	@$(PY) -m pip install --quiet -e '.[test]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP) ## create the virtualenv with Foundry installed (editable)
+
+binaries: ## build or reuse kube-apiserver, etcd, kubectl and helm (cached in ~/.cache/foundry)
+	@bash tools/controlplane.sh >/dev/null
+
+postgres: ## install PostgreSQL from Debian's packages if it is missing
+	@bash tools/ensure-postgres.sh >/dev/null
+
+test: venv binaries postgres ## run the whole test suite (real kube-apiserver, etcd and PostgreSQL)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: venv binaries ## run Foundry locally end to end: a ticket becomes a merged PR
+	$(VENV)/bin/foundry dev demo
+
+bench: venv binaries postgres ## print the benchmark figures (docs/benchmarks.md)
+	$(PY) tools/bench_claims.py
+	$(PY) tools/bench_kube_create.py
+
+clean: ## remove the virtualenv and caches inside the checkout
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,100 @@
+"""`foundry dev ...`: local development helpers (control plane, demo stack)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import click
+
+from foundry.paths import state_dir
+
+
+def _cluster_dir() -> Path:
+    return state_dir() / "dev-cluster"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def running_cluster() -> dict | None:
+    """The state of a detached dev cluster that is still running, if any."""
+    state_file = _cluster_dir() / "state.json"
+    if not state_file.exists():
+        return None
+    state = json.loads(state_file.read_text())
+    if all(_alive(pid) for pid in state.get("pids", {}).values()):
+        return state
+    return None
+
+
+@click.group()
+def dev() -> None:
+    """Run Foundry's pieces locally for development and exploration."""
+
+
+@dev.group(invoke_without_command=True)
+@click.option("--detach", is_flag=True, help="Leave the control plane running in the background and return.")
+@click.pass_context
+def cluster(ctx: click.Context, detach: bool) -> None:
+    """Start a local Kubernetes control plane (etcd + kube-apiserver, no kubelet).
+
+    Prints the `export KUBECONFIG=...` line to use it. Runs until Ctrl-C unless
+    --detach is given; stop a detached one with `foundry dev cluster stop`.
+    The binaries come from tools/controlplane.sh (built once, then cached).
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from foundry.testing.binaries import BinariesUnavailable, control_plane_bin_dir
+    from foundry.testing.controlplane import ControlPlane, ControlPlaneError
+
+    existing = running_cluster()
+    if existing:
+        click.echo(f"# a dev cluster is already running at {existing['server']}")
+        click.echo(f"export KUBECONFIG={existing['kubeconfig']}")
+        return
+    try:
+        bin_dir = control_plane_bin_dir(build=True)
+    except BinariesUnavailable as exc:
+        raise click.ClickException(str(exc))
+    workdir = _cluster_dir()
+    cp = ControlPlane(bin_dir=bin_dir, workdir=workdir, detach=detach)
+    click.echo("starting etcd and kube-apiserver ...", err=True)
+    try:
+        cp.start()
+    except ControlPlaneError as exc:
+        cp.stop()
+        raise click.ClickException(f"the control plane did not start: {exc}")
+    click.echo(f"# Kubernetes API at {cp.server} (logs in {workdir})", err=True)
+    click.echo(f"export KUBECONFIG={cp.kubeconfig}")
+    if detach:
+        click.echo("# stop it with: foundry dev cluster stop", err=True)
+        return
+    click.echo("# press Ctrl-C to stop", err=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    click.echo("stopping the control plane ...", err=True)
+    cp.stop()
+
+
+@cluster.command("stop")
+def cluster_stop() -> None:
+    """Stop a dev cluster started with --detach."""
+    from foundry.testing.controlplane import stop_detached
+
+    if stop_detached(_cluster_dir()):
+        click.echo("dev cluster stopped")
+    else:
+        click.echo("no dev cluster is running", err=True)
+        sys.exit(1)

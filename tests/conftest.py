@@ -1,0 +1,1 @@
+pytest_plugins = ["foundry.testing.pytest_postgres", "foundry.testing.pytest_kube"]
