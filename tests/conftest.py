@@ -1,1 +1,5 @@
-pytest_plugins = ["foundry.testing.pytest_postgres", "foundry.testing.pytest_kube"]
+pytest_plugins = [
+    "foundry.testing.pytest_postgres",
+    "foundry.testing.pytest_kube",
+    "foundry.testing.pytest_crds",
+]

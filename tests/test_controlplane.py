@@ -4,6 +4,7 @@ it survives an API server restart (used by the bridge's fault tests)."""
 from __future__ import annotations
 
 import subprocess
+import time
 
 import pytest
 from kubernetes import client
@@ -42,7 +43,17 @@ def test_service_account_token_is_issued_and_authorised_by_rbac(kube_client, nam
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cm-reader"},
         "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}],
     })
-    assert core.list_namespaced_config_map(namespace).items is not None
+    # The authorizer reads RBAC from an informer cache: a new binding takes effect
+    # within moments, not instantly.
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            assert core.list_namespaced_config_map(namespace).items is not None
+            break
+        except client.ApiException as exc:
+            if exc.status != 403 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def test_real_kubectl_talks_to_it(control_plane, namespace):

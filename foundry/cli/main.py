@@ -15,6 +15,8 @@ from foundry import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "db": ("foundry.cli.db", "db"),
     "dev": ("foundry.cli.dev", "dev"),
+    "bridge": ("foundry.cli.bridge", "bridge"),
+    "operator": ("foundry.cli.operator", "operator"),
 }
 
 
