@@ -1,0 +1,227 @@
+"""The real Backend: PostgreSQL/SQLite through foundry.db, Kubernetes through foundry.kube.
+
+This is the only bridge module that imports the database and Kubernetes
+layers. It turns their failures into the two answers the HTTP layer knows:
+Unavailable (503, retry later, nothing recorded) and Refused (a 4xx that a
+retry would not change).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import urllib3
+from kubernetes import client, config as kube_config
+from sqlalchemy import Engine, select, text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from foundry.bridge.commands import Claim, Refused, RunRef, Trigger, Unavailable
+from foundry.bridge.mapping import TRACKER, Decision, Intake, Ticket
+from foundry.db import claims, deliveries
+from foundry.db.engine import make_engine, session_factory
+from foundry.db.models import Run
+from foundry.db.timeutil import utcnow
+from foundry.domain.naming import run_name
+from foundry.domain.phases import ACTIVE_PHASE_NAMES
+from foundry.kube import approvals, runs
+from foundry.kube.crds import GROUP, VERSION
+from foundry.kube.errors import AccessDenied, IdentityConflict, KubeRequestError, ObjectRejected, translate
+
+KUBE_TIMEOUT_SECONDS = 10.0
+
+
+@contextlib.contextmanager
+def _database() -> Iterator[None]:
+    try:
+        yield
+    except (OperationalError, InterfaceError, PoolTimeout) as exc:
+        raise Unavailable("database", type(exc).__name__) from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise Unavailable("database", "connection lost") from exc
+        raise
+    except claims.ClaimContention as exc:
+        raise Unavailable("database", "claim contention") from exc
+
+
+@contextlib.contextmanager
+def _kubernetes() -> Iterator[None]:
+    try:
+        yield
+    except ObjectRejected as exc:
+        raise Refused(400, f"the API server refused the object: {exc.message[:300]}") from exc
+    except AccessDenied as exc:
+        # The bridge's RBAC is wrong: an operator must fix it; the sender should retry later.
+        raise Unavailable("kubernetes", f"access denied ({exc.status})") from exc
+    except IdentityConflict as exc:
+        raise Refused(409, "an object of another issue holds the run's name") from exc
+    except KubeRequestError as exc:
+        if exc.status == 0 or exc.status >= 500 or exc.status in (404, 429):
+            # 404 here is create-or-attach's "deleted before we could read it": a retry settles it.
+            raise Unavailable("kubernetes", f"{exc.reason or 'error'} ({exc.status})") from exc
+        raise Refused(502, f"the API server answered {exc.status} {exc.reason}") from exc
+    except client.ApiException as exc:  # calls made here directly, not through foundry.kube
+        status = int(exc.status or 0)
+        if status in (0, 429) or status >= 500:
+            raise Unavailable("kubernetes", f"HTTP {status}") from exc
+        if status in (401, 403):
+            raise Unavailable("kubernetes", f"access denied ({status})") from exc
+        raise Refused(502, f"the API server answered {translate(exc, 'request').message[:200]}") from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise Unavailable("kubernetes", type(exc).__name__) from exc
+
+
+def kube_api_client(kubeconfig: str | None, pool_size: int) -> client.ApiClient:
+    """One ApiClient for the process: kubeconfig (KUBECONFIG or the given path) else in-cluster."""
+    configuration = client.Configuration()
+    try:
+        kube_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    except (kube_config.ConfigException, FileNotFoundError, TypeError):
+        if kubeconfig:
+            raise
+        kube_config.load_incluster_config(client_configuration=configuration)
+    # One HTTP connection per worker thread, so the pool never serialises requests.
+    configuration.connection_pool_maxsize = pool_size
+    # Fail fast to a 503 rather than retrying inside a request the sender is
+    # waiting on; one retry covers a pooled connection the server closed.
+    configuration.retries = urllib3.Retry(total=1, read=0, redirect=0, status=0)
+    return client.ApiClient(configuration)
+
+
+@dataclass
+class RealBackend:
+    engine: Engine
+    api_client: client.ApiClient
+    namespace: str
+
+    @classmethod
+    def from_settings(cls, database_url: str | None, kubeconfig: str | None, namespace: str, workers: int) -> "RealBackend":
+        return cls(make_engine(database_url, pool_size=workers), kube_api_client(kubeconfig, workers), namespace)
+
+    def close(self) -> None:
+        self.engine.dispose()
+        self.api_client.close()
+
+    # ------------------------------------------------------------ deliveries
+
+    def delivery_recorded(self, provider: str, delivery_id: str) -> bool:
+        with _database():
+            return deliveries.is_recorded(self.engine, provider, delivery_id)
+
+    def record_delivery(self, provider: str, delivery_id: str, outcome: str) -> bool:
+        # Its own short transaction, after the command succeeded: holding one open
+        # across the Kubernetes call would pin a connection per in-flight delivery.
+        with _database(), session_factory(self.engine)() as session, session.begin():
+            return deliveries.record_delivery(
+                session, provider=provider, delivery_id=delivery_id, received_at=utcnow(), outcome=outcome
+            )
+
+    # ------------------------------------------------------------ runs
+
+    def claim(self, ticket: Ticket) -> Claim:
+        with _database():
+            claim = claims.claim_run(
+                self.engine,
+                tracker=TRACKER,
+                issue_id=ticket.issue_id,
+                issue_key=ticket.issue_key,
+                namespace=self.namespace,
+                ticket_updated_at=ticket.updated_at,
+                name_for=lambda attempt: run_name(TRACKER, ticket.issue_id, attempt),
+            )
+        return Claim(claim.status, claim.name, claim.attempt, claim.namespace)
+
+    def create_or_attach_run(self, claim: Claim, intake: Intake, trigger: Trigger) -> str:
+        assert claim.name is not None and claim.attempt is not None and claim.namespace is not None
+        ticket = intake.ticket
+        if claim.name != run_name(TRACKER, ticket.issue_id, claim.attempt):
+            # The active run was made by hand under another name and the operator
+            # recorded it: it exists, and creating ours would make a second one.
+            return "attached"
+        manifest = runs.build_run_manifest(
+            runs.TicketSnapshot(
+                tracker=TRACKER,
+                issue_id=ticket.issue_id,
+                issue_key=ticket.issue_key,
+                title=ticket.title,
+                description=ticket.description or None,
+                url=ticket.url or None,
+                labels=ticket.labels,
+                state=ticket.state,
+                team_key=ticket.team_key,
+                updated_at=ticket.updated_at,
+                priority=ticket.priority,
+            ),
+            claim.attempt,
+            runs.Trigger("webhook", trigger.delivery_id, intake.actor, trigger.received_at),
+            namespace=claim.namespace,
+        )
+        with _kubernetes():
+            result = runs.create_or_attach(self.api_client, claim.namespace, manifest)
+        return "created" if result.created else "attached"
+
+    def active_run(self, issue_id: str) -> RunRef | None:
+        with _database():
+            record = claims.active_run(self.engine, TRACKER, issue_id)
+        return (record.namespace, record.name) if record else None
+
+    def active_run_by_key(self, issue_key: str) -> RunRef | None:
+        # Issue keys are not identities (they move with teams), but an active run
+        # under a key is what a PR titled "ACME-42 ..." means.
+        with _database(), session_factory(self.engine)() as session:
+            row = session.execute(
+                select(Run.namespace, Run.name)
+                .where(Run.tracker == TRACKER, Run.issue_key == issue_key, Run.phase.in_(ACTIVE_PHASE_NAMES))
+                .order_by(Run.created_at.desc())
+                .limit(1)
+            ).first()
+        return (row[0], row[1]) if row else None
+
+    # ------------------------------------------------------------ approvals and hints
+
+    def create_approval(self, run: RunRef, decision: Decision) -> bool:
+        namespace, name = run
+        manifest = approvals.build_approval_manifest(
+            name, decision.decision, decision.approver, "linear", decision.comment or None, namespace=namespace
+        )
+        with _kubernetes():
+            return approvals.create_or_attach_approval(self.api_client, namespace, manifest).created
+
+    def hint_run(self, run: RunRef | str, value: str) -> bool:
+        namespace, name = run if isinstance(run, tuple) else (self.namespace, run)
+        api = client.CustomObjectsApi(self.api_client)
+        body = {"metadata": {"annotations": {"foundry.dev/pr-hint": value}}}
+        with _kubernetes():
+            try:
+                api.patch_namespaced_custom_object(
+                    GROUP, VERSION, namespace, runs.PLURAL, name, body, _request_timeout=KUBE_TIMEOUT_SECONDS
+                )
+            except client.ApiException as exc:
+                if exc.status == 404:
+                    return False
+                raise
+        return True
+
+    # ------------------------------------------------------------ readiness
+
+    def check_ready(self) -> dict[str, str]:
+        checks: dict[str, str] = {}
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:  # readiness reports any failure; it never raises
+            checks["database"] = type(exc).__name__
+        try:
+            client.CustomObjectsApi(self.api_client).list_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, runs.PLURAL, limit=1, _request_timeout=3
+            )
+            checks["kubernetes"] = "ok"
+        except client.ApiException as exc:
+            checks["kubernetes"] = f"HTTP {exc.status}"
+        except Exception as exc:
+            checks["kubernetes"] = type(exc).__name__
+        return checks

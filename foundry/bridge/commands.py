@@ -1,0 +1,139 @@
+"""Carrying out the commands a webhook maps to (blocking; the app runs these in its thread pool).
+
+Every command is idempotent, so a delivery processed twice (a crash between
+the command and the delivery record, two replicas racing on the same delivery)
+has one effect. The steps here talk to the outside world only through a
+`Backend`, which the app builds once per process from the real database and
+Kubernetes modules (foundry.bridge.backend).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from foundry.bridge.mapping import Decision, Intake, PrHint, Ticket
+from foundry.domain.naming import DNS1123_LABEL
+
+PR_HINT_ANNOTATION = "foundry.dev/pr-hint"
+
+
+class Unavailable(Exception):
+    """The API server or the database cannot be reached right now (answered 503 + Retry-After)."""
+
+    def __init__(self, what: str, detail: str) -> None:
+        super().__init__(f"{what} unavailable: {detail}")
+        self.what = what
+        self.detail = detail
+
+
+class Refused(Exception):
+    """A dependency refused the command for a reason retrying will not fix (answered with `status`)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What the database claim decided: created | attached | unchanged, and the run's name and attempt."""
+
+    status: str
+    name: str | None
+    attempt: int | None
+    namespace: str | None = None
+
+
+# (namespace, name) of a FoundryRun
+RunRef = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The answer for one delivery: status is created | attached | applied | ignored."""
+
+    status: str
+    run: str | None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Trigger:
+    delivery_id: str
+    received_at: datetime
+
+
+class Backend(Protocol):
+    """The bridge's view of the database and the Kubernetes API (one instance per process)."""
+
+    def delivery_recorded(self, provider: str, delivery_id: str) -> bool: ...
+
+    def record_delivery(self, provider: str, delivery_id: str, outcome: str) -> bool:
+        """Record the delivery; False when another copy already recorded it."""
+        ...
+
+    def claim(self, ticket: Ticket) -> Claim: ...
+
+    def create_or_attach_run(self, claim: Claim, intake: Intake, trigger: Trigger) -> str:
+        """Create the FoundryRun the claim named; "created" or "attached"."""
+        ...
+
+    def active_run(self, issue_id: str) -> RunRef | None: ...
+
+    def active_run_by_key(self, issue_key: str) -> RunRef | None: ...
+
+    def create_approval(self, run: RunRef, decision: Decision) -> bool:
+        """Create the FoundryApproval; False when it already existed."""
+        ...
+
+    def hint_run(self, run: RunRef | str, value: str) -> bool:
+        """Set the pr-hint annotation on the run (a bare name: in the bridge's namespace); False when absent."""
+        ...
+
+    def check_ready(self) -> dict[str, str]:
+        """{"kubernetes": "ok" | error, "database": "ok" | error}."""
+        ...
+
+
+def intake(backend: Backend, command: Intake, trigger: Trigger) -> Outcome:
+    """Claim the issue's run in the database first, then create-or-attach the FoundryRun it names.
+
+    The claim decides the name and attempt across all replicas (insert first,
+    partial unique index); the API server's name uniqueness is the second guard.
+    A crash between the two is repaired by the sender's retry: the claim then
+    attaches and the create happens.
+    """
+    claim = backend.claim(command.ticket)
+    if claim.status == "unchanged" or claim.name is None:
+        return Outcome("ignored", claim.name, "no run is active and the ticket has not changed since the last one")
+    created = backend.create_or_attach_run(claim, command, trigger)
+    return Outcome(created, claim.name)
+
+
+def decide(backend: Backend, command: Decision) -> Outcome:
+    """Approve, reject or stop the issue's active run via a FoundryApproval keyed by approver."""
+    run = backend.active_run(command.issue_id)
+    if run is None:
+        return Outcome("ignored", None, "the issue has no active run")
+    backend.create_approval(run, command)
+    # Applying the same decision twice finds the object already there: same outcome.
+    return Outcome("applied", run[1])
+
+
+def pr_hint(backend: Backend, command: PrHint, value: str) -> Outcome:
+    """Bump the pr-hint annotation on the run the event correlates with.
+
+    A `foundry/<run>` head branch names the run exactly; otherwise an issue key
+    in the branch or title leads to that issue's active run.
+    """
+    for name in command.run_names:
+        if DNS1123_LABEL.match(name) and backend.hint_run(name, value):
+            return Outcome("applied", name)
+    for key in command.issue_keys:
+        run = backend.active_run_by_key(key)
+        if run is not None and backend.hint_run(run, value):
+            return Outcome("applied", run[1])
+    return Outcome("ignored", None, "no Foundry run correlates with the event")

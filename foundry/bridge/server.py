@@ -1,0 +1,47 @@
+"""Running the bridge as a process: build the backend once, serve until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Callable
+
+from aiohttp import web
+
+from foundry.bridge.app import Bridge
+from foundry.bridge.backend import RealBackend
+from foundry.bridge.settings import Settings
+
+READY_LINE = "foundry bridge listening on"
+
+
+async def serve(settings: Settings, host: str, port: int, announce: Callable[[str], None]) -> None:
+    """Serve until a termination signal; `announce` receives the bound URL (port 0 picks a free one)."""
+    backend = RealBackend.from_settings(settings.database_url, settings.kubeconfig, settings.namespace, settings.workers)
+    bridge = Bridge(settings, backend)
+    # No access log: the bridge writes its own structured line per delivery.
+    runner = web.AppRunner(bridge.application(), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        bound = runner.addresses[0]
+        shown = f"[{bound[0]}]" if ":" in str(bound[0]) else bound[0]
+        announce(f"{READY_LINE} http://{shown}:{bound[1]}")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()  # stops accepting, lets in-flight handlers finish, shuts the pool
+        backend.close()
+
+
+def run(settings: Settings, host: str, port: int) -> None:
+    def announce(line: str) -> None:
+        print(line, flush=True)
+
+    asyncio.run(serve(settings, host, port, announce))
+    print("foundry bridge stopped", file=sys.stderr, flush=True)

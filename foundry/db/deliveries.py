@@ -1,0 +1,163 @@
+"""Durable webhook dedup: a delivery is recorded in the same transaction as its effect.
+
+Use it as
+
+    with delivery_transaction(engine, provider="linear", delivery_id=d) as delivery:
+        if delivery.duplicate:
+            return "duplicate"
+        ... apply the command (idempotent), using delivery.session for DB writes ...
+        delivery.outcome = "created"
+
+The row is inserted first, inside the open transaction. On PostgreSQL a second
+replica inserting the same id waits on that uncommitted row: if the first
+commits, the second sees a duplicate; if the first fails or crashes, nothing was
+recorded and the second (or the sender's retry) applies the command again —
+safe, because commands are idempotent. Dedup is a replay guard, not the
+correctness mechanism.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import Delete, Engine, Select, delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from foundry.db.engine import session_factory
+from foundry.db.models import WebhookDelivery
+from foundry.db.timeutil import Clock, utcnow
+
+Bind = Engine | sessionmaker[Session]
+
+
+@dataclass
+class Delivery:
+    provider: str
+    delivery_id: str
+    duplicate: bool
+    session: Session | None  # the open transaction to do the command's DB work in; None for duplicates
+    outcome: str | None = field(default=None)
+
+
+def record_delivery(
+    session: Session, *, provider: str, delivery_id: str, received_at: datetime, outcome: str | None = None
+) -> bool:
+    """Insert the delivery inside the caller's transaction. False if it is already recorded.
+
+    Runs in a SAVEPOINT so a duplicate leaves the caller's transaction usable.
+    """
+    _check_ids(provider, delivery_id)
+    try:
+        with session.begin_nested():
+            session.add(
+                WebhookDelivery(provider=provider, delivery_id=delivery_id, received_at=received_at, outcome=outcome)
+            )
+        return True
+    except IntegrityError:
+        return False
+
+
+@contextmanager
+def delivery_transaction(
+    bind: Bind, *, provider: str, delivery_id: str, clock: Clock = utcnow
+) -> Iterator[Delivery]:
+    """Open a transaction holding the delivery's row; commit it only if the block succeeds."""
+    _check_ids(provider, delivery_id)
+    with session_factory(bind)() as session:
+        session.begin()
+        row = WebhookDelivery(provider=provider, delivery_id=delivery_id, received_at=clock())
+        session.add(row)
+        try:
+            session.flush()
+            duplicate = False
+        except IntegrityError:
+            session.rollback()
+            duplicate = True
+        if duplicate:
+            yield Delivery(provider, delivery_id, duplicate=True, session=None)
+            return
+        delivery = Delivery(provider, delivery_id, duplicate=False, session=session)
+        try:
+            yield delivery
+            row.outcome = delivery.outcome
+            row.applied_at = clock()
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def is_recorded(bind: Bind, provider: str, delivery_id: str) -> bool:
+    """A cheap pre-check (unique index lookup); delivery_transaction remains the authority."""
+    with session_factory(bind)() as session:
+        found = session.scalar(
+            select(WebhookDelivery.id).where(
+                WebhookDelivery.provider == provider, WebhookDelivery.delivery_id == delivery_id
+            )
+        )
+        return found is not None
+
+
+def prune_batch_query(cutoff: datetime, batch_size: int) -> Select[tuple[int]]:
+    """The ids of up to batch_size deliveries older than cutoff, oldest first.
+
+    ORDER BY received_at LIMIT n walks the received_at index from its start and
+    stops after n rows, so a batch costs O(n), not a table scan. Rows another
+    pruner has already locked are skipped (PostgreSQL), so two pruners split
+    the work instead of queueing on each other.
+    """
+    return (
+        select(WebhookDelivery.id)
+        .where(WebhookDelivery.received_at < cutoff)
+        .order_by(WebhookDelivery.received_at)
+        .limit(batch_size)
+        .with_for_update(skip_locked=True)
+    )
+
+
+def prune_delete_statement(ids: list[int]) -> Delete:
+    return delete(WebhookDelivery).where(WebhookDelivery.id.in_(ids))
+
+
+def prune_deliveries(
+    bind: Bind,
+    older_than: timedelta,
+    batch_size: int = 1000,
+    *,
+    clock: Clock = utcnow,
+    max_batches: int | None = None,
+) -> int:
+    """Delete deliveries received more than `older_than` ago, one short transaction per batch.
+
+    Returns how many rows were deleted. max_batches caps the work of one call
+    (a periodic pruner can leave the rest for next time).
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    if older_than < timedelta(0):
+        raise ValueError("older_than must not be negative")
+    cutoff = clock() - older_than
+    sessions = session_factory(bind)
+    total = batches = 0
+    while max_batches is None or batches < max_batches:
+        # Two statements rather than DELETE … WHERE id IN (subquery): PostgreSQL
+        # may plan that as a hash join over the whole table; deleting a short
+        # list of primary keys never does.
+        with sessions() as session, session.begin():
+            ids = list(session.scalars(prune_batch_query(cutoff, batch_size)))
+            if ids:
+                session.execute(prune_delete_statement(ids))
+        total += len(ids)
+        batches += 1
+        if len(ids) < batch_size:
+            break
+    return total
+
+
+def _check_ids(provider: str, delivery_id: str) -> None:
+    if not provider or not delivery_id:
+        raise ValueError("a delivery needs a provider and a delivery id")

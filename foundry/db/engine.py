@@ -1,0 +1,126 @@
+"""Which database, and engines configured so concurrent processes behave.
+
+FOUNDRY_DATABASE_URL selects the database. Without it Foundry uses a SQLite
+file in the local state directory, which is fine for one developer's machine.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.orm import Session, sessionmaker
+
+from foundry.paths import state_dir
+
+ENV_VAR = "FOUNDRY_DATABASE_URL"
+SQLITE_FILENAME = "foundry.db"
+# Long enough to ride out a burst of writers (a webhook storm), short enough
+# that a wedged process is noticed.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class DatabaseConfigError(ValueError):
+    """The database URL cannot be used; the message says why and what to set."""
+
+
+def database_url(env: Mapping[str, str] | None = None) -> str:
+    """FOUNDRY_DATABASE_URL, else a SQLite file under the state directory."""
+    env = os.environ if env is None else env
+    url = (env.get(ENV_VAR) or "").strip()
+    if url:
+        return url
+    return f"sqlite:///{state_dir() / SQLITE_FILENAME}"
+
+
+def normalise_url(url: str | URL) -> URL:
+    """Parse a URL, steering bare postgres URLs to psycopg 3 (the only driver we ship)."""
+    try:
+        parsed = make_url(url) if isinstance(url, str) else url
+    except ArgumentError as exc:
+        raise DatabaseConfigError(
+            f"{ENV_VAR} is not a database URL ({exc}); expected e.g. "
+            "postgresql+psycopg://user:pass@host/db or sqlite:////path/foundry.db"
+        ) from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    backend = parsed.get_backend_name()
+    if backend not in ("postgresql", "sqlite"):
+        raise DatabaseConfigError(f"unsupported database {backend!r}: Foundry supports PostgreSQL and SQLite")
+    return parsed
+
+
+def make_engine(url: str | URL | None = None, *, pool_size: int | None = None, echo: bool = False) -> Engine:
+    """An engine for `url` (default: database_url()).
+
+    pool_size: how many connections may be open at once; raise it for callers
+    that run many threads against one engine.
+    """
+    parsed = normalise_url(url if url is not None else database_url())
+    kwargs: dict[str, Any] = {"echo": echo, "future": True}
+    if pool_size is not None:
+        kwargs["pool_size"] = pool_size
+        kwargs["max_overflow"] = 0
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed, kwargs)
+    kwargs["pool_pre_ping"] = True
+    try:
+        return create_engine(parsed, **kwargs)
+    except NoSuchModuleError as exc:
+        raise DatabaseConfigError(f"no driver for {parsed.drivername!r}: {exc}") from None
+
+
+def _sqlite_engine(url: URL, kwargs: dict[str, Any]) -> Engine:
+    in_memory = url.database in (None, "", ":memory:")
+    if not in_memory:
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
+    else:
+        kwargs.pop("pool_size", None)
+        kwargs.pop("max_overflow", None)
+    kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+    engine = create_engine(url, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the sqlite3 module (it would not
+        # BEGIN before SELECT, and SAVEPOINTs break); we emit BEGIN ourselves.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            # busy_timeout first: switching to WAL needs a lock another process may hold.
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            if not in_memory:
+                cursor.execute("PRAGMA journal_mode = WAL")
+                cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # IMMEDIATE takes the write lock up front (waiting up to busy_timeout).
+        # A deferred transaction that reads and then writes fails at once with
+        # SQLITE_BUSY if another writer committed in between; busy_timeout cannot
+        # help there. Serialising writers is the price of correctness on SQLite.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def session_factory(bind: Engine | sessionmaker[Session]) -> sessionmaker[Session]:
+    """Accept either an engine or an existing sessionmaker (the operator may share one)."""
+    if isinstance(bind, sessionmaker):
+        return bind
+    return sessionmaker(bind=bind, expire_on_commit=False)
+
+
+def create_schema(engine: Engine) -> None:
+    """Create tables straight from the models (tests, throwaway SQLite). Production uses migrations."""
+    from foundry.db.models import metadata
+
+    metadata.create_all(engine)

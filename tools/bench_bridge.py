@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""Bridge throughput and latency next to the raw FoundryRun create baseline, measured in one run.
+
+    .venv/bin/python tools/bench_bridge.py                  # throwaway control plane + PostgreSQL
+    .venv/bin/python tools/bench_bridge.py --count 1000 --markdown
+
+Figures:
+- raw: FoundryRun creates/s through the Python client at the same concurrency
+  (tools/bench_kube_create.py's functions), before and after the bridge runs;
+- bridge: distinct tickets/s and p50/p99 latency, signed Linear deliveries sent
+  to one `foundry bridge` process at --concurrency, each one an intake;
+- ratio: bridge tickets/s ÷ raw creates/s (target ≥ 0.5);
+- storm: p99 latency of 64 concurrent deliveries of one ticket to two bridge
+  processes (alternating), over --storms storms (target < 150 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+
+import aiohttp
+from kubernetes import client, config
+
+from foundry.bridge.testkit import BridgeProcess, encode, linear_headers, linear_issue
+from foundry.db.engine import create_schema, make_engine
+from foundry.kube.crds import install_crds
+
+SECRET = "bench-secret"
+TOOLS = Path(__file__).resolve().parent
+
+
+def _raw_bench():
+    spec = importlib.util.spec_from_file_location("bench_kube_create", TOOLS / "bench_kube_create.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def _delivery(issue_id: str, key: str) -> tuple[bytes, dict[str, str]]:
+    body = encode(linear_issue(issue_id, key, description="bench"))
+    return body, linear_headers(body, SECRET, str(uuid.uuid4()))
+
+
+async def _send(urls: list[str], sends: list[tuple[bytes, dict[str, str]]], concurrency: int):
+    """(wall seconds, latencies, statuses) for POSTing every delivery with `concurrency` in flight."""
+    limit = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+    statuses: list[str] = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def one(i: int, body: bytes, headers: dict[str, str]) -> None:
+            async with limit:
+                started = time.perf_counter()
+                async with session.post(f"{urls[i % len(urls)]}/webhooks/linear", data=body, headers=headers) as r:
+                    answer = await r.json()
+                latencies.append(time.perf_counter() - started)
+                statuses.append(answer.get("status") or f"HTTP {r.status}")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i, b, h) for i, (b, h) in enumerate(sends)))
+        return time.perf_counter() - started, latencies, statuses
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kubeconfig", help="cluster to use (default: a throwaway local control plane)")
+    parser.add_argument("--database-url", help="PostgreSQL to use (default: a throwaway server)")
+    parser.add_argument("--count", type=int, default=500, help="distinct tickets (and raw creates) per measurement")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--storms", type=int, default=5, help="64-way storms to take the p99 over")
+    parser.add_argument("--workers", type=int, help="FOUNDRY_BRIDGE_WORKERS for the bridges (default: theirs)")
+    parser.add_argument("--markdown", action="store_true", help="also print a table for docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    if args.count < 1 or args.concurrency < 1 or args.storms < 1:
+        parser.error("--count, --concurrency and --storms must be at least 1")
+    raw = _raw_bench()
+
+    with ExitStack() as stack:
+        kubeconfig = args.kubeconfig
+        if not kubeconfig:
+            from foundry.testing.binaries import control_plane_bin_dir
+            from foundry.testing.controlplane import ControlPlane
+
+            workdir = Path(tempfile.mkdtemp(prefix="foundry-bench-bridge-"))
+            stack.callback(shutil.rmtree, workdir, True)
+            print("starting a local control plane...", file=sys.stderr)
+            plane = ControlPlane(bin_dir=control_plane_bin_dir(build=True), workdir=workdir)
+            plane.start()
+            stack.callback(plane.stop)
+            kubeconfig = str(plane.kubeconfig)
+        database_url = args.database_url
+        if not database_url:
+            from foundry.testing.postgres import PostgresServer, create_database
+
+            print("starting a throwaway PostgreSQL...", file=sys.stderr)
+            server = PostgresServer.start()
+            stack.callback(server.stop)
+            database_url = create_database(server.url)
+        engine = make_engine(database_url)
+        create_schema(engine)
+        engine.dispose()
+
+        api = config.new_client_from_config(config_file=kubeconfig)
+        stack.callback(api.close)
+        api.rest_client.pool_manager.connection_pool_kw["maxsize"] = args.concurrency
+        install_crds(api)
+        namespace = f"foundry-bench-{uuid.uuid4().hex[:8]}"
+        core = client.CoreV1Api(api)
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+        stack.callback(core.delete_namespace, namespace)
+        raw.create_or_attach(api, namespace, raw.manifests(1, "warm-up")[0])
+
+        env = {
+            "KUBECONFIG": kubeconfig,
+            "FOUNDRY_NAMESPACE": namespace,
+            "FOUNDRY_DATABASE_URL": database_url,
+            "FOUNDRY_LINEAR_WEBHOOK_SECRET": SECRET,
+        }
+        if args.workers:
+            env["FOUNDRY_BRIDGE_WORKERS"] = str(args.workers)
+        bridges = [stack.enter_context(BridgeProcess(env)) for _ in range(2)]
+
+        def raw_rate(tag: str) -> tuple[float, list[float]]:
+            seconds, latencies, created = raw.run_level(api, namespace, raw.manifests(args.count, tag), args.concurrency)
+            assert created == args.count
+            return args.count / seconds, latencies
+
+        def bridge_rate(tag: str) -> tuple[float, list[float]]:
+            sends = [_delivery(str(uuid.uuid4()), f"BENCH-{i + 1}") for i in range(args.count)]
+            seconds, latencies, statuses = asyncio.run(_send([bridges[0].url], sends, args.concurrency))
+            wrong = [s for s in statuses if s != "created"]
+            if wrong:
+                raise SystemExit(f"bridge {tag}: {len(wrong)} deliveries not created, e.g. {wrong[:3]}")
+            return args.count / seconds, latencies
+
+        asyncio.run(_send([bridges[0].url], [_delivery(str(uuid.uuid4()), "WARM-1") for _ in range(32)], 8))
+        raw_before, raw_lat = raw_rate("before")
+        bridge_tps, bridge_lat = bridge_rate("distinct")
+        raw_after, _ = raw_rate("after")
+        raw_mean = (raw_before + raw_after) / 2
+
+        storm_latencies: list[float] = []
+        for n in range(args.storms):
+            issue_id = str(uuid.uuid4())
+            sends = [_delivery(issue_id, f"STORM-{n + 1}") for _ in range(64)]
+            _, latencies, statuses = asyncio.run(_send([b.url for b in bridges], sends, 64))
+            if sorted(set(statuses)) != ["attached", "created"] or statuses.count("created") != 1:
+                raise SystemExit(f"storm {n}: unexpected answers {sorted(set(statuses))}")
+            storm_latencies.extend(latencies)
+
+    ms = 1000
+    print(f"\nmachine: {os.cpu_count()} CPUs; concurrency {args.concurrency}; {args.count} tickets per measurement; "
+          f"bridge workers {args.workers or 'default'}")
+    print(f"raw FoundryRun creates      {raw_before:8.1f} /s before, {raw_after:8.1f} /s after "
+          f"(mean {raw_mean:.1f}; p50 {statistics.median(raw_lat) * ms:.1f} ms)")
+    print(f"bridge, distinct tickets    {bridge_tps:8.1f} /s   p50 {statistics.median(bridge_lat) * ms:6.1f} ms   "
+          f"p99 {percentile(bridge_lat, 0.99) * ms:6.1f} ms")
+    print(f"ratio bridge / raw          {bridge_tps / raw_mean:8.2f}      (target >= 0.5)")
+    print(f"64-way storm, 2 bridges     p50 {statistics.median(storm_latencies) * ms:6.1f} ms   "
+          f"p99 {percentile(storm_latencies, 0.99) * ms:6.1f} ms over {args.storms} storms (target p99 < 150 ms)")
+    if args.markdown:
+        print("\n| measure | value |\n|---|---|")
+        print(f"| raw FoundryRun creates/s (concurrency {args.concurrency}, mean of before/after) | {raw_mean:.0f} |")
+        print(f"| bridge distinct tickets/s (one bridge, concurrency {args.concurrency}) | {bridge_tps:.0f} |")
+        print(f"| ratio bridge / raw | {bridge_tps / raw_mean:.2f} |")
+        print(f"| bridge latency p50 / p99 | {statistics.median(bridge_lat) * ms:.0f} ms / "
+              f"{percentile(bridge_lat, 0.99) * ms:.0f} ms |")
+        print(f"| 64-way storm p50 / p99 (two bridges, {args.storms} storms) | "
+              f"{statistics.median(storm_latencies) * ms:.0f} ms / {percentile(storm_latencies, 0.99) * ms:.0f} ms |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
