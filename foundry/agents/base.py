@@ -1,0 +1,85 @@
+"""What every agent provider offers, and the few things they share.
+
+A provider starts one attempt of a run, reports on it, and cancels it. Every
+call is idempotent per (run, attempt): starting an attempt that already
+started adopts it, cancelling one that is gone is a no-op. The operator keeps
+no other handle than (run, attempt), so a restart loses nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+MISSING = "missing"
+STATES = (RUNNING, SUCCEEDED, FAILED, MISSING)
+
+
+class AgentError(RuntimeError):
+    """Starting or reading an attempt failed in a way retrying will not fix (bad manifest, forbidden)."""
+
+
+class AgentUnavailable(ConnectionError):
+    """The agent backend (API server, webhook target) is unreachable or overloaded; retry later."""
+
+
+class AgentProvider(Protocol):
+    """The interface the operator calls. `run` is the FoundryRun object as a dict."""
+
+    def dispatch(self, run: Mapping[str, Any], attempt: int, job_input: Mapping[str, Any]) -> dict[str, Any]:
+        """Start (or adopt) the attempt; returns its record for status.agent.jobs."""
+        ...  # pragma: no cover - protocol
+
+    def state(self, run: Mapping[str, Any], attempt: int) -> dict[str, Any]:
+        """{'state': running|succeeded|failed|missing, 'startedAt', 'finishedAt', 'reason'}."""
+        ...  # pragma: no cover - protocol
+
+    def cancel(self, run: Mapping[str, Any], attempt: int) -> None:
+        """Stop the attempt if it still runs; a no-op when it is gone."""
+        ...  # pragma: no cover - protocol
+
+
+def attempt_name(run_name: str, attempt: int) -> str:
+    """`<run>-a<attempt>`: the Job name, the webhook delivery id, the local work folder."""
+    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
+        raise ValueError(f"attempt must be a positive integer, got {attempt!r}")
+    if not run_name:
+        raise ValueError("run name is empty")
+    return f"{run_name}-a{attempt}"
+
+
+def run_identity(run: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(name, namespace, uid) of a FoundryRun dict, with a clear error when the object is incomplete."""
+    meta = run.get("metadata") if isinstance(run, Mapping) else None
+    if not isinstance(meta, Mapping) or not meta.get("name") or not meta.get("namespace"):
+        raise ValueError("the FoundryRun needs metadata.name and metadata.namespace")
+    return str(meta["name"]), str(meta["namespace"]), str(meta.get("uid") or "")
+
+
+def recorded_job(run: Mapping[str, Any], attempt: int) -> Mapping[str, Any] | None:
+    """The status.agent.jobs entry for `attempt`, if the run recorded one."""
+    for job in ((run.get("status") or {}).get("agent") or {}).get("jobs") or []:
+        if job.get("attempt") == attempt:
+            return job
+    return None
+
+
+def utc_iso(moment: datetime | None = None) -> str:
+    moment = moment or datetime.now(timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def record(name: str, attempt: int, state: str, started_at: str | None, finished_at: str | None = None,
+           **extra: Any) -> dict[str, Any]:
+    """A status.agent.jobs entry."""
+    out: dict[str, Any] = {"name": name, "attempt": attempt, "state": state}
+    if started_at:
+        out["startedAt"] = started_at
+    if finished_at:
+        out["finishedAt"] = finished_at
+    out.update({k: v for k, v in extra.items() if v is not None})
+    return out

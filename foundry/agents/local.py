@@ -1,0 +1,138 @@
+"""The `local` provider: the agent as a subprocess, for development.
+
+Each attempt gets a folder `<root>/<namespace>/<run>-a<attempt>/` holding
+`input.json`, `agent.log`, `pid` and, when it ends, `exitcode`. The folder's
+`claimed` marker is created with O_EXCL before anything starts, so a second
+dispatch of the same attempt (a retry, a restarted operator) adopts the first
+instead of starting another process.
+
+The root is agent.local_workdir, else <state dir>/agents. The command is
+agent.local_command; it finds its input through $FOUNDRY_JOB_INPUT.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from foundry.agents.base import FAILED, MISSING, RUNNING, SUCCEEDED, AgentError, attempt_name, record, run_identity, utc_iso
+from foundry.config import FoundryConfig
+from foundry.paths import state_dir
+
+# A claim with no pid after this long means the claimant died before starting the process.
+CLAIM_GRACE_SECONDS = 30.0
+
+
+class LocalProvider:
+    """Agent attempts as local subprocesses (development only)."""
+
+    def __init__(self, cfg: FoundryConfig, root: Path | None = None) -> None:
+        if not cfg.agent.local_command:
+            raise AgentError("agent.local_command is required for the local provider")
+        self.cfg = cfg
+        self.root = Path(root or cfg.agent.local_workdir or state_dir() / "agents")
+        self._children: dict[Path, subprocess.Popen[bytes]] = {}  # reaped in state()
+
+    def workdir(self, run: Mapping[str, Any], attempt: int) -> Path:
+        name, namespace, _ = run_identity(run)
+        return self.root / namespace / attempt_name(name, attempt)
+
+    def dispatch(self, run: Mapping[str, Any], attempt: int, job_input: Mapping[str, Any]) -> dict[str, Any]:
+        """Start the attempt's process unless its folder is already claimed (then adopt it)."""
+        work = self.workdir(run, attempt)
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(work / "claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            st = self.state(run, attempt)
+            return record(work.name, attempt, st["state"], st.get("startedAt"), st.get("finishedAt"))
+        os.write(fd, utc_iso().encode())
+        os.close(fd)
+        tmp = work / "input.json.tmp"
+        tmp.write_text(json.dumps(job_input, sort_keys=True, indent=2))
+        os.replace(tmp, work / "input.json")
+        argv = [sys.executable, "-m", "foundry.agents.local_runner", str(work), *self.cfg.agent.local_command]
+        proc = subprocess.Popen(argv, cwd=work, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True,
+                                env={**os.environ, **dict(self.cfg.agent.env)})
+        self._children[work] = proc
+        (work / "pid").write_text(str(proc.pid))
+        return record(work.name, attempt, RUNNING, utc_iso())
+
+    def state(self, run: Mapping[str, Any], attempt: int) -> dict[str, Any]:
+        """succeeded/failed from the exit code; running while the process lives; missing if never claimed."""
+        work = self.workdir(run, attempt)
+        proc = self._children.get(work)
+        if proc is not None and proc.poll() is not None:
+            self._children.pop(work, None)  # reaped: no zombie left behind
+        claimed = work / "claimed"
+        if not claimed.exists():
+            return {"state": MISSING}
+        started = claimed.read_text().strip() or None
+        code_file = work / "exitcode"
+        if code_file.exists():
+            code = int(code_file.read_text().strip() or "1")
+            finished = utc_iso_from_mtime(code_file)
+            if code == 0:
+                return {"state": SUCCEEDED, "startedAt": started, "finishedAt": finished}
+            return {"state": FAILED, "startedAt": started, "finishedAt": finished, "reason": f"ExitCode{code}"}
+        if (work / "cancelled").exists():
+            return {"state": FAILED, "startedAt": started, "reason": "Cancelled"}
+        pid = _read_pid(work)
+        if pid is None:
+            if time.time() - claimed.stat().st_mtime > CLAIM_GRACE_SECONDS:
+                return {"state": FAILED, "startedAt": started, "reason": "NeverStarted"}
+            return {"state": RUNNING, "startedAt": started}
+        if _alive(pid):
+            return {"state": RUNNING, "startedAt": started}
+        return {"state": FAILED, "startedAt": started, "reason": "ProcessVanished"}
+
+    def cancel(self, run: Mapping[str, Any], attempt: int) -> None:
+        """Terminate the attempt's process group (it was started in its own session)."""
+        work = self.workdir(run, attempt)
+        if not (work / "claimed").exists() or (work / "exitcode").exists():
+            return
+        (work / "cancelled").write_text(utc_iso())
+        pid = _read_pid(work)
+        if pid is not None and _alive(pid):
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        proc = self._children.pop(work, None)
+        if proc is not None:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+
+
+def utc_iso_from_mtime(path: Path) -> str:
+    from datetime import datetime, timezone
+
+    return utc_iso(datetime.fromtimestamp(path.stat().st_mtime, timezone.utc))
+
+
+def _read_pid(work: Path) -> int | None:
+    try:
+        return int((work / "pid").read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

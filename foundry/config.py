@@ -1,0 +1,505 @@
+"""Foundry's configuration: one YAML file, parsed into frozen dataclasses.
+
+The file (path from FOUNDRY_CONFIG; a ConfigMap mount in a cluster) holds
+everything that is not a secret: trigger rules, repositories, approvers and
+their roles, policy, the agent provider, timeouts and the tracker/forge URLs.
+Secrets stay in environment variables; the config only *names* them
+(agent.secret_refs, agent.webhook_secret_env).
+
+Validation is strict: an unknown key is an error (a typo in `forbiden_paths`
+must not silently disable a guard), and every error names the path of the bad
+key, e.g. `policy.roles_required.auth[0]: expected a string, got 3`.
+docs/configuration.md documents every key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+ENV_CONFIG = "FOUNDRY_CONFIG"
+
+RISK_AREAS: tuple[str, ...] = ("auth", "payments", "pii", "migrations", "infra")
+PROVIDERS: tuple[str, ...] = ("job", "webhook", "local")
+
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
+_GITHUB_REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message starts with the path of the bad key."""
+
+
+class ConfigFileNotFound(ConfigError, FileNotFoundError):
+    """An explicitly named config file does not exist."""
+
+
+# ---------------------------------------------------------------- the model
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """Which Linear issues start a run: carrying `label` and/or being in one of `states`."""
+
+    label: str | None = "foundry"
+    states: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Repository:
+    """A repository Foundry may change, and the hints that route a ticket to it."""
+
+    name: str
+    github: str  # owner/repo
+    base_branch: str = "main"
+    keywords: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Approver:
+    """A human allowed to approve, known by a Kubernetes username and/or a Linear id or email."""
+
+    name: str
+    kubernetes: str | None = None
+    linear: str | None = None
+    roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Policy:
+    approvals_required: int = 1
+    # risk area -> roles of which an approver needs at least one for that area
+    roles_required: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    forbidden_paths: tuple[str, ...] = ()
+    forbidden_risks: tuple[str, ...] = ()
+    max_changed_files: int = 50
+    retry_cap: int = 2  # remediation attempts after the first one
+    budget_cap: int = 3  # agent attempts in total, first one included
+    # Extra words / path globs per risk area, on top of the built-in ones (foundry.domain.risk).
+    risk_keywords: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    risk_paths: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A secret the agent gets by reference: all keys (`env` unset) or one key as env var `env`."""
+
+    secret: str
+    key: str | None = None
+    env: str | None = None
+
+
+@dataclass(frozen=True)
+class Agent:
+    provider: str = "job"
+    image: str = "ghcr.io/foundry-dev/agent:latest"
+    command: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    secret_refs: tuple[SecretRef, ...] = ()
+    service_account: str | None = None
+    resources: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    webhook_url: str | None = None
+    webhook_secret_env: str = "FOUNDRY_AGENT_WEBHOOK_SECRET"
+    local_command: tuple[str, ...] = ()
+    local_workdir: str | None = None
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    agent_seconds: int = 3600  # a Job's activeDeadlineSeconds; a webhook/local attempt's deadline
+    pr_wait_seconds: int = 1800  # agent finished, no PR yet: ExecutionFailed after this
+    resync_seconds: int = 60  # re-read GitHub for runs waiting on it
+    approval_seconds: int = 7 * 24 * 3600  # WaitingApproval longer than this → Expired; 0 = never
+
+
+@dataclass(frozen=True)
+class LinearSettings:
+    api_url: str = "https://api.linear.app/graphql"
+    team: str | None = None  # team key; None = any team
+    # Workflow state names Foundry moves the issue to; None leaves the state alone.
+    state_started: str | None = "In Progress"
+    state_review: str | None = "In Review"
+    state_done: str | None = "Done"
+
+
+@dataclass(frozen=True)
+class GitHubSettings:
+    api_url: str = "https://api.github.com"
+
+
+@dataclass(frozen=True)
+class FoundryConfig:
+    """The whole configuration. `repositories` is keyed by repository name, in file order."""
+
+    trigger: Trigger = field(default_factory=Trigger)
+    repositories: Mapping[str, Repository] = field(default_factory=lambda: MappingProxyType({}))
+    approvers: tuple[Approver, ...] = ()
+    policy: Policy = field(default_factory=Policy)
+    agent: Agent = field(default_factory=Agent)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    linear: LinearSettings = field(default_factory=LinearSettings)
+    github: GitHubSettings = field(default_factory=GitHubSettings)
+
+
+# The name others were told about; both spellings refer to the same class.
+Config = FoundryConfig
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path | None = None) -> FoundryConfig:
+    """Load and validate the config file at `path` (default: $FOUNDRY_CONFIG).
+
+    No path and no FOUNDRY_CONFIG → all defaults. A path that was named but does
+    not exist raises ConfigFileNotFound (a typo must not quietly mean "defaults");
+    an empty file means defaults. Invalid content raises ConfigError naming the key.
+    """
+    if path is None:
+        path = os.environ.get(ENV_CONFIG) or None
+    if path is None:
+        return FoundryConfig()
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigFileNotFound(f"config file {p} does not exist (set by {ENV_CONFIG} or --config)")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{p}: not valid YAML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{p}: not UTF-8 text: {err}") from None
+    try:
+        return parse_config(raw)
+    except ConfigError as err:
+        raise ConfigError(f"{p}: {err}") from None
+
+
+def parse_config(raw: Any) -> FoundryConfig:
+    """Validate an already-parsed document (a mapping, or None for defaults)."""
+    if raw is None:
+        return FoundryConfig()
+    top = _Obj(raw, "")
+    cfg = FoundryConfig(
+        trigger=_trigger(top.section("trigger")),
+        repositories=_repositories(top.list("repositories")),
+        approvers=_approvers(top.list("approvers")),
+        policy=_policy(top.section("policy")),
+        agent=_agent(top.section("agent")),
+        timeouts=_timeouts(top.section("timeouts")),
+        linear=_linear(top.section("linear")),
+        github=_github(top.section("github")),
+    )
+    top.done()
+    _cross_checks(cfg)
+    return cfg
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _trigger(o: "_Obj") -> Trigger:
+    d = Trigger()
+    label = o.opt_str("label", d.label)
+    states = o.str_list("states")
+    o.done()
+    if not label and not states:
+        raise ConfigError("trigger: needs a label or at least one state; as written nothing would start a run")
+    return Trigger(label=label or None, states=states)
+
+
+def _repositories(items: list["_Obj"]) -> Mapping[str, Repository]:
+    repos: dict[str, Repository] = {}
+    for o in items:
+        name = o.name("name")
+        github = o.str("github")
+        if not _GITHUB_REPO.match(github):
+            raise ConfigError(f"{o.at('github')}: expected 'owner/repo', got {github!r}")
+        repo = Repository(
+            name=name,
+            github=github,
+            base_branch=o.str("base_branch", "main"),
+            keywords=tuple(k.lower() for k in o.str_list("keywords")),
+            paths=o.str_list("paths"),
+        )
+        o.done()
+        if name in repos:
+            raise ConfigError(f"{o.at('name')}: repository {name!r} is listed twice")
+        repos[name] = repo
+    return MappingProxyType(repos)
+
+
+def _approvers(items: list["_Obj"]) -> tuple[Approver, ...]:
+    out: list[Approver] = []
+    seen: dict[str, str] = {}
+    for o in items:
+        a = Approver(
+            name=o.str("name"),
+            kubernetes=o.opt_str("kubernetes"),
+            linear=o.opt_str("linear"),
+            roles=o.str_list("roles"),
+        )
+        o.done()
+        if not a.kubernetes and not a.linear:
+            raise ConfigError(f"{o.path}: approver {a.name!r} needs a `kubernetes` username or a `linear` identity")
+        # One identity must map to one person, or N-of-M counting could be gamed.
+        for kind, ident in (("name", a.name), ("kubernetes", a.kubernetes), ("linear", a.linear)):
+            if ident is None:
+                continue
+            key = f"{kind}:{ident.lower()}"
+            if key in seen:
+                raise ConfigError(f"{o.at(kind)}: {ident!r} is already used by approver {seen[key]!r}")
+            seen[key] = a.name
+        out.append(a)
+    return tuple(out)
+
+
+def _policy(o: "_Obj") -> Policy:
+    d = Policy()
+    roles_obj = o.section("roles_required")
+    roles_required = {area: roles_obj.str_list(area, required=True) for area in roles_obj.keys()}
+    for area, roles in roles_required.items():
+        if not roles:
+            raise ConfigError(f"{roles_obj.at(area)}: list at least one role (an empty list would let nobody approve)")
+    roles_obj.done()
+    extra: dict[str, Mapping[str, tuple[str, ...]]] = {}
+    for key in ("risk_keywords", "risk_paths"):
+        sub = o.section(key)
+        extra[key] = MappingProxyType({area: sub.str_list(area, required=True) for area in sub.keys()})
+        sub.done()
+    p = Policy(
+        approvals_required=o.int("approvals_required", d.approvals_required, minimum=1),
+        roles_required=MappingProxyType(roles_required),
+        forbidden_paths=o.str_list("forbidden_paths"),
+        forbidden_risks=o.str_list("forbidden_risks"),
+        max_changed_files=o.int("max_changed_files", d.max_changed_files, minimum=1),
+        retry_cap=o.int("retry_cap", d.retry_cap, minimum=0),
+        budget_cap=o.int("budget_cap", d.budget_cap, minimum=1),
+        risk_keywords=extra["risk_keywords"],
+        risk_paths=extra["risk_paths"],
+    )
+    o.done()
+    return p
+
+
+def _secret_ref(o: "_Obj") -> SecretRef:
+    ref = SecretRef(secret=o.str("secret"), key=o.opt_str("key"), env=o.opt_str("env"))
+    o.done()
+    if not _K8S_NAME.match(ref.secret):
+        raise ConfigError(f"{o.at('secret')}: {ref.secret!r} is not a Kubernetes Secret name")
+    if (ref.key is None) != (ref.env is None):
+        raise ConfigError(f"{o.path}: give both `key` and `env` (one key as one variable) or neither (all keys)")
+    if ref.env is not None and not _ENV_NAME.match(ref.env):
+        raise ConfigError(f"{o.at('env')}: {ref.env!r} is not a valid environment variable name")
+    return ref
+
+
+def _agent(o: "_Obj") -> Agent:
+    d = Agent()
+    provider = o.str("provider", d.provider)
+    if provider not in PROVIDERS:
+        raise ConfigError(f"{o.at('provider')}: expected one of {', '.join(PROVIDERS)}, got {provider!r}")
+    env_obj = o.section("env")
+    env = {k: env_obj.str(k, required=True) for k in env_obj.keys()}
+    env_obj.done()
+    for k in env:
+        if not _ENV_NAME.match(k):
+            raise ConfigError(f"{env_obj.at(k)}: {k!r} is not a valid environment variable name")
+    resources_obj = o.section("resources")
+    resources = dict(resources_obj.raw)
+    resources_obj.consume_all()  # passed through to the container spec; the API server validates it
+    a = Agent(
+        provider=provider,
+        image=o.str("image", d.image),
+        command=o.str_list("command"),
+        args=o.str_list("args"),
+        env=MappingProxyType(env),
+        secret_refs=tuple(_secret_ref(r) for r in o.list("secret_refs")),
+        service_account=o.opt_str("service_account"),
+        resources=MappingProxyType(resources),
+        webhook_url=o.opt_str("webhook_url"),
+        webhook_secret_env=o.str("webhook_secret_env", d.webhook_secret_env),
+        local_command=o.str_list("local_command"),
+        local_workdir=o.opt_str("local_workdir"),
+    )
+    o.done()
+    if a.provider == "webhook":
+        if not a.webhook_url or not re.match(r"^https?://", a.webhook_url):
+            raise ConfigError(f"{o.at('webhook_url')}: the webhook provider needs an http(s) URL")
+    if a.provider == "local" and not a.local_command:
+        raise ConfigError(f"{o.at('local_command')}: the local provider needs a command (a list of strings)")
+    if not _ENV_NAME.match(a.webhook_secret_env):
+        raise ConfigError(f"{o.at('webhook_secret_env')}: {a.webhook_secret_env!r} is not an environment variable name")
+    return a
+
+
+def _timeouts(o: "_Obj") -> Timeouts:
+    d = Timeouts()
+    t = Timeouts(
+        agent_seconds=o.int("agent_seconds", d.agent_seconds, minimum=1),
+        pr_wait_seconds=o.int("pr_wait_seconds", d.pr_wait_seconds, minimum=1),
+        resync_seconds=o.int("resync_seconds", d.resync_seconds, minimum=1),
+        approval_seconds=o.int("approval_seconds", d.approval_seconds, minimum=0),
+    )
+    o.done()
+    return t
+
+
+def _linear(o: "_Obj") -> LinearSettings:
+    d = LinearSettings()
+    s = LinearSettings(
+        api_url=o.str("api_url", d.api_url),
+        team=o.opt_str("team"),
+        state_started=o.opt_str("state_started", d.state_started),
+        state_review=o.opt_str("state_review", d.state_review),
+        state_done=o.opt_str("state_done", d.state_done),
+    )
+    o.done()
+    return s
+
+
+def _github(o: "_Obj") -> GitHubSettings:
+    s = GitHubSettings(api_url=o.str("api_url", GitHubSettings().api_url))
+    o.done()
+    return s
+
+
+def _cross_checks(cfg: FoundryConfig) -> None:
+    roles = {r for a in cfg.approvers for r in a.roles}
+    for area, needed in cfg.policy.roles_required.items():
+        if area not in RISK_AREAS:
+            raise ConfigError(f"policy.roles_required.{area}: unknown risk area; known: {', '.join(RISK_AREAS)}")
+        if cfg.approvers and not set(needed) & roles:
+            # Not fatal by nature, but it makes every run touching the area unapprovable: say so now.
+            raise ConfigError(
+                f"policy.roles_required.{area}: no approver has any of the roles {list(needed)}; "
+                "runs touching this area could never be approved"
+            )
+    for key in ("risk_keywords", "risk_paths"):
+        for area in getattr(cfg.policy, key):
+            if area not in RISK_AREAS:
+                raise ConfigError(f"policy.{key}.{area}: unknown risk area; known: {', '.join(RISK_AREAS)}")
+    for i, area in enumerate(cfg.policy.forbidden_risks):
+        if area not in RISK_AREAS:
+            raise ConfigError(f"policy.forbidden_risks[{i}]: unknown risk area {area!r}; known: {', '.join(RISK_AREAS)}")
+
+
+# ---------------------------------------------------------------- a path-aware reader
+
+
+class _Obj:
+    """A mapping being read at `path`; remembers which keys were read so leftovers are errors."""
+
+    def __init__(self, raw: Any, path: str) -> None:
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{path or '<top level>'}: expected a mapping, got {_kind(raw)}")
+        for k in raw:
+            if not isinstance(k, str):
+                raise ConfigError(f"{path or '<top level>'}: keys must be strings, got {k!r}")
+        self.raw: Mapping[str, Any] = raw
+        self.path = path
+        self._read: set[str] = set()
+
+    def at(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def keys(self) -> list[str]:
+        return list(self.raw)
+
+    def consume_all(self) -> None:
+        self._read.update(self.raw)
+
+    def _get(self, key: str) -> Any:
+        self._read.add(key)
+        return self.raw.get(key)
+
+    def done(self) -> None:
+        unknown = [k for k in self.raw if k not in self._read]
+        if unknown:
+            key = unknown[0]
+            close = difflib.get_close_matches(key, list(self._read), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(self._read))}"
+            raise ConfigError(f"{self.at(key)}: unknown key{hint}")
+
+    def section(self, key: str) -> "_Obj":
+        return _Obj(self._get(key), self.at(key))
+
+    def list(self, key: str) -> list["_Obj"]:
+        value = self._get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise ConfigError(f"{self.at(key)}: expected a list, got {_kind(value)}")
+        return [_Obj(item, f"{self.at(key)}[{i}]") for i, item in enumerate(value)]
+
+    def str(self, key: str, default: str | None = None, *, required: bool = False) -> str:
+        value = self._get(key)
+        if value is None:
+            if default is None or required:
+                raise ConfigError(f"{self.at(key)}: required")
+            return default
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{self.at(key)}: expected a non-empty string, got {_kind(value)}")
+        return value.strip()
+
+    def opt_str(self, key: str, default: str | None = None) -> str | None:
+        self._read.add(key)
+        if key not in self.raw:
+            return default
+        if self.raw[key] is None:
+            return None  # an explicit null switches the setting off
+        return self.str(key)
+
+    def name(self, key: str) -> str:
+        value = self.str(key)
+        if not _NAME.match(value):
+            raise ConfigError(f"{self.at(key)}: {value!r} must be lowercase letters, digits, '.', '_' or '-'")
+        return value
+
+    def int(self, key: str, default: int, *, minimum: int) -> int:
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{self.at(key)}: expected a whole number, got {_kind(value)}")
+        if value < minimum:
+            raise ConfigError(f"{self.at(key)}: must be at least {minimum}, got {value}")
+        return value
+
+    def str_list(self, key: str, *, required: bool = False) -> tuple[str, ...]:
+        value = self._get(key)
+        if value is None:
+            if required:
+                raise ConfigError(f"{self.at(key)}: required")
+            return ()
+        if not isinstance(value, list):
+            raise ConfigError(f"{self.at(key)}: expected a list of strings, got {_kind(value)}")
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip():
+                raise ConfigError(f"{self.at(key)}[{i}]: expected a non-empty string, got {_kind(item)}")
+        return tuple(item.strip() for item in value)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"a boolean ({value})"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"

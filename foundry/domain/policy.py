@@ -1,0 +1,328 @@
+"""The policy: who may approve, when work may start, what a diff may touch, when to retry.
+
+Default deny throughout: an approval counts only from a configured approver
+whose roles cover every risky area of the run; work starts only when every
+condition of the gate holds; a retry happens only for a failing head SHA not
+retried before and within both caps.
+
+Rules in one place:
+- *Covering*: for each of the run's risk areas that `policy.roles_required`
+  names, the approver holds at least one of that area's roles. Areas without
+  an entry need no particular role. Each approver is judged alone, so N-of-M
+  means N people who may each sign off on the whole change.
+- *Distinct*: approvals are counted per configured person, whatever the
+  source (a Kubernetes user and a Linear email of the same person count once).
+- *Caps*: attempt n is allowed when n - 1 <= retry_cap (retries after the
+  first) and n <= budget_cap (attempts in total), and when the attempts already
+  used leave budget for one more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from foundry.config import Approver, FoundryConfig
+from foundry.domain.globs import first_match, glob_match
+from foundry.domain.risk import areas_from_paths
+
+OK = "ok"
+REVIEW_REQUIRED = "review_required"
+BLOCKED = "blocked"
+
+DECISIONS = ("approve", "reject", "stop")
+SOURCES = ("kubernetes", "linear")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """allowed, and the reason (why not, or what allowed it)."""
+
+    allowed: bool
+    reason: str
+    approver: str | None = None  # the configured approver's name, when one was identified
+
+
+# ---------------------------------------------------------------- identities and roles
+
+
+def find_approver(cfg: FoundryConfig, identity: str, source: str) -> Approver | None:
+    """The configured approver behind `identity` as `source` knows it (Linear ids/emails compare case-insensitively)."""
+    if not isinstance(identity, str) or not identity.strip():
+        return None
+    ident = identity.strip()
+    for a in cfg.approvers:
+        if source == "kubernetes" and a.kubernetes is not None and a.kubernetes == ident:
+            return a
+        if source == "linear" and a.linear is not None and a.linear.lower() == ident.lower():
+            return a
+    return None
+
+
+def missing_roles(cfg: FoundryConfig, approver: Approver, areas: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """Risk area → the roles it needs, for each area the approver does not cover (empty: covers all)."""
+    held = set(approver.roles)
+    out: dict[str, tuple[str, ...]] = {}
+    for area in areas:
+        needed = cfg.policy.roles_required.get(area)
+        if needed and not held.intersection(needed):
+            out[area] = tuple(needed)
+    return out
+
+
+def who_may_approve(cfg: FoundryConfig, areas: Iterable[str]) -> tuple[Approver, ...]:
+    """The configured approvers whose roles cover all of `areas`."""
+    areas = tuple(areas)
+    return tuple(a for a in cfg.approvers if not missing_roles(cfg, a, areas))
+
+
+def required_approvals(cfg: FoundryConfig, areas: Iterable[str] = ()) -> int:
+    """How many distinct approvals a run needs. Areas change who counts, not how many."""
+    return cfg.policy.approvals_required
+
+
+def may_decide(cfg: FoundryConfig, identity: str, source: str, decision: str) -> Verdict:
+    """Whether `identity` (as `source` knows it) may make `decision` at all.
+
+    Any configured approver may reject or stop (stopping work needs no special
+    role); approving additionally needs covering roles, which tally_approvals checks.
+    """
+    if decision not in DECISIONS:
+        return Verdict(False, f"unknown decision {decision!r}")
+    if source not in SOURCES:
+        return Verdict(False, f"unknown approval source {source!r}")
+    person = find_approver(cfg, identity, source)
+    if person is None:
+        return Verdict(False, f"{identity!r} ({source}) is not a configured approver")
+    return Verdict(True, f"{person.name} is a configured approver", person.name)
+
+
+# ---------------------------------------------------------------- approvals
+
+
+@dataclass(frozen=True)
+class Tally:
+    """The approvals that count toward a run, and why the others do not."""
+
+    required: int
+    received: int
+    approvers: list[dict[str, Any]]  # [{name, roles, source, at}] for status.approvals.approvers
+    refused: list[tuple[str, str]]  # (identity as given, reason)
+    satisfied: bool
+    eligible: tuple[str, ...] = field(default_factory=tuple)  # names who could approve
+
+
+def tally_approvals(cfg: FoundryConfig, decisions: Sequence[Mapping[str, Any]], areas: Iterable[str]) -> Tally:
+    """Count approve decisions (FoundryApproval specs: approver, source, decision; optional `at`).
+
+    Distinct configured approvers whose roles cover `areas`; others are refused
+    with a reason. Non-approve decisions are ignored here (see may_decide).
+    """
+    areas = tuple(areas)
+    required = required_approvals(cfg, areas)
+    counted: dict[str, dict[str, Any]] = {}
+    refused: list[tuple[str, str]] = []
+    refused_seen: set[tuple[str, str]] = set()
+
+    def refuse(who: str, why: str) -> None:
+        if (who, why) not in refused_seen:
+            refused_seen.add((who, why))
+            refused.append((who, why))
+
+    for d in decisions:
+        if d.get("decision") != "approve":
+            continue
+        identity = str(d.get("approver") or "")
+        source = str(d.get("source") or "")
+        verdict = may_decide(cfg, identity, source, "approve")
+        if not verdict.allowed:
+            refuse(identity, verdict.reason)
+            continue
+        person = find_approver(cfg, identity, source)
+        assert person is not None  # may_decide found it
+        gaps = missing_roles(cfg, person, areas)
+        if gaps:
+            why = "; ".join(f"{area} needs one of the roles {', '.join(roles)}" for area, roles in gaps.items())
+            refuse(identity, f"{person.name} lacks a required role: {why}")
+            continue
+        if person.name not in counted:
+            entry: dict[str, Any] = {"name": person.name, "roles": list(person.roles), "source": source}
+            if d.get("at"):
+                entry["at"] = str(d["at"])
+            counted[person.name] = entry
+    approvers = sorted(counted.values(), key=lambda e: e["name"])
+    received = len(approvers)
+    eligible = tuple(a.name for a in who_may_approve(cfg, areas))
+    return Tally(required, received, approvers, refused, received >= required, eligible)
+
+
+# ---------------------------------------------------------------- the dispatch gate
+
+
+def attempt_allowed(cfg: FoundryConfig, attempt: int, budget_used: float = 0) -> Verdict:
+    """Whether agent attempt `attempt` fits the retry and budget caps (see module doc)."""
+    p = cfg.policy
+    if attempt < 1:
+        return Verdict(False, f"attempt must be at least 1, got {attempt}")
+    if attempt - 1 > p.retry_cap:
+        return Verdict(False, f"retry cap reached: attempt {attempt} would be retry {attempt - 1}, cap {p.retry_cap}")
+    if attempt > p.budget_cap or budget_used + 1 > p.budget_cap:
+        used = max(attempt - 1, int(budget_used))
+        return Verdict(False, f"budget cap reached: {used} agent attempt(s) used of {p.budget_cap}")
+    return Verdict(True, f"attempt {attempt} within caps (retry cap {p.retry_cap}, budget cap {p.budget_cap})")
+
+
+def gate(
+    cfg: FoundryConfig,
+    *,
+    approved: bool,
+    ready: bool,
+    repo: str | None,
+    risk_areas: Iterable[str],
+    attempt: int,
+    budget_used: float = 0,
+) -> Verdict:
+    """May agent attempt `attempt` start? Every condition must hold; the first failing one is the reason."""
+    if not approved:
+        return Verdict(False, "no sufficient approval is recorded")
+    if not ready:
+        return Verdict(False, "the ticket is not ready (open clarification questions)")
+    if not repo:
+        return Verdict(False, "no repository was routed")
+    if repo not in cfg.repositories:
+        return Verdict(False, f"repository {repo!r} is not configured")
+    forbidden = [a for a in risk_areas if a in cfg.policy.forbidden_risks]
+    if forbidden:
+        return Verdict(False, f"risk area(s) {', '.join(forbidden)} are forbidden by policy")
+    return attempt_allowed(cfg, attempt, budget_used)
+
+
+# ---------------------------------------------------------------- the diff check
+
+
+@dataclass(frozen=True)
+class DiffVerdict:
+    """outcome: ok | review_required | blocked (blocked is sticky); reasons explain it."""
+
+    outcome: str
+    reasons: tuple[str, ...]
+    areas: tuple[str, ...]  # risk areas the diff touches
+
+    @property
+    def kind(self) -> str:
+        """Short form: blocked | review | ok."""
+        return "review" if self.outcome == REVIEW_REQUIRED else self.outcome
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons) if self.reasons else "the change stays within the plan and policy"
+
+
+def _planned(path: str, planned: Sequence[str]) -> bool:
+    """Is `path` within the plan's files? Same file, under a planned directory, next to a planned file, or a test."""
+    lowered = path.lower()
+    if "test" in lowered.rsplit("/", 1)[-1] or "/tests/" in f"/{lowered}" or "/test/" in f"/{lowered}":
+        return True  # tests for the change are always welcome
+    directory = path.rsplit("/", 1)[0] if "/" in path else ""
+    for entry in planned:
+        entry = entry.strip().lstrip("./")
+        if not entry:
+            continue
+        if any(ch in entry for ch in "*?"):
+            if glob_match(path, entry):
+                return True
+            continue
+        if path == entry or path.startswith(entry.rstrip("/") + "/"):
+            return True
+        entry_dir = entry.rsplit("/", 1)[0] if "/" in entry else ""
+        if entry_dir == directory and "." in entry.rsplit("/", 1)[-1]:
+            return True
+    return False
+
+
+def check_diff(
+    cfg: FoundryConfig,
+    files: Sequence[str],
+    plan: Mapping[str, Any] | Sequence[str] | None = None,
+    approved_areas: Iterable[str] = (),
+) -> DiffVerdict:
+    """Judge a pull request's changed files against policy and the approved plan.
+
+    `plan` is status.plan (its `files` bound the scope) or just the planned
+    file list; `approved_areas` are the run's risk areas the approval covered.
+    blocked: a file matches policy.forbidden_paths, or the diff touches a
+    forbidden risk area. review_required: the diff touches a risk area the
+    approval did not cover, changes more than max_changed_files, or changes
+    files outside a plan that named files. Otherwise ok.
+    """
+    if isinstance(plan, Mapping):
+        planned_files: Sequence[str] = list(plan.get("files") or [])
+    else:
+        planned_files = list(plan or [])
+    p = cfg.policy
+    areas = areas_from_paths(files, cfg)
+    blocked: list[str] = []
+    for path in files:
+        pattern = first_match(path, p.forbidden_paths)
+        if pattern is not None:
+            blocked.append(f"{path} matches forbidden path {pattern}")
+    forbidden_areas = [a for a in areas if a in p.forbidden_risks]
+    if forbidden_areas:
+        blocked.append(f"the change touches forbidden risk area(s) {', '.join(forbidden_areas)}")
+    if blocked:
+        return DiffVerdict(BLOCKED, tuple(blocked), areas)
+
+    review: list[str] = []
+    approved = set(approved_areas)
+    unapproved = [a for a in areas if a not in approved]
+    if unapproved:
+        review.append(f"the change touches {', '.join(unapproved)}, which the approval did not cover")
+    if len(files) > p.max_changed_files:
+        review.append(f"{len(files)} files changed, more than the limit of {p.max_changed_files}")
+    if planned_files:
+        outside = [f for f in files if not _planned(f, planned_files)]
+        if outside:
+            shown = ", ".join(outside[:5]) + (f" and {len(outside) - 5} more" if len(outside) > 5 else "")
+            review.append(f"files outside the plan: {shown}")
+    if review:
+        return DiffVerdict(REVIEW_REQUIRED, tuple(review), areas)
+    return DiffVerdict(OK, (), areas)
+
+
+# ---------------------------------------------------------------- remediation
+
+
+@dataclass(frozen=True)
+class Remediation:
+    """action: retry (start `attempt`) | already (this SHA was retried as `attempt`) | exhausted (caps)."""
+
+    action: str
+    attempt: int | None
+    reason: str
+
+
+def decide_remediation(
+    cfg: FoundryConfig,
+    *,
+    failing_sha: str,
+    remediations: Mapping[str, int],
+    current_attempt: int,
+    budget_used: float | None = None,
+) -> Remediation:
+    """What to do about CI failing / changes requested on head `failing_sha`.
+
+    Keyed by the SHA: a failure already answered (status.remediations holds
+    the SHA) is never answered twice, however often it is delivered.
+    """
+    if not failing_sha:
+        raise ValueError("failing_sha is required: remediation is keyed by the failing head commit")
+    if failing_sha in remediations:
+        return Remediation("already", int(remediations[failing_sha]),
+                           f"{failing_sha[:12]} was already answered by attempt {remediations[failing_sha]}")
+    nxt = max(current_attempt, max(remediations.values(), default=0)) + 1
+    used = float(budget_used) if budget_used is not None else float(nxt - 1)
+    verdict = attempt_allowed(cfg, nxt, used)
+    if not verdict.allowed:
+        return Remediation("exhausted", None, verdict.reason)
+    return Remediation("retry", nxt, f"head {failing_sha[:12]} failed; starting attempt {nxt}")
