@@ -72,6 +72,19 @@ def test_trigger_rule(rule: TriggerRule, labels: tuple[str, ...], state: str, tr
         assert isinstance(command, Ignore) and "trigger" in command.reason
 
 
+@pytest.mark.parametrize("state_type, triggered", [("unstarted", True), ("started", True), ("backlog", True),
+                                                   ("completed", False), ("canceled", False)])
+def test_done_or_cancelled_issues_start_nothing(state_type: str, triggered: bool) -> None:
+    # Foundry itself moves a finished issue to Done; that update still carries
+    # the label and must not open a new attempt.
+    payload = linear_issue(ISSUE_ID, "ACME-1", state="Done")
+    payload["data"]["state"]["type"] = state_type
+    command = _map(payload)
+    assert isinstance(command, Intake) is triggered
+    if not triggered:
+        assert isinstance(command, Ignore) and state_type in command.reason
+
+
 def test_issue_remove_is_ignored() -> None:
     assert isinstance(_map(linear_issue(ISSUE_ID, "ACME-1", action="remove")), Ignore)
 

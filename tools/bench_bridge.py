@@ -11,7 +11,12 @@ Figures:
   to one `foundry bridge` process at --concurrency, each one an intake;
 - ratio: bridge tickets/s ÷ raw creates/s (target ≥ 0.5);
 - storm: p99 latency of 64 concurrent deliveries of one ticket to two bridge
-  processes (alternating), over --storms storms (target < 150 ms).
+  processes (alternating), over --storms storms (target < 150 ms);
+- bridge CPU: user+system CPU time of the bridge process per distinct ticket.
+
+Both paths are warmed up before anything is measured. --threaded also runs the
+bridges with FOUNDRY_BRIDGE_LEAN=0 (the threaded official-client/ORM path) in
+the same run, so the two can be compared under the same conditions.
 """
 
 from __future__ import annotations
@@ -53,6 +58,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _delivery(issue_id: str, key: str) -> tuple[bytes, dict[str, str]]:
     body = encode(linear_issue(issue_id, key, description="bench"))
     return body, linear_headers(body, SECRET, str(uuid.uuid4()))
@@ -87,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storms", type=int, default=5, help="64-way storms to take the p99 over")
     parser.add_argument("--workers", type=int, help="FOUNDRY_BRIDGE_WORKERS for the bridges (default: theirs)")
     parser.add_argument("--markdown", action="store_true", help="also print a table for docs/benchmarks.md")
+    parser.add_argument(
+        "--threaded", action="store_true", help="also measure the threaded path (FOUNDRY_BRIDGE_LEAN=0) for comparison"
+    )
     args = parser.parse_args(argv)
     if args.count < 1 or args.concurrency < 1 or args.storms < 1:
         parser.error("--count, --concurrency and --storms must be at least 1")
@@ -135,56 +149,80 @@ def main(argv: list[str] | None = None) -> int:
         }
         if args.workers:
             env["FOUNDRY_BRIDGE_WORKERS"] = str(args.workers)
-        bridges = [stack.enter_context(BridgeProcess(env)) for _ in range(2)]
 
         def raw_rate(tag: str) -> tuple[float, list[float]]:
             seconds, latencies, created = raw.run_level(api, namespace, raw.manifests(args.count, tag), args.concurrency)
             assert created == args.count
             return args.count / seconds, latencies
 
-        def bridge_rate(tag: str) -> tuple[float, list[float]]:
-            sends = [_delivery(str(uuid.uuid4()), f"BENCH-{i + 1}") for i in range(args.count)]
-            seconds, latencies, statuses = asyncio.run(_send([bridges[0].url], sends, args.concurrency))
-            wrong = [s for s in statuses if s != "created"]
-            if wrong:
-                raise SystemExit(f"bridge {tag}: {len(wrong)} deliveries not created, e.g. {wrong[:3]}")
-            return args.count / seconds, latencies
-
-        asyncio.run(_send([bridges[0].url], [_delivery(str(uuid.uuid4()), "WARM-1") for _ in range(32)], 8))
+        # Warm the baseline too: its first few hundred creates are slower, which would flatter the ratio.
+        raw.run_level(api, namespace, raw.manifests(min(args.count, 200), "warm-up-raw"), args.concurrency)
+        variants = [("lean", {})] + ([("threaded", {"FOUNDRY_BRIDGE_LEAN": "0"})] if args.threaded else [])
+        results = []
         raw_before, raw_lat = raw_rate("before")
-        bridge_tps, bridge_lat = bridge_rate("distinct")
+        for label, extra in variants:
+            with ExitStack() as bridges_stack:
+                bridges = [bridges_stack.enter_context(BridgeProcess({**env, **extra})) for _ in range(2)]
+                results.append((label, *_measure_bridges(bridges, args)))
         raw_after, _ = raw_rate("after")
         raw_mean = (raw_before + raw_after) / 2
-
-        storm_latencies: list[float] = []
-        for n in range(args.storms):
-            issue_id = str(uuid.uuid4())
-            sends = [_delivery(issue_id, f"STORM-{n + 1}") for _ in range(64)]
-            _, latencies, statuses = asyncio.run(_send([b.url for b in bridges], sends, 64))
-            if sorted(set(statuses)) != ["attached", "created"] or statuses.count("created") != 1:
-                raise SystemExit(f"storm {n}: unexpected answers {sorted(set(statuses))}")
-            storm_latencies.extend(latencies)
 
     ms = 1000
     print(f"\nmachine: {os.cpu_count()} CPUs; concurrency {args.concurrency}; {args.count} tickets per measurement; "
           f"bridge workers {args.workers or 'default'}")
     print(f"raw FoundryRun creates      {raw_before:8.1f} /s before, {raw_after:8.1f} /s after "
           f"(mean {raw_mean:.1f}; p50 {statistics.median(raw_lat) * ms:.1f} ms)")
-    print(f"bridge, distinct tickets    {bridge_tps:8.1f} /s   p50 {statistics.median(bridge_lat) * ms:6.1f} ms   "
-          f"p99 {percentile(bridge_lat, 0.99) * ms:6.1f} ms")
-    print(f"ratio bridge / raw          {bridge_tps / raw_mean:8.2f}      (target >= 0.5)")
-    print(f"64-way storm, 2 bridges     p50 {statistics.median(storm_latencies) * ms:6.1f} ms   "
-          f"p99 {percentile(storm_latencies, 0.99) * ms:6.1f} ms over {args.storms} storms (target p99 < 150 ms)")
+    for label, tps, lat, cpu, storm in results:
+        print(f"[{label}] bridge, distinct tickets    {tps:8.1f} /s   p50 {statistics.median(lat) * ms:6.1f} ms   "
+              f"p99 {percentile(lat, 0.99) * ms:6.1f} ms   bridge CPU {cpu * ms:.2f} ms/ticket")
+        print(f"[{label}] ratio bridge / raw          {tps / raw_mean:8.2f}      (target >= 0.5)")
+        print(f"[{label}] 64-way storm, 2 bridges     p50 {statistics.median(storm) * ms:6.1f} ms   "
+              f"p99 {percentile(storm, 0.99) * ms:6.1f} ms over {args.storms} storms (target p99 < 150 ms)")
     if args.markdown:
-        print("\n| measure | value |\n|---|---|")
-        print(f"| raw FoundryRun creates/s (concurrency {args.concurrency}, mean of before/after) | {raw_mean:.0f} |")
-        print(f"| bridge distinct tickets/s (one bridge, concurrency {args.concurrency}) | {bridge_tps:.0f} |")
-        print(f"| ratio bridge / raw | {bridge_tps / raw_mean:.2f} |")
-        print(f"| bridge latency p50 / p99 | {statistics.median(bridge_lat) * ms:.0f} ms / "
-              f"{percentile(bridge_lat, 0.99) * ms:.0f} ms |")
-        print(f"| 64-way storm p50 / p99 (two bridges, {args.storms} storms) | "
-              f"{statistics.median(storm_latencies) * ms:.0f} ms / {percentile(storm_latencies, 0.99) * ms:.0f} ms |")
+        print(f"\n| measure (concurrency {args.concurrency}, {args.count} tickets) | "
+              + " | ".join(label for label, *_ in results) + " |")
+        print("|---|" + "---|" * len(results))
+        print("| raw FoundryRun creates/s (mean of before/after) | " + " | ".join(f"{raw_mean:.0f}" for _ in results) + " |")
+        rows = [
+            ("bridge distinct tickets/s (one bridge)", lambda r: f"{r[1]:.0f}"),
+            ("ratio bridge / raw", lambda r: f"{r[1] / raw_mean:.2f}"),
+            ("bridge latency p50 / p99", lambda r: f"{statistics.median(r[2]) * ms:.0f} / {percentile(r[2], 0.99) * ms:.0f} ms"),
+            ("bridge CPU per ticket", lambda r: f"{r[3] * ms:.1f} ms"),
+            (f"64-way storm p50 / p99 (two bridges, {args.storms} storms)",
+             lambda r: f"{statistics.median(r[4]) * ms:.0f} / {percentile(r[4], 0.99) * ms:.0f} ms"),
+        ]
+        for title, cell in rows:
+            print(f"| {title} | " + " | ".join(cell(r) for r in results) + " |")
     return 0
+
+
+def _measure_bridges(bridges: list[BridgeProcess], args: argparse.Namespace) -> tuple[float, list[float], float, list[float]]:
+    """(tickets/s, latencies, bridge CPU seconds per ticket, storm latencies) for one pair of bridges."""
+
+    def distinct(count: int, prefix: str, urls: list[str]) -> tuple[float, list[float]]:
+        sends = [_delivery(str(uuid.uuid4()), f"{prefix}-{i + 1}") for i in range(count)]
+        seconds, latencies, statuses = asyncio.run(_send(urls, sends, args.concurrency))
+        wrong = [s for s in statuses if s != "created"]
+        if wrong:
+            raise SystemExit(f"bridge {prefix}: {len(wrong)} deliveries not created, e.g. {wrong[:3]}")
+        return count / seconds, latencies
+
+    distinct(min(args.count, 200), "WARM", [b.url for b in bridges])  # both bridges: pools, connections, caches
+    pid = bridges[0].process.pid  # type: ignore[union-attr]
+    cpu_before = cpu_seconds(pid)
+    tps, latencies = distinct(args.count, "BENCH", [bridges[0].url])
+    cpu_per_ticket = (cpu_seconds(pid) - cpu_before) / args.count
+
+    storm_latencies: list[float] = []
+    for n in range(args.storms):
+        issue_id = str(uuid.uuid4())
+        sends = [_delivery(issue_id, f"STORM-{n + 1}") for _ in range(64)]
+        _, latencies_n, statuses = asyncio.run(_send([b.url for b in bridges], sends, 64))
+        if sorted(set(statuses)) != ["attached", "created"] or statuses.count("created") != 1:
+            raise SystemExit(f"storm {n}: unexpected answers {sorted(set(statuses))}")
+        storm_latencies.extend(latencies_n)
+    return tps, latencies, cpu_per_ticket, storm_latencies
+
 
 
 if __name__ == "__main__":

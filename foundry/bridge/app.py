@@ -1,8 +1,10 @@
 """The bridge's HTTP layer: aiohttp handlers that verify, map, execute and answer.
 
-Handlers are async; everything blocking (the Kubernetes client, SQLAlchemy)
-runs in one bounded thread pool per process, so a storm cannot open more
-connections than the pool allows. The order per delivery is fixed:
+Handlers are async. The intake hot path (claim, create, record) runs on the
+event loop itself when a lean path is given (foundry.bridge.lean: psycopg async
+and raw aiohttp, PostgreSQL only); everything else blocking (the Kubernetes
+client, SQLAlchemy) runs in one bounded thread pool per process, so a storm
+cannot open more connections than the pools allow. The order per delivery is fixed:
 size 413 → media type 415 → shape 400 → signature/timestamp 401 → replay
 check → command → delivery record. Anything a dependency cannot do right now
 is a 503 with Retry-After and nothing recorded.
@@ -14,7 +16,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -23,7 +25,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from foundry.bridge import commands
-from foundry.bridge.commands import Backend, Outcome, Refused, Trigger, Unavailable
+from foundry.bridge.commands import AsyncIntakeBackend, Backend, Outcome, Refused, Trigger, Unavailable
 from foundry.bridge.logs import LOGGER_NAME, delivery_fields
 from foundry.bridge.mapping import BadPayload, Command, Decision, Ignore, Intake, Ping, PrHint, map_github, map_linear
 from foundry.bridge.metrics import BridgeMetrics
@@ -82,11 +84,13 @@ class Bridge:
         settings: Settings,
         backend: Backend,
         *,
+        lean: AsyncIntakeBackend | None = None,
         clock: Callable[[], float] = time.time,
         max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self.settings = settings
         self.backend = backend
+        self.lean = lean
         self.clock = clock
         self.max_body_bytes = max_body_bytes
         self.metrics = BridgeMetrics()
@@ -116,6 +120,8 @@ class Bridge:
 
     async def _cleanup(self, _app: web.Application) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
+        if self.lean is not None:
+            await self.lean.close()
 
     # ------------------------------------------------------------ endpoints
 
@@ -237,7 +243,7 @@ class Bridge:
             outcome = await self._execute(command, envelope)
             # Recorded only now that the command succeeded: a crash before this
             # line leaves the delivery unrecorded and the sender's retry re-applies it.
-            fresh = await self.blocking(self.backend.record_delivery, provider, envelope.delivery_id, outcome.status)
+            fresh = await self._record(provider, envelope.delivery_id, outcome.status)
         except Unavailable as exc:
             return Answer(
                 503,
@@ -253,13 +259,20 @@ class Bridge:
             return Answer(200, "duplicate", run=outcome.run)
         return Answer(202, outcome.status, run=outcome.run, reason=outcome.reason)
 
+    async def _record(self, provider: str, delivery_id: str, outcome: str) -> bool:
+        if self.lean is not None:
+            return await self.lean.record_delivery(provider, delivery_id, outcome)
+        return await self.blocking(self.backend.record_delivery, provider, delivery_id, outcome)
+
+    def _intake(self, command: Intake, trigger: Trigger) -> Awaitable[Outcome]:
+        if self.lean is not None:
+            return commands.intake_async(self.lean, command, trigger)
+        return self.blocking(commands.intake, self.backend, command, trigger)
+
     async def _execute(self, command: Command, envelope: Envelope) -> Outcome:
         if isinstance(command, Intake):
             trigger = Trigger(envelope.delivery_id, _utc(self.clock()))
-            outcome, leader = await self.intakes.run(
-                command.coalesce_key,
-                lambda: self.blocking(commands.intake, self.backend, command, trigger),
-            )
+            outcome, leader = await self.intakes.run(command.coalesce_key, lambda: self._intake(command, trigger))
             if not leader and outcome.status == "created":
                 outcome = replace(outcome, status="attached")  # the leader created it; we joined
             return outcome

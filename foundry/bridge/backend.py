@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import urllib3
 from kubernetes import client, config as kube_config
@@ -34,7 +35,7 @@ KUBE_TIMEOUT_SECONDS = 10.0
 
 
 @contextlib.contextmanager
-def _database() -> Iterator[None]:
+def database_errors() -> Iterator[None]:
     try:
         yield
     except (OperationalError, InterfaceError, PoolTimeout) as exc:
@@ -48,7 +49,7 @@ def _database() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _kubernetes() -> Iterator[None]:
+def kubernetes_errors() -> Iterator[None]:
     try:
         yield
     except ObjectRejected as exc:
@@ -91,6 +92,34 @@ def kube_api_client(kubeconfig: str | None, pool_size: int) -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
+def run_manifest(claim: Claim, intake: Intake, trigger: Trigger) -> dict[str, Any] | None:
+    """The FoundryRun the claim names, or None when the claimed run is not ours to create."""
+    assert claim.name is not None and claim.attempt is not None and claim.namespace is not None
+    ticket = intake.ticket
+    if claim.name != run_name(TRACKER, ticket.issue_id, claim.attempt):
+        # The active run was made by hand under another name and the operator
+        # recorded it: it exists, and creating ours would make a second one.
+        return None
+    return runs.build_run_manifest(
+        runs.TicketSnapshot(
+            tracker=TRACKER,
+            issue_id=ticket.issue_id,
+            issue_key=ticket.issue_key,
+            title=ticket.title,
+            description=ticket.description or None,
+            url=ticket.url or None,
+            labels=ticket.labels,
+            state=ticket.state,
+            team_key=ticket.team_key,
+            updated_at=ticket.updated_at,
+            priority=ticket.priority,
+        ),
+        claim.attempt,
+        runs.Trigger("webhook", trigger.delivery_id, intake.actor, trigger.received_at),
+        namespace=claim.namespace,
+    )
+
+
 @dataclass
 class RealBackend:
     engine: Engine
@@ -108,13 +137,13 @@ class RealBackend:
     # ------------------------------------------------------------ deliveries
 
     def delivery_recorded(self, provider: str, delivery_id: str) -> bool:
-        with _database():
+        with database_errors():
             return deliveries.is_recorded(self.engine, provider, delivery_id)
 
     def record_delivery(self, provider: str, delivery_id: str, outcome: str) -> bool:
         # Its own short transaction, after the command succeeded: holding one open
         # across the Kubernetes call would pin a connection per in-flight delivery.
-        with _database(), session_factory(self.engine)() as session, session.begin():
+        with database_errors(), session_factory(self.engine)() as session, session.begin():
             return deliveries.record_delivery(
                 session, provider=provider, delivery_id=delivery_id, received_at=utcnow(), outcome=outcome
             )
@@ -122,7 +151,7 @@ class RealBackend:
     # ------------------------------------------------------------ runs
 
     def claim(self, ticket: Ticket) -> Claim:
-        with _database():
+        with database_errors():
             claim = claims.claim_run(
                 self.engine,
                 tracker=TRACKER,
@@ -135,43 +164,22 @@ class RealBackend:
         return Claim(claim.status, claim.name, claim.attempt, claim.namespace)
 
     def create_or_attach_run(self, claim: Claim, intake: Intake, trigger: Trigger) -> str:
-        assert claim.name is not None and claim.attempt is not None and claim.namespace is not None
-        ticket = intake.ticket
-        if claim.name != run_name(TRACKER, ticket.issue_id, claim.attempt):
-            # The active run was made by hand under another name and the operator
-            # recorded it: it exists, and creating ours would make a second one.
+        manifest = run_manifest(claim, intake, trigger)
+        if manifest is None:
             return "attached"
-        manifest = runs.build_run_manifest(
-            runs.TicketSnapshot(
-                tracker=TRACKER,
-                issue_id=ticket.issue_id,
-                issue_key=ticket.issue_key,
-                title=ticket.title,
-                description=ticket.description or None,
-                url=ticket.url or None,
-                labels=ticket.labels,
-                state=ticket.state,
-                team_key=ticket.team_key,
-                updated_at=ticket.updated_at,
-                priority=ticket.priority,
-            ),
-            claim.attempt,
-            runs.Trigger("webhook", trigger.delivery_id, intake.actor, trigger.received_at),
-            namespace=claim.namespace,
-        )
-        with _kubernetes():
-            result = runs.create_or_attach(self.api_client, claim.namespace, manifest)
+        with kubernetes_errors():
+            result = runs.create_or_attach(self.api_client, manifest["metadata"]["namespace"], manifest)
         return "created" if result.created else "attached"
 
     def active_run(self, issue_id: str) -> RunRef | None:
-        with _database():
+        with database_errors():
             record = claims.active_run(self.engine, TRACKER, issue_id)
         return (record.namespace, record.name) if record else None
 
     def active_run_by_key(self, issue_key: str) -> RunRef | None:
         # Issue keys are not identities (they move with teams), but an active run
         # under a key is what a PR titled "ACME-42 ..." means.
-        with _database(), session_factory(self.engine)() as session:
+        with database_errors(), session_factory(self.engine)() as session:
             row = session.execute(
                 select(Run.namespace, Run.name)
                 .where(Run.tracker == TRACKER, Run.issue_key == issue_key, Run.phase.in_(ACTIVE_PHASE_NAMES))
@@ -187,14 +195,14 @@ class RealBackend:
         manifest = approvals.build_approval_manifest(
             name, decision.decision, decision.approver, "linear", decision.comment or None, namespace=namespace
         )
-        with _kubernetes():
+        with kubernetes_errors():
             return approvals.create_or_attach_approval(self.api_client, namespace, manifest).created
 
     def hint_run(self, run: RunRef | str, value: str) -> bool:
         namespace, name = run if isinstance(run, tuple) else (self.namespace, run)
         api = client.CustomObjectsApi(self.api_client)
         body = {"metadata": {"annotations": {"foundry.dev/pr-hint": value}}}
-        with _kubernetes():
+        with kubernetes_errors():
             try:
                 api.patch_namespaced_custom_object(
                     GROUP, VERSION, namespace, runs.PLURAL, name, body, _request_timeout=KUBE_TIMEOUT_SECONDS

@@ -107,10 +107,39 @@ def intake(backend: Backend, command: Intake, trigger: Trigger) -> Outcome:
     attaches and the create happens.
     """
     claim = backend.claim(command.ticket)
-    if claim.status == "unchanged" or claim.name is None:
-        return Outcome("ignored", claim.name, "no run is active and the ticket has not changed since the last one")
+    if nothing_to_create(claim):
+        return _unchanged(claim)
     created = backend.create_or_attach_run(claim, command, trigger)
     return Outcome(created, claim.name)
+
+
+class AsyncIntakeBackend(Protocol):
+    """The intake hot path run on the event loop (foundry.bridge.lean); same contract as Backend's methods."""
+
+    async def claim(self, ticket: Ticket) -> Claim: ...
+
+    async def create_or_attach_run(self, claim: Claim, intake: Intake, trigger: Trigger) -> str: ...
+
+    async def record_delivery(self, provider: str, delivery_id: str, outcome: str) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+async def intake_async(backend: AsyncIntakeBackend, command: Intake, trigger: Trigger) -> Outcome:
+    """intake() for an AsyncIntakeBackend: the same two steps in the same order."""
+    claim = await backend.claim(command.ticket)
+    if nothing_to_create(claim):
+        return _unchanged(claim)
+    created = await backend.create_or_attach_run(claim, command, trigger)
+    return Outcome(created, claim.name)
+
+
+def nothing_to_create(claim: Claim) -> bool:
+    return claim.status == "unchanged" or claim.name is None
+
+
+def _unchanged(claim: Claim) -> Outcome:
+    return Outcome("ignored", claim.name, "no run is active and the ticket has not changed since the last one")
 
 
 def decide(backend: Backend, command: Decision) -> Outcome:

@@ -47,6 +47,10 @@ KNOWN_GITHUB_EVENTS = frozenset({"pull_request", "pull_request_review", "check_s
 KNOWN_LINEAR_EVENTS = frozenset({"Issue", "Comment"})
 
 
+# Linear workflow-state types that mean the issue's work is over.
+CLOSED_STATE_TYPES = frozenset({"completed", "canceled"})
+
+
 class BadPayload(ValueError):
     """A signed event lacks a field the command needs (answered 400 with this message)."""
 
@@ -253,6 +257,11 @@ def map_linear(event: str, payload: dict[str, Any], rule: TriggerRule) -> Comman
         if action not in ("create", "update"):
             return Ignore(f"Issue {action[:40]} is not used")
         ticket = ticket_from_issue(data)
+        state = data.get("state")
+        if isinstance(state, dict) and state.get("type") in CLOSED_STATE_TYPES:
+            # Done or cancelled work starts nothing, whatever its labels say; this
+            # is also how Foundry's own "move to Done" does not start a new attempt.
+            return Ignore(f"issue is {state['type']}")
         if not rule.matches(ticket.labels, ticket.state):
             return Ignore("issue does not carry the trigger")
         return Intake(ticket=ticket, actor=_actor_identity(payload.get("actor")))

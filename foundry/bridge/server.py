@@ -11,7 +11,9 @@ from aiohttp import web
 
 from foundry.bridge.app import Bridge
 from foundry.bridge.backend import RealBackend
+from foundry.bridge.lean import open_lean_intake
 from foundry.bridge.settings import Settings
+from foundry.db.engine import database_url, normalise_url
 
 READY_LINE = "foundry bridge listening on"
 
@@ -19,7 +21,12 @@ READY_LINE = "foundry bridge listening on"
 async def serve(settings: Settings, host: str, port: int, announce: Callable[[str], None]) -> None:
     """Serve until a termination signal; `announce` receives the bound URL (port 0 picks a free one)."""
     backend = RealBackend.from_settings(settings.database_url, settings.kubeconfig, settings.namespace, settings.workers)
-    bridge = Bridge(settings, backend)
+    url = normalise_url(settings.database_url or database_url())
+    lean = None
+    if settings.lean and url.get_backend_name() == "postgresql":
+        # Created inside the running loop: the aiohttp session and the pool belong to it.
+        lean = open_lean_intake(url, backend.api_client.configuration, settings.namespace, connections=settings.workers)
+    bridge = Bridge(settings, backend, lean=lean)
     # No access log: the bridge writes its own structured line per delivery.
     runner = web.AppRunner(bridge.application(), access_log=None, handle_signals=False)
     await runner.setup()

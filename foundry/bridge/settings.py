@@ -10,7 +10,8 @@ from foundry.bridge.verify import DEFAULT_TOLERANCE_SECONDS, parse_secrets
 
 DEFAULT_NAMESPACE = "foundry"
 # Few threads: the work is I/O plus GIL-bound client code, and more threads
-# only add contention (measured: 4-8 beat 32 on a 2-core machine).
+# only add contention (measured: 4-8 beat 32 on a 2-core machine). With the lean
+# path it also sizes that path's PostgreSQL pool (and 4x as many API server connections).
 DEFAULT_WORKERS = 8
 
 
@@ -28,6 +29,9 @@ class Settings:
     workers: int
     database_url: str | None  # None: the db module's default
     kubeconfig: str | None  # None: KUBECONFIG's default or in-cluster
+    # The intake hot path on the event loop (PostgreSQL only; foundry.bridge.lean).
+    # Off only to compare, or as an escape hatch: the threaded path is the reference.
+    lean: bool = True
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -54,6 +58,17 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     if not 1 <= value <= 256:
         raise SettingsError(f"{name} must be between 1 and 256, got {raw!r}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
 def trigger_from_config(config: object | None) -> TriggerRule:
@@ -95,4 +110,5 @@ def settings_from_env(env: Mapping[str, str], config: object | None = None) -> S
         workers=_int(env, "FOUNDRY_BRIDGE_WORKERS", DEFAULT_WORKERS),
         database_url=env.get("FOUNDRY_DATABASE_URL", "").strip() or None,
         kubeconfig=env.get("KUBECONFIG", "").strip() or None,
+        lean=_flag(env, "FOUNDRY_BRIDGE_LEAN", True),
     )

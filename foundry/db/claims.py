@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
@@ -24,6 +24,9 @@ from foundry.db.records import RunRecord
 from foundry.db.timeutil import Clock, utcnow
 from foundry.domain.attempts import ClaimAction, PriorRun, decide_claim
 from foundry.domain.phases import ACTIVE_PHASE_NAMES, Phase
+
+if TYPE_CHECKING:  # psycopg is only needed by callers of the lean PostgreSQL path
+    from psycopg import AsyncConnection
 
 ClaimStatus = Literal["created", "attached", "unchanged"]
 Bind = Engine | sessionmaker[Session]
@@ -244,3 +247,125 @@ def _require_text(**fields: str) -> None:
     empty = [k for k, v in fields.items() if not isinstance(v, str) or not v.strip()]
     if empty:
         raise ValueError(f"claim needs non-empty {', '.join(empty)}")
+
+
+# ---------------------------------------------------------------- lean PostgreSQL claim
+#
+# The same decision as claim_run, for a hot path that cannot afford the ORM: plain
+# psycopg statements in autocommit, so a claim for a new issue is one round trip.
+# The guard is unchanged: the INSERT runs against the partial unique index and the
+# unique (tracker, issue_id, attempt) and (namespace, name); ON CONFLICT DO NOTHING
+# turns a lost race into "no row returned" instead of an exception, and the loser
+# reads the winner in a fresh statement (a fresh snapshot) and follows it.
+
+_RUN_COLUMNS = "id, name, namespace, attempt, phase, ticket_updated_at"
+_INSERT_RUN = (
+    "INSERT INTO foundry_runs (tracker, issue_id, issue_key, namespace, name, attempt, phase,"
+    " ticket_updated_at, created_at, updated_at)"
+    # Casts: a parameter used in both the select list and the WHERE must have one type.
+    " SELECT %(tracker)s::varchar, %(issue_id)s::varchar, %(issue_key)s::varchar, %(namespace)s::varchar,"
+    " %(name)s::varchar, %(attempt)s::integer, %(phase)s::varchar,"
+    " %(ticket_updated_at)s::timestamptz, %(now)s::timestamptz, %(now)s::timestamptz"
+)
+# Attempt 1 is right exactly when the issue has no rows at all (decide_claim([]) is CREATE 1),
+# so the first claim of an issue needs no read before its insert.
+_INSERT_FIRST_RUN = (
+    _INSERT_RUN
+    + " WHERE NOT EXISTS (SELECT 1 FROM foundry_runs WHERE tracker = %(tracker)s AND issue_id = %(issue_id)s)"
+    + " ON CONFLICT DO NOTHING RETURNING id"
+)
+_INSERT_NEXT_RUN = _INSERT_RUN + " ON CONFLICT DO NOTHING RETURNING id"
+_SELECT_RUNS = (
+    f"SELECT {_RUN_COLUMNS} FROM foundry_runs WHERE tracker = %(tracker)s AND issue_id = %(issue_id)s"
+    " ORDER BY attempt DESC"
+)
+_SELECT_NAME_HOLDER = "SELECT tracker, issue_id, attempt FROM foundry_runs WHERE namespace = %s AND name = %s"
+
+
+async def claim_run_pg(
+    conn: "AsyncConnection[Any]",
+    *,
+    tracker: str,
+    issue_id: str,
+    issue_key: str,
+    namespace: str,
+    ticket_updated_at: datetime,
+    name_for: Callable[[int], str],
+    clock: Clock = utcnow,
+) -> Claim:
+    """claim_run on PostgreSQL through an autocommit psycopg AsyncConnection: same rules, same answers.
+
+    One round trip when the issue has never had a run; otherwise read, decide
+    (decide_claim), insert-or-nothing, as many rounds as races are lost (bounded).
+    """
+    _require_text(tracker=tracker, issue_id=issue_id, issue_key=issue_key, namespace=namespace)
+    _require_aware_time(ticket_updated_at)
+    params: dict[str, Any] = {
+        "tracker": tracker,
+        "issue_id": issue_id,
+        "issue_key": issue_key,
+        "namespace": namespace,
+        "phase": Phase.PENDING.value,
+        "ticket_updated_at": ticket_updated_at,
+    }
+    attempt, optimistic = 1, True
+    for _ in range(MAX_CLAIM_ROUNDS):
+        if not optimistic:
+            cursor = await conn.execute(_SELECT_RUNS, params)
+            rows = [_LeanRow(*r) for r in await cursor.fetchall()]
+            decision = decide_claim([r.prior() for r in rows], ticket_updated_at)
+            if decision.action is ClaimAction.ATTACH:
+                return _by_attempt_lean(rows, decision.attempt).claim("attached")
+            if decision.action is ClaimAction.UNCHANGED:
+                return _by_attempt_lean(rows, decision.attempt).claim("unchanged")
+            attempt = decision.attempt
+        name = name_for(attempt)
+        now = clock()
+        cursor = await conn.execute(
+            _INSERT_FIRST_RUN if optimistic else _INSERT_NEXT_RUN,
+            {**params, "name": name, "attempt": attempt, "now": now},
+        )
+        inserted = await cursor.fetchone()
+        if inserted is not None:
+            return Claim(inserted[0], name, namespace, attempt, Phase.PENDING.value, "created")
+        if not optimistic:
+            # Lost a race (someone committed a conflicting row), unless the name is
+            # held by another issue, which no number of rounds would resolve.
+            cursor = await conn.execute(_SELECT_NAME_HOLDER, (namespace, name))
+            holder = await cursor.fetchone()
+            if holder is not None and (holder[0], holder[1]) != (tracker, issue_id):
+                raise RunNameTaken(
+                    f"run name {namespace}/{name} already belongs to {holder[0]} issue {holder[1]} "
+                    f"(attempt {holder[2]}); the naming function must be unique per issue and attempt"
+                )
+        optimistic = False
+    raise ClaimContention(
+        f"claiming {tracker} issue {issue_id} lost {MAX_CLAIM_ROUNDS} races in a row without "
+        "finding the winning run; is something deleting runs concurrently?"
+    )
+
+
+@dataclass(frozen=True)
+class _LeanRow:
+    id: int
+    name: str
+    namespace: str
+    attempt: int
+    phase: str
+    ticket_updated_at: datetime
+
+    def prior(self) -> PriorRun:
+        return PriorRun(attempt=self.attempt, phase=self.phase, ticket_updated_at=self.ticket_updated_at)
+
+    def claim(self, status: ClaimStatus) -> Claim:
+        return Claim(self.id, self.name, self.namespace, self.attempt, self.phase, status)
+
+
+def _by_attempt_lean(rows: list[_LeanRow], attempt: int) -> _LeanRow:
+    return next(r for r in rows if r.attempt == attempt)
+
+
+def _require_aware_time(moment: datetime) -> None:
+    # UtcDateTime refuses naive values on the ORM path; the raw path must refuse them too.
+    if not isinstance(moment, datetime) or moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"ticket_updated_at must be an aware datetime, got {moment!r}")

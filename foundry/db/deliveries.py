@@ -18,10 +18,11 @@ correctness mechanism.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Delete, Engine, Select, delete, select
 from sqlalchemy.exc import IntegrityError
@@ -30,6 +31,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from foundry.db.engine import session_factory
 from foundry.db.models import WebhookDelivery
 from foundry.db.timeutil import Clock, utcnow
+
+if TYPE_CHECKING:  # psycopg is only needed by callers of the lean PostgreSQL path
+    from psycopg import AsyncConnection
 
 Bind = Engine | sessionmaker[Session]
 
@@ -156,6 +160,56 @@ def prune_deliveries(
         if len(ids) < batch_size:
             break
     return total
+
+
+# unnest() keeps it one prepared statement whatever the batch size.
+_INSERT_DELIVERIES = (
+    "INSERT INTO foundry_webhook_deliveries (provider, delivery_id, received_at, outcome, applied_at)"
+    " SELECT p, d, %(now)s::timestamptz, o, %(now)s::timestamptz"
+    " FROM unnest(%(providers)s::varchar[], %(ids)s::varchar[], %(outcomes)s::varchar[]) AS t(p, d, o)"
+    " ON CONFLICT (provider, delivery_id) DO NOTHING RETURNING provider, delivery_id"
+)
+
+
+async def record_applied_deliveries_pg(
+    conn: "AsyncConnection[Any]", items: Sequence[tuple[str, str, str]], *, clock: Clock = utcnow
+) -> list[bool]:
+    """Record deliveries whose commands have been applied, (provider, delivery_id, outcome) each, in one statement.
+
+    For callers that apply an idempotent command first and record it after (the
+    bridge): a crash in between leaves nothing recorded and the retry re-applies.
+    Returns, per item, True if this call recorded it and False if it was already
+    recorded (or an earlier item of the same batch has the same id). All or none:
+    if the statement fails, nothing is recorded. The unique (provider,
+    delivery_id) decides between copies racing on different connections.
+    """
+    for provider, delivery_id, _ in items:
+        _check_ids(provider, delivery_id)
+    first: dict[tuple[str, str], int] = {}
+    for index, (provider, delivery_id, _) in enumerate(items):
+        first.setdefault((provider, delivery_id), index)
+    unique = [items[i] for i in first.values()]
+    cursor = await conn.execute(
+        _INSERT_DELIVERIES,
+        {
+            "now": clock(),
+            "providers": [p for p, _, _ in unique],
+            "ids": [d for _, d, _ in unique],
+            "outcomes": [o for _, _, o in unique],
+        },
+    )
+    inserted = {(row[0], row[1]) for row in await cursor.fetchall()}
+    return [
+        first[(provider, delivery_id)] == index and (provider, delivery_id) in inserted
+        for index, (provider, delivery_id, _) in enumerate(items)
+    ]
+
+
+async def record_applied_delivery_pg(
+    conn: "AsyncConnection[Any]", *, provider: str, delivery_id: str, outcome: str, clock: Clock = utcnow
+) -> bool:
+    """record_applied_deliveries_pg for one delivery: False if it is already recorded."""
+    return (await record_applied_deliveries_pg(conn, [(provider, delivery_id, outcome)], clock=clock))[0]
 
 
 def _check_ids(provider: str, delivery_id: str) -> None:

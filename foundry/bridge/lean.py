@@ -1,0 +1,117 @@
+"""The intake hot path without threads: psycopg async for the claim and record, aiohttp for the create.
+
+Same steps, same guards and same answers as RealBackend's claim /
+create_or_attach_run / record_delivery (see foundry.bridge.backend); only the
+transport differs. Used when the database is PostgreSQL; SQLite (a developer's
+machine) keeps the threaded path. Why: docs/decisions/0002-bridge-lean-hot-path.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import psycopg
+from kubernetes import client
+from sqlalchemy.engine import URL
+
+from foundry.bridge.backend import kubernetes_errors, run_manifest
+from foundry.bridge.batching import Batcher
+from foundry.bridge.commands import Claim, Trigger, Unavailable
+from foundry.bridge.kubehttp import KubeRuns, target_from_configuration
+from foundry.bridge.mapping import TRACKER, Intake, Ticket
+from foundry.bridge.pgpool import PgPool
+from foundry.db import claims, deliveries
+from foundry.domain.naming import run_name
+
+KUBE_TIMEOUT_SECONDS = 10.0
+
+
+@contextlib.contextmanager
+def lean_database_errors() -> Iterator[None]:
+    try:
+        yield
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        raise Unavailable("database", type(exc).__name__) from exc
+    except claims.ClaimContention as exc:
+        raise Unavailable("database", "claim contention") from exc
+
+
+def libpq_conninfo(url: URL) -> str:
+    """A libpq URI for a (normalised) SQLAlchemy PostgreSQL URL; query options pass through."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+# Records that arrive while a flush is in flight go in the next one (foundry.bridge.batching).
+RECORD_BATCH = 64
+
+
+class LeanIntake:
+    """One per bridge process; build it inside the running event loop (open_lean_intake)."""
+
+    def __init__(self, pool: PgPool, kube: KubeRuns, namespace: str, *, record_flushers: int = 2) -> None:
+        self.pool = pool
+        self.kube = kube
+        self.namespace = namespace
+        self.records: Batcher[tuple[str, str, str], bool] = Batcher(
+            self._record_batch, max_batch=RECORD_BATCH, flushers=record_flushers
+        )
+
+    async def claim(self, ticket: Ticket) -> Claim:
+        async def work(connection: psycopg.AsyncConnection[Any]) -> claims.Claim:
+            return await claims.claim_run_pg(
+                connection,
+                tracker=TRACKER,
+                issue_id=ticket.issue_id,
+                issue_key=ticket.issue_key,
+                namespace=self.namespace,
+                ticket_updated_at=ticket.updated_at,
+                name_for=lambda attempt: run_name(TRACKER, ticket.issue_id, attempt),
+            )
+
+        with lean_database_errors():
+            claim = await self.pool.run(work)
+        return Claim(claim.status, claim.name, claim.attempt, claim.namespace)
+
+    async def create_or_attach_run(self, claim: Claim, intake: Intake, trigger: Trigger) -> str:
+        manifest = run_manifest(claim, intake, trigger)
+        if manifest is None:
+            return "attached"
+        with kubernetes_errors():
+            created = await self.kube.create_or_attach(manifest["metadata"]["namespace"], manifest)
+        return "created" if created else "attached"
+
+    async def record_delivery(self, provider: str, delivery_id: str, outcome: str) -> bool:
+        return await self.records.submit((provider, delivery_id, outcome))
+
+    async def _record_batch(self, items: Sequence[tuple[str, str, str]]) -> Sequence[bool | BaseException]:
+        async def work(connection: psycopg.AsyncConnection[Any]) -> list[bool]:
+            return await deliveries.record_applied_deliveries_pg(connection, items)
+
+        with lean_database_errors():
+            try:
+                return await self.pool.run(work)
+            except psycopg.Error as exc:
+                if len(items) == 1 or isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+                    raise
+        # The database refused the batch for something in it (no delivery the
+        # verifier admits should do that): one at a time, so only that one fails.
+        singles = await asyncio.gather(*(self._record_batch([item]) for item in items), return_exceptions=True)
+        return [single if isinstance(single, BaseException) else single[0] for single in singles]
+
+    async def close(self) -> None:
+        await self.kube.close()
+        await self.pool.close()
+
+
+def open_lean_intake(
+    database_url: URL, configuration: client.Configuration, namespace: str, *, connections: int
+) -> LeanIntake:
+    """The lean path for a PostgreSQL URL and the process's kubernetes Configuration (call inside the loop)."""
+    pool = PgPool(libpq_conninfo(database_url), connections)
+    kube = KubeRuns(
+        target_from_configuration(configuration), connections=connections * 4, timeout_seconds=KUBE_TIMEOUT_SECONDS
+    )
+    return LeanIntake(pool, kube, namespace, record_flushers=max(1, connections // 4))
