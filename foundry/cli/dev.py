@@ -98,3 +98,10 @@ def cluster_stop() -> None:
     else:
         click.echo("no dev cluster is running", err=True)
         sys.exit(1)
+
+
+from foundry.cli.dev_stack import demo as _demo, down as _down, up as _up  # noqa: E402 - attached after `dev` exists
+
+dev.add_command(_demo)
+dev.add_command(_up)
+dev.add_command(_down)

@@ -17,6 +17,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dev": ("foundry.cli.dev", "dev"),
     "bridge": ("foundry.cli.bridge", "bridge"),
     "operator": ("foundry.cli.operator", "operator"),
+    "runs": ("foundry.cli.runs", "runs"),
+    "approve": ("foundry.cli.approvals", "approve"),
+    "reject": ("foundry.cli.approvals", "reject"),
+    "stop": ("foundry.cli.approvals", "stop"),
 }
 
 

@@ -1,0 +1,55 @@
+"""`foundry operator`: run the kopf operator in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+import click
+
+
+@click.command("operator")
+@click.option("-n", "--namespace", "namespaces", multiple=True, envvar="FOUNDRY_NAMESPACE",
+              help="Namespace to watch (repeatable). Default: $FOUNDRY_NAMESPACE.")
+@click.option("-A", "--all-namespaces", is_flag=True, help="Watch FoundryRuns in every namespace.")
+@click.option("--config", "config_path", envvar="FOUNDRY_CONFIG", type=click.Path(dir_okay=False),
+              help="Foundry's YAML config file. Default: $FOUNDRY_CONFIG.")
+@click.option("--liveness", "liveness_endpoint", default=None, metavar="URL",
+              help="Serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz.")
+@click.option("--metrics-port", type=int, default=None, envvar="FOUNDRY_METRICS_PORT",
+              help="Serve Prometheus metrics on this port (/metrics).")
+@click.option("--workers", type=click.IntRange(1, 256), default=16, show_default=True,
+              help="Threads that run reconciles.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def operator(namespaces: tuple[str, ...], all_namespaces: bool, config_path: str | None,
+             liveness_endpoint: str | None, metrics_port: int | None, workers: int, verbose: bool) -> None:
+    """Drive FoundryRuns from intake to a merged pull request (kopf, standalone)."""
+    if not namespaces and not all_namespaces:
+        raise click.UsageError("say which namespace to watch: --namespace NAME (or --all-namespaces)")
+    if namespaces and all_namespaces:
+        raise click.UsageError("--namespace and --all-namespaces exclude each other")
+    if config_path and not os.path.exists(config_path):
+        raise click.BadParameter(f"no such file: {config_path}", param_hint="--config")
+
+    import kopf
+
+    from foundry.operator import handlers  # noqa: F401 - registers the handlers
+    from foundry.operator.deps import DepsError, build_deps
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    try:
+        deps = build_deps(config_path)
+    except (DepsError, ValueError, OSError) as err:
+        raise click.ClickException(f"cannot start the operator: {err}") from err
+    memo = kopf.Memo(deps=deps, metrics_port=metrics_port, workers=workers)
+    asyncio.run(kopf.operator(
+        standalone=True,
+        clusterwide=all_namespaces,
+        namespaces=list(namespaces),
+        liveness_endpoint=liveness_endpoint,
+        memo=memo,
+    ))

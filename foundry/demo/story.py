@@ -1,0 +1,230 @@
+"""The demo's story, played on a running LocalStack.
+
+A ticket labelled twice at once → one run → an approval comment → the local
+agent commits and opens a PR → CI fails once → Foundry retries → CI passes →
+the PR is merged → the run is Complete. Every step acts only through the
+outside world (Linear and GitHub stand-ins); Foundry's bridge and operator do
+the rest, and the story watches the FoundryRun to see them do it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from foundry.demo import example_repo
+from foundry.demo.ci import run_tests
+from foundry.demo.progress import Progress
+from foundry.demo.stack import LocalStack, StackError
+
+TRIGGER_LABELS = (["foundry", "repo:greeter"], ["foundry", "repo:greeter", "backend"])
+
+
+class StoryFailed(RuntimeError):
+    """The story could not reach its next step; the message says where it stopped and why."""
+
+
+@dataclass
+class StoryResult:
+    run: str | None = None
+    phase: str | None = None
+    issue_id: str | None = None
+    issue_key: str | None = None
+    pr_number: int | None = None
+    ci: list[tuple[str, str]] = field(default_factory=list)  # (head sha, conclusion)
+
+    @property
+    def complete(self) -> bool:
+        return self.phase == "Complete"
+
+
+class Story:
+    def __init__(self, stack: LocalStack, progress: Progress, *, confirm: Callable[[str], None] | None = None,
+                 step_timeout: float = 90.0) -> None:
+        self.stack = stack
+        self.progress = progress
+        self.confirm = confirm or (lambda _prompt: None)
+        self.step_timeout = step_timeout
+        self.result = StoryResult()
+        self._phases_seen: list[str] = []
+
+    # ---- the story --------------------------------------------------------------
+
+    def play(self) -> StoryResult:
+        linear, stack = self.stack.linear, self.stack
+        issue_id = linear.create_issue("ACME", example_repo.TICKET_TITLE, example_repo.TICKET_DESCRIPTION,
+                                       actor_id=stack.alice_id)
+        self.result.issue_id = issue_id
+        self.result.issue_key = linear.issue_json(issue_id)["identifier"]
+        self.progress.step(f"Linear: {self.result.issue_key} “{example_repo.TICKET_TITLE}” created (not labelled yet)")
+
+        self._label_twice_at_once(issue_id)
+        run = self._the_one_run(issue_id)
+        self.result.run = run["metadata"]["name"]
+        self.progress.step(f"one FoundryRun for two label webhooks: {self.result.run}")
+
+        self._wait_phase("WaitingApproval", "the operator to analyse the ticket, plan it and ask for approval")
+        self.progress.step("Linear: Foundry posted its plan and asked Alice to approve")
+
+        self.confirm(f"Press Enter to approve as Alice (posts `/foundry approve` on {self.result.issue_key}) ")
+        linear.add_comment(issue_id, "/foundry approve", user_id=stack.alice_id)
+        self.progress.step("Linear: Alice commented `/foundry approve`")
+
+        self._wait_phase("AgentRunning", "the approval to reach the operator and the local agent to start")
+        self.progress.step("the local agent is running (attempt 1)")
+        number = self._wait_pr()
+        self.result.pr_number = number
+        self.progress.step(f"GitHub: the agent opened PR #{number} from branch foundry/{self.result.run}")
+
+        first = self._run_ci(number, expect="failure")
+        self.progress.step(f"CI failed on {first[:8]} (the first attempt forgot the empty name)")
+        self._wait_attempt(2)
+        self.progress.step("Foundry retried: attempt 2 on the same branch, with the CI failure as feedback")
+        second = self._run_ci(number, expect="success", after=first)
+        self.progress.step(f"CI passed on {second[:8]}")
+
+        self._wait_pr_seen(second)
+        self.confirm(f"Press Enter to merge PR #{number} ")
+        stack.github.submit_review(example_repo.REPO, number, "octocat", "APPROVED", "Looks good, thanks!")
+        stack.github.merge(example_repo.REPO, number)
+        self.progress.step(f"GitHub: PR #{number} approved and merged")
+
+        self._wait_phase("Complete", "the operator to see the merge")
+        self.progress.step(f"{self.result.run} is Complete")
+        return self.result
+
+    # ---- steps --------------------------------------------------------------------
+
+    def _label_twice_at_once(self, issue_id: str) -> None:
+        """Two people add the trigger label at the same moment: two signed webhooks race to the bridge."""
+        barrier = threading.Barrier(len(TRIGGER_LABELS))
+        errors: list[BaseException] = []
+
+        def label(labels: list[str]) -> None:
+            try:
+                barrier.wait(10)
+                self.stack.linear.update_issue(issue_id, labels=labels, actor_id=self.stack.alice_id)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=label, args=(labels,)) for labels in TRIGGER_LABELS]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        if errors:
+            raise StoryFailed(f"labelling the ticket failed: {errors[0]}")
+        sent = [d for d in self.stack.linear.deliveries if d.event == "Issue" and d.payload.get("action") == "update"]
+        self.progress.step(f"Linear: the `foundry` label was added twice at once ({len(sent)} webhooks)")
+
+    def _the_one_run(self, issue_id: str) -> dict[str, Any]:
+        runs = self._wait(lambda: self._runs_of(issue_id) or None, "the bridge to create the run")
+        # Let both deliveries land before counting: the point is that the second made no run.
+        self.stack.linear.wait_webhooks(30)
+        runs = self._runs_of(issue_id)
+        if len(runs) != 1:
+            raise StoryFailed(f"expected one FoundryRun for the issue, found {len(runs)}: "
+                              f"{[r['metadata']['name'] for r in runs]}")
+        return runs[0]
+
+    def _wait_pr(self) -> int:
+        def open_pr() -> int | None:
+            pulls = [p for (repo, _), p in self.stack.github.pulls.items() if repo == example_repo.REPO]
+            return pulls[0].number if pulls else None
+
+        return self._wait(open_pr, "the agent to open a pull request")
+
+    def _run_ci(self, number: int, *, expect: str, after: str | None = None) -> str:
+        """Run the tests on the PR's head (a new head, if `after` is given) and report the check."""
+        github = self.stack.github
+
+        def head() -> str | None:
+            sha = github.pulls[(example_repo.REPO, number)].head_sha
+            return sha if sha != after else None
+
+        sha = self._wait(head, "a new commit on the pull request")
+        with self.progress.waiting(f"CI is running the tests on {sha[:8]}"):
+            github.set_check(example_repo.REPO, sha, None, name="tests", status="in_progress")
+            outcome = run_tests(dict(github.commits[sha].tree))
+            github.set_check(example_repo.REPO, sha, outcome.conclusion, name="tests")
+        self.result.ci.append((sha, outcome.conclusion))
+        if outcome.conclusion != expect:
+            raise StoryFailed(f"CI on {sha[:8]} was {outcome.conclusion}, the story expected {expect}:\n{outcome.output}")
+        return sha
+
+    def _wait_attempt(self, attempt: int) -> None:
+        def started() -> bool:
+            status = self._status()
+            jobs = (status.get("agent") or {}).get("jobs") or []
+            return any(j.get("attempt") == attempt for j in jobs) or None  # type: ignore[return-value]
+
+        self._wait(started, f"the operator to start agent attempt {attempt}")
+
+    def _wait_pr_seen(self, sha: str) -> None:
+        """Merge only once the operator has looked at the passing head, so the story shows each step."""
+        def seen() -> bool | None:
+            status = self._status()
+            head = (status.get("pr") or {}).get("headSha")
+            return (status.get("phase") == "PROpen" and head in (None, sha)) or None
+
+        self._wait(seen, "the operator to see the passing checks")
+
+    # ---- watching -------------------------------------------------------------------
+
+    def _runs_of(self, issue_id: str) -> list[dict[str, Any]]:
+        from kubernetes import client
+
+        from foundry.domain.naming import label_value
+        from foundry.kube.runs import LABEL_ISSUE_ID
+
+        return client.CustomObjectsApi(self.stack.api).list_namespaced_custom_object(
+            "foundry.dev", "v1alpha1", self.stack.namespace, "foundryruns",
+            label_selector=f"{LABEL_ISSUE_ID}={label_value(issue_id)}")["items"]
+
+    def _status(self) -> dict[str, Any]:
+        from kubernetes import client
+
+        obj = client.CustomObjectsApi(self.stack.api).get_namespaced_custom_object(
+            "foundry.dev", "v1alpha1", self.stack.namespace, "foundryruns", self.result.run)
+        status = obj.get("status") or {}
+        phase = status.get("phase")
+        if phase and (not self._phases_seen or self._phases_seen[-1] != phase):
+            self._phases_seen.append(phase)
+            self.progress.note(f"phase → {phase}" + (f" ({status.get('reason')})" if status.get("reason") else ""))
+        self.result.phase = phase
+        return status
+
+    def _wait_phase(self, phase: str, what: str) -> None:
+        from foundry.domain.phases import Phase
+
+        def reached() -> bool | None:
+            status = self._status()
+            current = status.get("phase")
+            if current == phase:
+                return True
+            if current and Phase(current).is_terminal:
+                raise StoryFailed(f"the run ended as {current} while waiting for {phase}: "
+                                  f"{status.get('reason')}: {status.get('message')}")
+            return None
+
+        self._wait(reached, what)
+
+    def _wait(self, check: Callable[[], Any], what: str) -> Any:
+        deadline = time.monotonic() + self.step_timeout
+        with self.progress.waiting(f"waiting for {what}"):
+            while True:
+                try:
+                    self.stack.check_alive()
+                except StackError as exc:
+                    raise StoryFailed(str(exc)) from None
+                value = check()
+                if value:
+                    return value
+                if time.monotonic() > deadline:
+                    phase = f" (the run is {self.result.phase})" if self.result.phase else ""
+                    raise StoryFailed(f"gave up after {self.step_timeout:g}s waiting for {what}{phase}; "
+                                      f"the logs are in {self.stack.logs_dir}")
+                time.sleep(0.25)

@@ -1,0 +1,99 @@
+"""The operator's database writes, with outages turned into RetryLater.
+
+Thin wrappers over foundry.db: they add idempotency (a transition replayed
+after a crash does not append a second audit event) and map "database down"
+to a retry rather than a lost transition.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Iterator
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from foundry.db import audit, claims
+from foundry.db.claims import OperatorInsert
+from foundry.operator.errors import RetryLater
+from foundry.operator.faults import crash_point
+
+if TYPE_CHECKING:
+    from foundry.operator.deps import Deps
+    from foundry.operator.reconcile.outcome import Transition
+    from foundry.operator.reconcile.view import RunView
+
+
+@contextmanager
+def _outage_is_retry(what: str) -> Iterator[None]:
+    try:
+        yield
+    except OperationalError as err:
+        raise RetryLater(f"database unavailable while {what}: {err.orig or err}", delay=3.0) from err
+    except DBAPIError as err:
+        if err.connection_invalidated:
+            raise RetryLater(f"database connection lost while {what}", delay=3.0) from err
+        raise
+
+
+def _ticket_updated_at(run: "RunView") -> datetime:
+    raw = run.ticket.get("updatedAt")
+    if raw:
+        return datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+    # A hand-made run may omit it; its creation time is the honest stand-in.
+    created = run.meta.get("creationTimestamp")
+    if created:
+        return datetime.fromisoformat(str(created).replace("Z", "+00:00"))
+    return datetime.now(timezone.utc)
+
+
+def insert_row(deps: "Deps", run: "RunView") -> OperatorInsert:
+    with _outage_is_retry(f"recording run {run.name}"):
+        result = claims.insert_run_row_for_operator(
+            deps.engine, tracker=run.tracker, issue_id=run.issue_id, issue_key=run.issue_key,
+            namespace=run.namespace, name=run.name, attempt=int(run.spec.get("attempt") or 1),
+            ticket_updated_at=_ticket_updated_at(run))
+    if result.outcome == "inserted":
+        crash_point("after-db-insert")
+    return result
+
+
+def record_transition(deps: "Deps", run: "RunView", before: Any, t: "Transition") -> None:
+    """Move the DB row to t.to with its audit event, unless a replay already did."""
+    with _outage_is_retry(f"recording {run.name} → {t.to.value}"):
+        row = claims.get_run(deps.engine, run.namespace, run.name)
+        if row is None:
+            # The Duplicate outcome: this run never got a row (the index refused
+            # it); its refusal is audited on the run that holds the slot.
+            return
+        if before == t.to:
+            # A step that restarts its own phase (a remediation while the agent
+            # runs): no phase change to record, but the decision is history.
+            audit.record_decision(deps.engine, row.id, t.reason, {"message": t.message, "k8s_uid": run.uid})
+            return
+        if row.phase == t.to.value:
+            return
+        audit.record_phase(deps.engine, row.id, t.to, t.reason,
+                           {"message": t.message, "from": before.value, "k8s_uid": run.uid})
+    crash_point("after-db-phase")
+
+
+def record_decision(deps: "Deps", run: "RunView", kind: str, detail: dict[str, Any]) -> None:
+    with _outage_is_retry(f"recording {kind} for {run.name}"):
+        row = claims.get_run(deps.engine, run.namespace, run.name)
+        if row is not None:
+            audit.record_decision(deps.engine, row.id, kind, detail)
+
+
+def record_on(deps: "Deps", run_id: int, kind: str, detail: dict[str, Any]) -> None:
+    with _outage_is_retry(f"recording {kind}"):
+        audit.record_decision(deps.engine, run_id, kind, detail)
+
+
+def close_row(deps: "Deps", run: "RunView", phase: Any, reason: str) -> None:
+    """On delete: an active row becomes terminal so the issue's slot frees up."""
+    with _outage_is_retry(f"closing the row of {run.name}"):
+        row = claims.get_run(deps.engine, run.namespace, run.name)
+        if row is None or row.finished_at is not None:
+            return
+        audit.record_phase(deps.engine, row.id, phase, reason, {"k8s_uid": run.uid})

@@ -1,0 +1,98 @@
+"""Everything the reconcile functions talk to, in one object passed explicitly.
+
+Tests build a Deps pointing at the local API server, PostgreSQL and the
+Linear/GitHub stand-ins; production builds it from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from kubernetes import client, config as kube_config
+from sqlalchemy import Engine
+
+from foundry.operator.locks import RunLocks
+from foundry.operator.metrics import OperatorMetrics
+
+# Secrets come from the environment, never from the config file.
+ENV_LINEAR_KEY = "FOUNDRY_LINEAR_API_KEY"
+ENV_LINEAR_URL = "FOUNDRY_LINEAR_URL"
+ENV_GITHUB_TOKEN = "FOUNDRY_GITHUB_TOKEN"
+ENV_GITHUB_URL = "FOUNDRY_GITHUB_URL"
+
+
+class DepsError(RuntimeError):
+    """The operator cannot start: a setting is missing or wrong (the message says which)."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Deps:
+    api: client.ApiClient
+    engine: Engine
+    linear: Any  # foundry.connectors.linear.LinearClient
+    github: Any  # foundry.connectors.github.GitHubClient
+    config: Any  # foundry.config.Config
+    agents: Any  # foundry.agents provider: dispatch / state / cancel
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
+    locks: RunLocks = field(default_factory=RunLocks)
+    clock: Callable[[], datetime] = utc_now
+
+    def close(self) -> None:
+        for closer in (getattr(self.linear, "close", None), getattr(self.github, "close", None),
+                       self.engine.dispose, self.api.close):
+            if closer is not None:
+                try:
+                    closer()
+                except Exception:  # noqa: BLE001 - shutting down; nothing useful to do
+                    pass
+
+
+def kube_api_client() -> client.ApiClient:
+    """In a pod: the ServiceAccount; elsewhere KUBECONFIG / ~/.kube/config."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+        cfg = client.Configuration()
+        kube_config.load_incluster_config(client_configuration=cfg)
+        return client.ApiClient(cfg)
+    try:
+        return kube_config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
+    except kube_config.ConfigException as err:
+        raise DepsError(f"no Kubernetes credentials: {err} (set KUBECONFIG or run in a pod)") from err
+
+
+def _require_env(name: str) -> str:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise DepsError(f"{name} is not set; the operator needs it to reach {name.split('_')[1].title()}")
+    return value
+
+
+def build_deps(config_path: str | None = None) -> Deps:
+    """Deps from the environment: FOUNDRY_CONFIG (or config_path), FOUNDRY_DATABASE_URL,
+    KUBECONFIG, FOUNDRY_LINEAR_API_KEY, FOUNDRY_GITHUB_TOKEN, and optionally
+    FOUNDRY_LINEAR_URL / FOUNDRY_GITHUB_URL over the config's api_url."""
+    from foundry.agents import make_provider
+    from foundry.config import load_config
+    from foundry.connectors.github import GitHubClient
+    from foundry.connectors.linear import LinearClient
+    from foundry.db.engine import make_engine
+
+    cfg = load_config(config_path or os.environ.get("FOUNDRY_CONFIG"))
+    api = kube_api_client()
+    # The environment wins over the config file, so one config serves several installations.
+    linear_url = os.environ.get(ENV_LINEAR_URL) or cfg.linear.api_url
+    github_url = os.environ.get(ENV_GITHUB_URL) or cfg.github.api_url
+    return Deps(
+        api=api,
+        engine=make_engine(),
+        linear=LinearClient(_require_env(ENV_LINEAR_KEY), url=linear_url),
+        github=GitHubClient(_require_env(ENV_GITHUB_TOKEN), base_url=github_url),
+        config=cfg,
+        agents=make_provider(cfg, api),
+    )

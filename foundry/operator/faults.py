@@ -1,0 +1,48 @@
+"""Crash injection for the kill -9 tests.
+
+`FOUNDRY_FAULT=<point>` makes the process die with `os._exit(137)` (what a
+SIGKILL looks like to a parent) right after the named side effect and before
+its result is recorded in the run's status. Only tests set it. Several points
+may be given comma-separated; `FOUNDRY_FAULT_ONCE_DIR=<dir>` makes each point
+fire once per directory (a marker file), so a restarted operator with the same
+environment runs on instead of dying again.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Names of the points, so a typo in a test fails loudly instead of never firing.
+POINTS = frozenset({
+    "after-db-insert",
+    "after-comment-post",
+    "after-job-create",
+    "after-db-phase",
+})
+
+
+def _armed(point: str) -> bool:
+    wanted = {p.strip() for p in os.environ.get("FOUNDRY_FAULT", "").split(",") if p.strip()}
+    unknown = wanted - POINTS
+    if unknown:
+        raise ValueError(f"FOUNDRY_FAULT names unknown fault points {sorted(unknown)}; known: {sorted(POINTS)}")
+    return point in wanted
+
+
+def crash_point(point: str) -> None:
+    """Die here if the environment asks for it (see the module docstring)."""
+    if point not in POINTS:
+        raise ValueError(f"unknown fault point {point!r}")
+    if not _armed(point):
+        return
+    once_dir = os.environ.get("FOUNDRY_FAULT_ONCE_DIR")
+    if once_dir:
+        marker = Path(once_dir) / f"fired-{point}"
+        try:
+            # O_EXCL: exactly one process ever fires a given point.
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.close(fd)
+    os._exit(137)

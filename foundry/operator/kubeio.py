@@ -1,0 +1,73 @@
+"""The operator's Kubernetes reads and writes on FoundryRuns and FoundryApprovals.
+
+Status writes carry the resourceVersion the step was computed from, so a
+write based on a stale read is refused (409) and the step is recomputed from
+fresh state instead of overwriting someone else's progress.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from foundry.operator.errors import RetryLater
+
+GROUP = "foundry.dev"
+VERSION = "v1alpha1"
+RUNS = "foundryruns"
+APPROVALS = "foundryapprovals"
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class Conflict(Exception):
+    """The run changed since it was read; recompute from a fresh read."""
+
+
+def _retryable(err: ApiException) -> bool:
+    return err.status in (429, 500, 502, 503, 504) or err.status == 0 or err.status is None
+
+
+def get_run(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        return client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, RUNS, name)
+    except ApiException as err:
+        if err.status == 404:
+            return None
+        if _retryable(err):
+            raise RetryLater(f"reading FoundryRun {namespace}/{name}: HTTP {err.status}") from err
+        raise
+
+
+def patch_run_status(api: client.ApiClient, run: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    """Merge `status` into the run's status, only if the run is unchanged since read."""
+    meta = run["metadata"]
+    body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status}
+    try:
+        return client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+            GROUP, VERSION, meta["namespace"], RUNS, meta["name"], body, _content_type=MERGE_PATCH)
+    except ApiException as err:
+        if err.status == 409:
+            raise Conflict(f"FoundryRun {meta['namespace']}/{meta['name']} changed since read") from err
+        if _retryable(err):
+            raise RetryLater(f"writing status of FoundryRun {meta['namespace']}/{meta['name']}: HTTP {err.status}") from err
+        raise
+
+
+def list_approvals(api: client.ApiClient, namespace: str, run_name: str) -> list[dict[str, Any]]:
+    """The FoundryApprovals that name this run (any decision).
+
+    Selected by the `foundry.dev/run` label that foundry.kube.approvals puts on
+    every approval (a namespace-wide list per reconcile would not scale), and
+    checked against spec.run, which is what counts.
+    """
+    try:
+        items = client.CustomObjectsApi(api).list_namespaced_custom_object(
+            GROUP, VERSION, namespace, APPROVALS, label_selector=f"foundry.dev/run={run_name}")["items"]
+    except ApiException as err:
+        if _retryable(err):
+            raise RetryLater(f"listing FoundryApprovals in {namespace}: HTTP {err.status}") from err
+        raise
+    return [a for a in items if (a.get("spec") or {}).get("run") == run_name]

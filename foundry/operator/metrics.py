@@ -1,0 +1,49 @@
+"""Prometheus metrics of the operator.
+
+Each operator instance owns its own registry (tests run several operators in
+one process, and the default global registry would refuse the second).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter as _Tally
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from foundry.domain.phases import Phase
+
+
+class OperatorMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.runs_by_phase = Gauge(
+            "foundry_runs", "FoundryRuns seen by this operator, by phase.", ["phase"], registry=self.registry)
+        self.transitions = Counter(
+            "foundry_run_transitions", "Phase transitions recorded.", ["from_phase", "to_phase"],
+            registry=self.registry)
+        self.reconcile_errors = Counter(
+            "foundry_reconcile_errors", "Reconciles that ended in an error, by kind.", ["kind"],
+            registry=self.registry)
+        self.reconcile_seconds = Histogram(
+            "foundry_reconcile_seconds", "Wall time of one reconcile of one run.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=self.registry)
+        self._lock = threading.Lock()
+        self._phase_of: dict[tuple[str, str], str] = {}
+        for phase in Phase:  # export zeros so dashboards see every phase from the start
+            self.runs_by_phase.labels(phase=phase.value).set(0)
+
+    def observe_phase(self, namespace: str, name: str, phase: str | None) -> None:
+        """Remember the phase of one run (None: the run is gone) and refresh the gauge."""
+        with self._lock:
+            key = (namespace, name)
+            if phase is None:
+                self._phase_of.pop(key, None)
+            else:
+                self._phase_of[key] = phase
+            tally = _Tally(self._phase_of.values())
+        for p in Phase:
+            self.runs_by_phase.labels(phase=p.value).set(tally.get(p.value, 0))
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
+        start_http_server(port, addr=addr, registry=self.registry)

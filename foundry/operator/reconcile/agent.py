@@ -1,0 +1,68 @@
+"""AgentRunning: the agent works on the branch; GitHub tells us when it has.
+
+A PR whose head is new (not a SHA we are remediating) is judged like any PR.
+Without one: a failed attempt is retried within the caps, else
+ExecutionFailed; a finished attempt that leaves no new commit within the
+timeout is ExecutionFailed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from foundry.domain.phases import Phase
+from foundry.operator.reconcile import agentio, pr
+from foundry.operator.reconcile.dispatch import gate
+from foundry.operator.reconcile.outcome import Outcome, Stay, Transition
+from foundry.operator.reconcile.prtruth import fetch
+from foundry.operator.reconcile.view import RunView
+
+if TYPE_CHECKING:
+    from foundry.operator.deps import Deps
+
+
+def watch_agent(deps: "Deps", run: RunView) -> Outcome:
+    truth = fetch(deps, run)
+    job = agentio.state(deps, run, run.attempt)
+    jobs = agentio.with_job(run.jobs, {**_current(run), **job})
+    if truth is not None:
+        end = pr.ending(deps, run, truth)
+        if end is not None:
+            agentio.cancel(deps, run)
+            end.status.setdefault("agent", {**run.agent, "jobs": jobs})
+            return end
+        if truth.head_sha not in run.remediations:
+            outcome = pr.judge(deps, run, truth)
+            if isinstance(outcome, Transition):
+                outcome.status.setdefault("agent", {**run.agent, "jobs": jobs})
+            return outcome
+    base = pr.synced(deps, run, truth)
+    if job["state"] == "failed":
+        nxt = run.attempt + 1
+        verdict = gate(deps, run, nxt)
+        if not verdict.allowed:
+            return Transition(Phase.EXECUTION_FAILED, "AgentFailed",
+                              f"attempt {run.attempt} failed; {verdict.reason}",
+                              status={**base, "agent": {**run.agent, "jobs": jobs}}, warning=True)
+        record = agentio.start(deps, run, nxt)
+        agent = {**run.agent, "attempt": nxt, "jobs": agentio.with_job(jobs, record)}
+        return Stay(status={**base, "agent": agent}, audit="agent-retry",
+                    audit_detail={"failed_attempt": run.attempt, "attempt": nxt})
+    if job["state"] == "succeeded":
+        finished = job.get("finishedAt")
+        limit = timedelta(seconds=deps.config.timeouts.pr_wait_seconds)
+        if finished and deps.clock() - datetime.fromisoformat(finished.replace("Z", "+00:00")) > limit:
+            return Transition(Phase.EXECUTION_FAILED, "NoPullRequest",
+                              f"attempt {run.attempt} finished but no new commit on {run.branch} within "
+                              f"{int(limit.total_seconds())}s", status=base, warning=True)
+    if jobs != run.jobs or base.get("pr") not in (None, run.pr):
+        return Stay(status={**base, "agent": {**run.agent, "jobs": jobs}})
+    return Stay()
+
+
+def _current(run: RunView) -> dict:
+    for job in run.jobs:
+        if job.get("attempt") == run.attempt:
+            return job
+    return {"attempt": run.attempt}

@@ -1,0 +1,67 @@
+"""The agent provider calls a step needs: start an attempt, read it, cancel it.
+
+The provider (foundry.agents: job | webhook | local) is idempotent per
+(run, attempt): for Jobs, `<run>-a<attempt>` is read before it is created and
+409 means adopt. The fault point sits after the start and before the status
+write that records it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from foundry.operator.errors import RetryLater
+from foundry.operator.faults import crash_point
+from foundry.operator.reconcile.view import RunView
+
+if TYPE_CHECKING:
+    from foundry.operator.deps import Deps
+
+
+def job_input(deps: "Deps", run: RunView, attempt: int, *, feedback: str | None = None) -> dict[str, Any]:
+    repo_name = run.status["repo"]
+    repo = deps.config.repositories[repo_name]
+    return {
+        "run": run.name,
+        "issue": run.issue_key,
+        "attempt": attempt,
+        "repo": repo.github,
+        "baseBranch": repo.base_branch,
+        "branch": run.branch,
+        "plan": run.status.get("plan") or {},
+        "instructions": run.ticket.get("description") or "",
+        "constraints": {
+            "forbiddenPaths": list(deps.config.policy.forbidden_paths),
+            "maxChangedFiles": deps.config.policy.max_changed_files,
+        },
+        **({"feedback": feedback} if feedback else {}),
+    }
+
+
+def start(deps: "Deps", run: RunView, attempt: int, *, feedback: str | None = None) -> dict[str, Any]:
+    """Start (or adopt) attempt `attempt`; returns the job record for status.agent.jobs."""
+    try:
+        record = deps.agents.dispatch(run.body, attempt, job_input(deps, run, attempt, feedback=feedback))
+    except RetryLater:
+        raise
+    except ConnectionError as err:
+        raise RetryLater(f"starting agent attempt {attempt} of {run.name}: {err}") from err
+    crash_point("after-job-create")
+    return dict(record)
+
+
+def state(deps: "Deps", run: RunView, attempt: int) -> dict[str, Any]:
+    """{'state': running|succeeded|failed|missing, 'finishedAt': ...}."""
+    return dict(deps.agents.state(run.body, attempt))
+
+
+def cancel(deps: "Deps", run: RunView) -> None:
+    if run.attempt:
+        deps.agents.cancel(run.body, run.attempt)
+
+
+def with_job(jobs: list[dict[str, Any]], record: dict[str, Any]) -> list[dict[str, Any]]:
+    """status.agent.jobs with `record` added or updated (keyed by attempt)."""
+    out = [j for j in jobs if j.get("attempt") != record.get("attempt")]
+    out.append(record)
+    return sorted(out, key=lambda j: j.get("attempt", 0))

@@ -1,0 +1,101 @@
+"""The pull request phases: PROpen / ReviewRequired (and AgentRunning once a PR
+exists). GitHub is the truth; every decision is made on a fresh read.
+
+- merged → Complete; closed unmerged → Closed;
+- every new head SHA: the diff check (forbidden path → Blocked, sticky; risky
+  area not approved, too many files, files outside the plan → ReviewRequired);
+- CI failed or changes requested → a new agent attempt on the same branch,
+  keyed by the failing head SHA (the same failure seen twice makes one retry),
+  within the retry and budget caps, else ReviewRequired.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from foundry.domain import comments as texts
+from foundry.domain import policy
+from foundry.domain.phases import Phase
+from foundry.operator.reconcile import agentio, comments
+from foundry.operator.reconcile.dispatch import gate
+from foundry.operator.reconcile.outcome import Outcome, Stay, Transition
+from foundry.operator.reconcile.prtruth import PRTruth, fetch
+from foundry.operator.reconcile.view import RunView
+
+if TYPE_CHECKING:
+    from foundry.operator.deps import Deps
+
+
+def synced(deps: "Deps", run: RunView, truth: PRTruth | None) -> dict:
+    status = {"lastSyncedAt": deps.clock().strftime("%Y-%m-%dT%H:%M:%SZ")}
+    if truth is not None:
+        status["pr"] = truth.status(run.branch)
+    return status
+
+
+def ending(deps: "Deps", run: RunView, truth: PRTruth) -> Transition | None:
+    """Merged → Complete, closed → Closed, each with its one closing comment."""
+    if truth.state != "closed" and not truth.merged:
+        return None
+    base = synced(deps, run, truth)
+    base["comments"] = comments.post(deps, run, "done", texts.done(run.issue_key, truth.number, truth.url,
+                                                                  merged=truth.merged))
+    if truth.merged:
+        return Transition(Phase.COMPLETE, "Merged", f"PR #{truth.number} merged", status=base)
+    return Transition(Phase.CLOSED, "ClosedUnmerged", f"PR #{truth.number} closed without merging",
+                      status=base, warning=True)
+
+
+def judge(deps: "Deps", run: RunView, truth: PRTruth) -> Outcome:
+    """Decide on an open PR whose head is not being remediated."""
+    base = synced(deps, run, truth)
+    verdict = policy.check_diff(deps.config, list(truth.files), run.status.get("plan") or {},
+                                list(run.status.get("riskAreas") or []))
+    if verdict.kind == "blocked":
+        agentio.cancel(deps, run)
+        base["comments"] = comments.post(deps, run, "blocked", texts.blocked(run.issue_key, verdict.reason))
+        return Transition(Phase.BLOCKED, "ForbiddenPath", verdict.reason, status=base, warning=True)
+    if verdict.kind == "review":
+        return _stay_or_move(run, Phase.REVIEW_REQUIRED, "DiffNeedsReview", verdict.reason, base)
+    failing = truth.checks == "failure" or truth.review == "changes_requested"
+    if failing and truth.head_sha not in run.remediations:
+        return remediate(deps, run, truth, base)
+    if failing:
+        # Already retried this SHA and the agent gave up without a new commit.
+        return _stay_or_move(run, Phase.REVIEW_REQUIRED, "RemediationDidNotHelp",
+                             f"head {truth.head_sha[:12]} still fails after attempt "
+                             f"{run.remediations[truth.head_sha]}", base)
+    message = f"PR #{truth.number} open, checks {truth.checks}, review {truth.review}"
+    if run.phase == Phase.AGENT_RUNNING:
+        base["comments"] = comments.post(deps, run, "pr_opened", texts.pr_opened(
+            run.issue_key, truth.number, truth.url, run.branch, run.attempt or 1))
+    return _stay_or_move(run, Phase.PR_OPEN, "PROpened", message, base)
+
+
+def remediate(deps: "Deps", run: RunView, truth: PRTruth, base: dict) -> Outcome:
+    attempt = run.attempt + 1
+    verdict = gate(deps, run, attempt)
+    why = "CI failed" if truth.checks == "failure" else "changes requested"
+    if not verdict.allowed:
+        return _stay_or_move(run, Phase.REVIEW_REQUIRED, "RetryCapReached", f"{why}; {verdict.reason}", base)
+    record = agentio.start(deps, run, attempt, feedback=f"{why} on {truth.head_sha}")
+    agent = run.agent
+    agent.update({"attempt": attempt, "jobs": agentio.with_job(run.jobs, record)})
+    base.update({"agent": agent, "remediations": {**run.remediations, truth.head_sha: attempt}})
+    return Transition(Phase.AGENT_RUNNING, "Remediating", f"{why} on {truth.head_sha[:12]}: attempt {attempt}",
+                      status=base)
+
+
+def _stay_or_move(run: RunView, phase: Phase, reason: str, message: str, status: dict) -> Outcome:
+    if run.phase == phase:
+        if status.get("pr") == run.pr and status.get("comments", run.comments) == run.comments:
+            return Stay(status={"lastSyncedAt": status["lastSyncedAt"]})
+        return Stay(status=status)
+    return Transition(phase, reason, message, status=status, warning=phase == Phase.REVIEW_REQUIRED)
+
+
+def watch_pr(deps: "Deps", run: RunView) -> Outcome:
+    truth = fetch(deps, run)
+    if truth is None:
+        return Stay(status=synced(deps, run, None))  # the PR vanished from view; keep waiting
+    return ending(deps, run, truth) or judge(deps, run, truth)

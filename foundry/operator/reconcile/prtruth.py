@@ -1,0 +1,80 @@
+"""What GitHub says about the run's pull request, read fresh (never from hints),
+and summarised into plain values. `summarise_*` are pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from foundry.operator.outside import outside_call
+from foundry.operator.reconcile.view import RunView
+
+if TYPE_CHECKING:
+    from foundry.operator.deps import Deps
+
+
+@dataclass(frozen=True)
+class PRTruth:
+    number: int
+    url: str
+    head_sha: str
+    state: str  # open | closed
+    merged: bool
+    files: tuple[str, ...]
+    checks: str  # none | pending | success | failure
+    review: str  # none | approved | changes_requested
+
+    def status(self, branch: str) -> dict[str, Any]:
+        return {"number": self.number, "url": self.url, "branch": branch, "headSha": self.head_sha,
+                "state": self.state, "merged": self.merged, "checks": self.checks, "review": self.review}
+
+
+_FAILED = {"failure", "timed_out", "cancelled", "action_required", "startup_failure"}
+
+
+def summarise_checks(check_runs: list[dict[str, Any]]) -> str:
+    if not check_runs:
+        return "none"
+    # Re-runs of a check share its name; the newest (highest id) is the verdict.
+    latest: dict[str, dict[str, Any]] = {}
+    for cr in check_runs:
+        name = cr.get("name", "")
+        if name not in latest or cr.get("id", 0) > latest[name].get("id", 0):
+            latest[name] = cr
+    if any(c.get("status") != "completed" for c in latest.values()):
+        return "pending"
+    if any(c.get("conclusion") in _FAILED for c in latest.values()):
+        return "failure"
+    return "success"
+
+
+def summarise_reviews(reviews: list[dict[str, Any]], head_sha: str) -> str:
+    """The standing verdict on the head commit: each reviewer's latest decisive review counts."""
+    by_user: dict[str, str] = {}
+    for r in sorted(reviews, key=lambda r: (r.get("submitted_at") or "", r.get("id", 0))):
+        state = (r.get("state") or "").upper()
+        if state not in ("APPROVED", "CHANGES_REQUESTED", "DISMISSED"):
+            continue
+        if r.get("commit_id") and r["commit_id"] != head_sha:
+            continue  # a review of an older commit says nothing about this one
+        by_user[(r.get("user") or {}).get("login", "")] = state
+    if "CHANGES_REQUESTED" in by_user.values():
+        return "changes_requested"
+    if "APPROVED" in by_user.values():
+        return "approved"
+    return "none"
+
+
+def fetch(deps: "Deps", run: RunView) -> PRTruth | None:
+    repo = deps.config.repositories[run.status["repo"]].github
+    with outside_call(f"reading the pull request of {run.name} from GitHub"):
+        pull = deps.github.find_pull_by_branch(repo, run.branch)
+        if pull is None:
+            return None
+        number = int(pull["number"])
+        head = pull["head"]["sha"]
+        files = tuple(f["filename"] for f in deps.github.list_pull_files(repo, number))
+        checks = summarise_checks(deps.github.list_check_runs(repo, head))
+        review = summarise_reviews(deps.github.list_reviews(repo, number), head)
+    merged = bool(pull.get("merged") or pull.get("merged_at"))
+    return PRTruth(number, pull.get("html_url", ""), head, pull.get("state", "open"), merged, files, checks, review)

@@ -1,0 +1,96 @@
+"""Status conditions of a FoundryRun: pure functions, no I/O.
+
+Each phase implies a set of condition values; a transition states its reason
+and message and the conditions follow. `lastTransitionTime` moves only when a
+condition's status flips (the Kubernetes convention), so re-recording the same
+phase after a crash leaves the timestamps alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+from foundry.domain.phases import Phase
+
+READY = "Ready"
+APPROVED = "Approved"
+AGENT_RUNNING = "AgentRunning"
+PR_OPEN = "PROpen"
+REVIEW_REQUIRED = "ReviewRequired"
+BLOCKED = "Blocked"
+DUPLICATE = "Duplicate"
+COMPLETE = "Complete"
+
+CONDITION_TYPES = (READY, APPROVED, AGENT_RUNNING, PR_OPEN, REVIEW_REQUIRED, BLOCKED, DUPLICATE, COMPLETE)
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: bool
+    reason: str
+    message: str = ""
+
+
+# For each phase, the condition values it implies: (type, status). The reason
+# and message come from the transition itself; conditions not listed keep
+# their previous value (so "Approved" stays True while the agent runs).
+_PHASE_CONDITIONS: dict[Phase, tuple[tuple[str, bool], ...]] = {
+    Phase.PENDING: (),
+    Phase.ANALYSING: (),
+    Phase.NEEDS_CLARIFICATION: ((READY, False),),
+    Phase.BLOCKED: ((BLOCKED, True), (AGENT_RUNNING, False)),
+    Phase.WAITING_APPROVAL: ((READY, True), (APPROVED, False)),
+    Phase.APPROVED: ((APPROVED, True),),
+    Phase.REJECTED: ((APPROVED, False),),
+    Phase.EXPIRED: ((APPROVED, False),),
+    Phase.AGENT_RUNNING: ((AGENT_RUNNING, True),),
+    Phase.PR_OPEN: ((AGENT_RUNNING, False), (PR_OPEN, True), (REVIEW_REQUIRED, False)),
+    Phase.REVIEW_REQUIRED: ((AGENT_RUNNING, False), (REVIEW_REQUIRED, True)),
+    Phase.EXECUTION_FAILED: ((AGENT_RUNNING, False),),
+    Phase.COMPLETE: ((AGENT_RUNNING, False), (PR_OPEN, False), (COMPLETE, True)),
+    Phase.CLOSED: ((AGENT_RUNNING, False), (PR_OPEN, False), (COMPLETE, False)),
+    Phase.STOPPED: ((AGENT_RUNNING, False),),
+    Phase.DUPLICATE: ((DUPLICATE, True),),
+}
+
+
+def conditions_for(phase: Phase, reason: str, message: str) -> list[Condition]:
+    return [Condition(t, s, reason, message) for t, s in _PHASE_CONDITIONS[phase]]
+
+
+def _rfc3339(now: datetime) -> str:
+    return now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def merge_conditions(existing: Iterable[dict[str, Any]] | None, updates: Iterable[Condition],
+                     now: datetime) -> list[dict[str, Any]]:
+    """The new `status.conditions` list: `existing` with `updates` applied.
+
+    Order is stable (existing first, new types appended) so a status diff shows
+    only what changed.
+    """
+    out: list[dict[str, Any]] = [dict(c) for c in (existing or [])]
+    by_type = {c.get("type"): c for c in out}
+    for cond in updates:
+        value = "True" if cond.status else "False"
+        current = by_type.get(cond.type)
+        if current is None:
+            current = {"type": cond.type}
+            out.append(current)
+            by_type[cond.type] = current
+        if current.get("status") != value or "lastTransitionTime" not in current:
+            current["lastTransitionTime"] = _rfc3339(now)
+        current["status"] = value
+        current["reason"] = cond.reason
+        current["message"] = cond.message
+    return out
+
+
+def condition(status: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
+    for c in (status or {}).get("conditions") or []:
+        if c.get("type") == type_:
+            return c
+    return None

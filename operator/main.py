@@ -1,0 +1,8 @@
+"""kopf entry file: `kopf run --standalone -n <namespace> operator/main.py`.
+
+Run by path only: a package named `operator` would shadow Python's stdlib
+module of that name, so this folder has no __init__.py and nothing imports it.
+`foundry operator` is the same operator with Foundry's own flags.
+"""
+
+from foundry.operator.handlers import *  # noqa: F401,F403 - importing registers the handlers

@@ -1,0 +1,91 @@
+"""The operator drives one run from a ticket to a merged PR, through a CI
+failure and a retry (real kopf, real API server, real PostgreSQL, the local
+Linear and GitHub servers; Jobs are finished by patching their status, since
+no kubelet runs)."""
+
+from __future__ import annotations
+
+import pytest
+from kubernetes import client
+
+from foundry.db import audit, claims
+from foundry.db.engine import make_engine
+from foundry.operator.testkit import operator_thread, wait_for, wait_phase
+from foundry.testing.operator_stack import OperatorStack
+from foundry.testing.pytest_crds import crds  # noqa: F401 - fixture
+
+pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
+
+
+@pytest.fixture
+def engine(pg_url):
+    eng = make_engine(pg_url)
+    yield eng
+    eng.dispose()
+
+
+def _phases_seen(stack: OperatorStack, name: str, seen: list[str]) -> str | None:
+    phase = stack.phase(name)
+    if phase and (not seen or seen[-1] != phase):
+        seen.append(phase)
+    return phase
+
+
+def test_ticket_to_merged_pr_through_one_ci_failure(control_plane, kube_client, crds, namespace, engine):
+    with OperatorStack.open(control_plane.api_client(), engine, namespace) as stack, \
+            operator_thread(stack.deps, namespace):
+        issue_id, run = stack.ticket()
+        waiting = wait_phase(kube_client, namespace, run, "WaitingApproval")
+        assert waiting["status"]["repo"] == "app"
+        assert waiting["status"]["approvals"]["summary"] == "0/1"
+        assert stack.comment_purposes(issue_id) == ["approval_request"]
+        assert stack.jobs() == []  # nothing runs before a human approves
+
+        stack.decide(run, "approve", "alice")
+        wait_phase(kube_client, namespace, run, "AgentRunning")
+        assert stack.jobs(run) == [f"{run}-a1"]
+
+        # The agent pushes, opens the PR and exits; then CI fails on its head.
+        first = stack.push(run, {"app/health.py": "def healthz():\n    return 'ok'\n"})
+        number = stack.open_pr(run)
+        wait_phase(kube_client, namespace, run, "PROpen")
+        stack.finish_job(f"{run}-a1")
+        stack.ci(first, "failure")
+        # Attempt 2 on the same branch, keyed by the failing head.
+        remediating = wait_for(lambda: (body := stack.run(run))["status"].get("agent", {}).get("attempt") == 2
+                               and body, timeout=30, what="attempt 2")
+        assert remediating["status"]["phase"] == "AgentRunning"
+        assert remediating["status"]["remediations"] == {first: 2}
+        assert stack.jobs(run) == [f"{run}-a1", f"{run}-a2"]
+
+        second = stack.push(run, {"app/test_health.py": "def test_ok():\n    assert True\n"})
+        stack.ci(second, "success")
+        stack.finish_job(f"{run}-a2")
+        opened = wait_phase(kube_client, namespace, run, "PROpen")
+        assert opened["status"]["pr"]["number"] == number and opened["status"]["pr"]["headSha"] == second
+
+        stack.merge(number)
+        done = wait_phase(kube_client, namespace, run, "Complete", timeout=30)
+
+    # One Job per attempt, one comment per purpose.
+    assert stack.jobs(run) == [f"{run}-a1", f"{run}-a2"]
+    assert stack.comment_purposes(issue_id) == ["approval_request", "done", "pr_opened"]
+    assert [j["attempt"] for j in done["status"]["agent"]["jobs"]] == [1, 2]
+    assert {c["type"]: c["status"] for c in done["status"]["conditions"]}["Complete"] == "True"
+    assert stack.linear.issue_json(issue_id)["state"]["name"] == "Done"
+
+    # The database row and its audit trail tell the whole story, and the chain verifies.
+    row = claims.get_run(engine, namespace, run)
+    assert row.phase == "Complete" and row.finished_at is not None
+    events = audit.audit_events(engine, row.id)
+    phases = [e.payload["to"] for e in events if e.kind == "phase"]
+    assert phases == ["Analysing", "WaitingApproval", "Approved", "AgentRunning", "PROpen", "AgentRunning", "PROpen",
+                      "Complete"], phases
+    assert [e.kind for e in events].count("phase") == len(phases)
+    assert audit.verify_audit_chain(engine, row.id)
+
+    # What `kubectl describe` shows: an Event for each transition.
+    reasons = [e.reason for e in client.CoreV1Api(kube_client).list_namespaced_event(namespace).items
+               if e.involved_object.name == run]
+    for reason in ("Claimed", "Planned", "ApprovalsSatisfied", "AgentStarted", "Remediating", "PROpened", "Merged"):
+        assert reason in reasons, reasons
