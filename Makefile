@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help demo test venv binaries postgres bench clean
+.PHONY: help demo test venv binaries postgres bench kind-e2e clean
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
@@ -34,6 +34,10 @@ demo: venv binaries ## run Foundry locally end to end: a ticket becomes a merged
 bench: venv binaries postgres ## print the benchmark figures (docs/benchmarks.md)
 	$(PY) tools/bench_claims.py
 	$(PY) tools/bench_kube_create.py
+	$(PY) tools/bench_bridge.py
+
+kind-e2e: venv ## the chart, RBAC and image tests in a kind cluster (needs Docker and kind)
+	bash tools/kind-e2e.sh
 
 clean: ## remove the virtualenv and caches inside the checkout
 	rm -rf $(VENV) .pytest_cache .hypothesis

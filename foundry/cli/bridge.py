@@ -39,7 +39,9 @@ def bridge(host: str, port: int, config_path: str | None, log_level: str) -> Non
     Configured from the environment: KUBECONFIG (else in-cluster), FOUNDRY_NAMESPACE,
     FOUNDRY_DATABASE_URL, FOUNDRY_LINEAR_WEBHOOK_SECRET and FOUNDRY_GITHUB_WEBHOOK_SECRET
     (comma-separated to rotate), FOUNDRY_WEBHOOK_TOLERANCE_SECONDS (default 60),
-    FOUNDRY_BRIDGE_WORKERS (blocking-call threads, default 16).
+    FOUNDRY_BRIDGE_WORKERS (blocking-call threads, default 8), FOUNDRY_BRIDGE_LEAN
+    (default true: PostgreSQL and the API server over pooled async HTTP; false uses
+    the portable SQLAlchemy path, which SQLite always takes).
 
     Endpoints: POST /webhooks/linear, POST /webhooks/github, GET /healthz, GET /readyz, GET /metrics.
     """
