@@ -5,6 +5,8 @@ no kubelet runs)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from kubernetes import client
 
@@ -31,7 +33,8 @@ def _phases_seen(stack: OperatorStack, name: str, seen: list[str]) -> str | None
     return phase
 
 
-def test_ticket_to_merged_pr_through_one_ci_failure(control_plane, kube_client, crds, namespace, engine):
+def test_ticket_to_merged_pr_through_one_ci_failure(control_plane, kube_client, crds, namespace, engine, caplog):
+    caplog.set_level("INFO", logger="foundry.operator")
     with OperatorStack.open(control_plane.api_client(), engine, namespace) as stack, \
             operator_thread(stack.deps, namespace):
         issue_id, run = stack.ticket()
@@ -83,6 +86,13 @@ def test_ticket_to_merged_pr_through_one_ci_failure(control_plane, kube_client, 
                       "Complete"], phases
     assert [e.kind for e in events].count("phase") == len(phases)
     assert audit.verify_audit_chain(engine, row.id)
+
+    # The operator's log says the same, as fields a log pipeline can filter on (--log-format json).
+    from foundry.jsonlog import JsonFormatter
+
+    lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records if getattr(r, "fields", None)]
+    mine = [(line["from"], line["to"]) for line in lines if line.get("run") == run]
+    assert mine[0] == ("Pending", "Analysing") and mine[-1] == ("PROpen", "Complete"), mine
 
     # What `kubectl describe` shows: an Event for each transition.
     reasons = [e.reason for e in client.CoreV1Api(kube_client).list_namespaced_event(namespace).items

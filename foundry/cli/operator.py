@@ -21,9 +21,13 @@ import click
               help="Serve Prometheus metrics on this port (/metrics).")
 @click.option("--workers", type=click.IntRange(1, 256), default=16, show_default=True,
               help="Threads that run reconciles.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              envvar="FOUNDRY_LOG_FORMAT", help="json: one JSON object per line, with run, phase and reason "
+              "fields on transitions (for log pipelines). [env: FOUNDRY_LOG_FORMAT]")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def operator(namespaces: tuple[str, ...], all_namespaces: bool, config_path: str | None,
-             liveness_endpoint: str | None, metrics_port: int | None, workers: int, verbose: bool) -> None:
+             liveness_endpoint: str | None, metrics_port: int | None, workers: int, log_format: str,
+             verbose: bool) -> None:
     """Drive FoundryRuns from intake to a merged pull request (kopf, standalone)."""
     if not namespaces and not all_namespaces:
         raise click.UsageError("say which namespace to watch: --namespace NAME (or --all-namespaces)")
@@ -39,6 +43,11 @@ def operator(namespaces: tuple[str, ...], all_namespaces: bool, config_path: str
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_format == "json":
+        from foundry.jsonlog import JsonFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     if not verbose:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     try:

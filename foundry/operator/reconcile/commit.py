@@ -42,7 +42,9 @@ def commit(deps: "Deps", run: RunView, t: Transition) -> None:
                                        deps.clock()),
     })
     patch_run_status(deps.api, run.body, status)
-    log.info("run %s/%s: %s → %s (%s) %s", run.namespace, run.name, before.value, t.to.value, t.reason, t.message)
+    log.info("run %s/%s: %s → %s (%s) %s", run.namespace, run.name, before.value, t.to.value, t.reason, t.message,
+             extra={"fields": {"namespace": run.namespace, "run": run.name, "issue": run.issue_key,
+                               "from": before.value, "to": t.to.value, "reason": t.reason}})
     post_event(deps.api, run.body, t.reason, f"{before.value} → {t.to.value}: {t.message}",
                type_="Warning" if t.warning else "Normal")
     deps.metrics.transitions.labels(from_phase=before.value, to_phase=t.to.value).inc()
