@@ -6,6 +6,7 @@ no kubelet runs)."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 from kubernetes import client
@@ -26,11 +27,10 @@ def engine(pg_url):
     eng.dispose()
 
 
-def _phases_seen(stack: OperatorStack, name: str, seen: list[str]) -> str | None:
-    phase = stack.phase(name)
-    if phase and (not seen or seen[-1] != phase):
-        seen.append(phase)
-    return phase
+def _kubectl_get(control_plane, namespace: str) -> str:
+    return subprocess.run([str(control_plane.kubectl), f"--kubeconfig={control_plane.kubeconfig}", "get",
+                           "foundryruns", "-n", namespace], capture_output=True, text=True, check=True,
+                          timeout=30).stdout
 
 
 def test_ticket_to_merged_pr_through_one_ci_failure(control_plane, kube_client, crds, namespace, engine, caplog):
@@ -43,6 +43,9 @@ def test_ticket_to_merged_pr_through_one_ci_failure(control_plane, kube_client, 
         assert waiting["status"]["approvals"]["summary"] == "0/1"
         assert stack.comment_purposes(issue_id) == ["approval_request"]
         assert stack.jobs() == []  # nothing runs before a human approves
+        header, row = _kubectl_get(control_plane, namespace).splitlines()
+        assert header.split()[:6] == ["NAME", "ISSUE", "PHASE", "REPO", "APPROVALS", "PR"]
+        assert row.split()[:5] == [run, waiting["spec"]["issueKey"], "WaitingApproval", "app", "0/1"]
 
         stack.decide(run, "approve", "alice")
         wait_phase(kube_client, namespace, run, "AgentRunning")
@@ -69,6 +72,8 @@ def test_ticket_to_merged_pr_through_one_ci_failure(control_plane, kube_client, 
 
         stack.merge(number)
         done = wait_phase(kube_client, namespace, run, "Complete", timeout=30)
+        row = _kubectl_get(control_plane, namespace).splitlines()[1].split()
+        assert row[2:6] == ["Complete", "app", "1/1", str(number)], row
 
     # One Job per attempt, one comment per purpose.
     assert stack.jobs(run) == [f"{run}-a1", f"{run}-a2"]
