@@ -78,7 +78,8 @@ def test_ticket_to_merged_pr_through_one_ci_failure(control_plane, kube_client, 
     # One Job per attempt, one comment per purpose.
     assert stack.jobs(run) == [f"{run}-a1", f"{run}-a2"]
     assert stack.comment_purposes(issue_id) == ["approval_request", "done", "pr_opened"]
-    assert [j["attempt"] for j in done["status"]["agent"]["jobs"]] == [1, 2]
+    assert [(j["attempt"], j["state"]) for j in done["status"]["agent"]["jobs"]] == [(1, "succeeded"),
+                                                                                     (2, "succeeded")]
     assert {c["type"]: c["status"] for c in done["status"]["conditions"]}["Complete"] == "True"
     assert stack.linear.issue_json(issue_id)["state"]["name"] == "Done"
 

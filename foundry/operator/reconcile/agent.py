@@ -24,21 +24,20 @@ if TYPE_CHECKING:
 
 def watch_agent(deps: "Deps", run: RunView) -> Outcome:
     truth = fetch(deps, run)
-    job = agentio.state(deps, run, run.attempt)
-    jobs = agentio.with_job(run.jobs, {**_current(run), **job})
     if truth is not None:
         end = pr.ending(deps, run, truth)
         if end is not None:
             agentio.cancel(deps, run)
-            end.status.setdefault("agent", {**run.agent, "jobs": jobs})
             return end
         if truth.head_sha not in run.remediations:
-            outcome = pr.judge(deps, run, truth)
-            if isinstance(outcome, Transition):
-                outcome.status.setdefault("agent", {**run.agent, "jobs": jobs})
-            return outcome
+            return pr.judge(deps, run, truth)
     base = pr.synced(deps, run, truth)
-    if job["state"] == "failed":
+    jobs = base.get("agent", run.agent).get("jobs") or []
+    job = next((j for j in jobs if j.get("attempt") == run.attempt), None)
+    if job is None:  # not recorded (cannot normally happen): ask the provider
+        job = {**_current(run), **agentio.state(deps, run, run.attempt)}
+        jobs = agentio.with_job(jobs, job)
+    if job["state"] in ("failed", "missing"):  # missing: the Job was deleted under us
         nxt = run.attempt + 1
         verdict = gate(deps, run, nxt)
         if not verdict.allowed:
@@ -57,6 +56,7 @@ def watch_agent(deps: "Deps", run: RunView) -> Outcome:
                               f"attempt {run.attempt} finished but no new commit on {run.branch} within "
                               f"{int(limit.total_seconds())}s", status=base, warning=True)
     if jobs != run.jobs or base.get("pr") not in (None, run.pr):
+        base.pop("agent", None)
         return Stay(status={**base, "agent": {**run.agent, "jobs": jobs}})
     return Stay()
 

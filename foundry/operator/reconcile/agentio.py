@@ -55,6 +55,21 @@ def state(deps: "Deps", run: RunView, attempt: int) -> dict[str, Any]:
     return dict(deps.agents.state(run.body, attempt))
 
 
+# States after which an attempt's record never changes again.
+FINISHED = frozenset({"succeeded", "failed", "cancelled", "missing"})
+
+
+def refreshed_jobs(deps: "Deps", run: RunView) -> list[dict[str, Any]]:
+    """status.agent.jobs with every unfinished attempt re-read from the provider,
+    so `foundry runs show` never reports a long-finished agent as running."""
+    out = []
+    for job in run.jobs:
+        if job.get("attempt") and job.get("state") not in FINISHED:
+            job = {**job, **state(deps, run, int(job["attempt"]))}
+        out.append(job)
+    return out
+
+
 def cancel(deps: "Deps", run: RunView) -> None:
     if run.attempt:
         deps.agents.cancel(run.body, run.attempt)

@@ -27,9 +27,14 @@ if TYPE_CHECKING:
 
 
 def synced(deps: "Deps", run: RunView, truth: PRTruth | None) -> dict:
+    """The status fields every PR-phase decision records: the PR as GitHub
+    has it now, and the agent attempts as the provider has them now."""
     status = {"lastSyncedAt": deps.clock().strftime("%Y-%m-%dT%H:%M:%SZ")}
     if truth is not None:
         status["pr"] = truth.status(run.branch)
+    jobs = agentio.refreshed_jobs(deps, run)
+    if jobs != run.jobs:
+        status["agent"] = {**run.agent, "jobs": jobs}
     return status
 
 
@@ -78,9 +83,15 @@ def remediate(deps: "Deps", run: RunView, truth: PRTruth, base: dict) -> Outcome
     why = "CI failed" if truth.checks == "failure" else "changes requested"
     if not verdict.allowed:
         return _stay_or_move(run, Phase.REVIEW_REQUIRED, "RetryCapReached", f"{why}; {verdict.reason}", base)
+    jobs = base.get("agent", run.agent).get("jobs") or []
+    for job in jobs:
+        if job.get("attempt") == run.attempt and job.get("state") == "running":
+            # One agent on the branch at a time: the new attempt replaces this one.
+            agentio.cancel(deps, run)
+            jobs = agentio.with_job(jobs, {**job, "state": "cancelled"})
     record = agentio.start(deps, run, attempt, feedback=f"{why} on {truth.head_sha}")
     agent = run.agent
-    agent.update({"attempt": attempt, "jobs": agentio.with_job(run.jobs, record)})
+    agent.update({"attempt": attempt, "jobs": agentio.with_job(jobs, record)})
     base.update({"agent": agent, "remediations": {**run.remediations, truth.head_sha: attempt}})
     return Transition(Phase.AGENT_RUNNING, "Remediating", f"{why} on {truth.head_sha[:12]}: attempt {attempt}",
                       status=base)
@@ -88,7 +99,8 @@ def remediate(deps: "Deps", run: RunView, truth: PRTruth, base: dict) -> Outcome
 
 def _stay_or_move(run: RunView, phase: Phase, reason: str, message: str, status: dict) -> Outcome:
     if run.phase == phase:
-        if status.get("pr") == run.pr and status.get("comments", run.comments) == run.comments:
+        if (status.get("pr") == run.pr and status.get("comments", run.comments) == run.comments
+                and "agent" not in status):
             return Stay(status={"lastSyncedAt": status["lastSyncedAt"]})
         return Stay(status=status)
     return Transition(phase, reason, message, status=status, warning=phase == Phase.REVIEW_REQUIRED)
