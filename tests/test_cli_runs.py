@@ -65,6 +65,9 @@ def test_age_and_event_summary():
     assert age(None, now) == ""
     assert event_summary("phase", {"from": "Pending", "to": "Analysing", "reason": "Intake"}) == "Pending → Analysing (Intake)"
     assert event_summary("approval", {"by": "alice", "roles": []}) == "by=alice"
+    assert event_summary("Remediating", {"message": "CI failed on abc: attempt 2", "k8s_uid": "u-1"}) == \
+        "CI failed on abc: attempt 2"
+    assert event_summary("agent-retry", {"attempt": 2, "k8s_uid": "u-1"}) == "attempt=2"
 
 
 def test_plain_table_aligns_columns_and_rich_is_used_only_on_a_tty():

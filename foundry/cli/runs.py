@@ -92,7 +92,11 @@ def event_summary(kind: str, payload: Any) -> str:
             text += f" ({payload['reason']})"
         return text
     if isinstance(payload, dict):
-        return ", ".join(f"{k}={_short(v)}" for k, v in payload.items() if v not in (None, "", [], {}))
+        if isinstance(payload.get("message"), str):
+            return _short(payload["message"], 120)  # the operator's own sentence says it best
+        # The object uid is for forensics (`-o json`), not for a human's timeline.
+        return ", ".join(f"{k}={_short(v)}" for k, v in payload.items()
+                         if v not in (None, "", [], {}) and k != "k8s_uid")
     return _short(payload)
 
 
