@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime, timedelta, timezone
 
 import pytest
 import yaml
@@ -14,6 +13,7 @@ from foundry.agents import AgentError, AgentUnavailable, make_provider
 from foundry.agents.job import JobProvider, job_state
 from foundry.agents.job_manifest import ManifestError, build_input_configmap, build_job
 from foundry.config import parse_config
+from foundry.testing.jobs import finish_job
 
 CFG = parse_config(yaml.safe_load("""
 repositories: [{name: web, github: acme/web}]
@@ -130,19 +130,7 @@ def _jobs(kube_client, namespace):
 
 
 def _finish(kube_client, namespace, name, *, succeeded: bool):
-    """Play the Job controller: what 1.35 requires of a finished Job's status."""
-    now = datetime.now(timezone.utc).replace(microsecond=0)
-    start = (now - timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    if succeeded:
-        status = {"startTime": start, "completionTime": stamp, "succeeded": 1, "conditions": [
-            {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": stamp},
-            {"type": "Complete", "status": "True", "lastTransitionTime": stamp}]}
-    else:
-        status = {"startTime": start, "failed": 1, "conditions": [
-            {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded", "lastTransitionTime": stamp},
-            {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "lastTransitionTime": stamp}]}
-    client.BatchV1Api(kube_client).patch_namespaced_job_status(name, namespace, {"status": status})
+    finish_job(kube_client, namespace, name, succeeded=succeeded)
 
 
 @pytest.mark.kube

@@ -166,7 +166,7 @@ class HookPlayer:
 
     def _play(self, batch, job: dict[str, Any]) -> None:
         import sys
-        from datetime import datetime, timedelta, timezone
+        from foundry.testing.jobs import finished_job_status
 
         if self.on_job:
             self.on_job(job)
@@ -186,15 +186,5 @@ class HookPlayer:
             returncode, output = proc.returncode, proc.stdout + proc.stderr
         self.ran.append({"name": job["metadata"]["name"], "uid": job["metadata"]["uid"], "args": container["args"],
                          "returncode": returncode, "output": output})
-        now = datetime.now(timezone.utc).replace(microsecond=0)
-        start = (now - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-        if returncode == 0:
-            status = {"startTime": start, "completionTime": stamp, "succeeded": 1, "conditions": [
-                {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": stamp},
-                {"type": "Complete", "status": "True", "lastTransitionTime": stamp}]}
-        else:
-            status = {"startTime": start, "failed": 1, "conditions": [
-                {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded", "lastTransitionTime": stamp},
-                {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "lastTransitionTime": stamp}]}
+        status = finished_job_status(returncode == 0, ran_for=1)
         batch.patch_namespaced_job_status(job["metadata"]["name"], self.namespace, {"status": status})

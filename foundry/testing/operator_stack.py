@@ -18,7 +18,7 @@ from __future__ import annotations
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any, Iterator
 
 from kubernetes import client
@@ -26,6 +26,7 @@ from kubernetes import client
 from foundry.kube.approvals import build_approval_manifest, create_or_attach_approval
 from foundry.kube.runs import TicketSnapshot, Trigger, build_run_manifest, create_or_attach
 from foundry.operator.kubeio import GROUP, RUNS, VERSION
+from foundry.testing.jobs import finish_job
 
 REPO = "acme/app"
 TEAM = "ACME"
@@ -56,23 +57,6 @@ def stack_config(**policy: Any) -> dict[str, Any]:
         "timeouts": {"agent_seconds": 600, "pr_wait_seconds": 60, "resync_seconds": 1},
         "linear": {"team": TEAM},
     }
-
-
-def finish_job(api: client.ApiClient, namespace: str, name: str, *, succeeded: bool = True) -> None:
-    """Play the Job controller (no kubelet runs here): the status 1.3x requires of a finished Job."""
-    now = datetime.now(timezone.utc).replace(microsecond=0)
-    start = (now - timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    if succeeded:
-        status = {"startTime": start, "completionTime": stamp, "succeeded": 1, "conditions": [
-            {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": stamp},
-            {"type": "Complete", "status": "True", "lastTransitionTime": stamp}]}
-    else:
-        status = {"startTime": start, "failed": 1, "conditions": [
-            {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded",
-             "lastTransitionTime": stamp},
-            {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "lastTransitionTime": stamp}]}
-    client.BatchV1Api(api).patch_namespaced_job_status(name, namespace, {"status": status})
 
 
 @dataclass
