@@ -30,7 +30,7 @@ from foundry.testing.github_model import (
     CheckRun, Commit, CommitStatus, IssueComment, Pull, Repo, Review, file_changes, now_iso,
 )
 from foundry.testing.server_thread import ServerThread, control_routes
-from foundry.testing.webhook_sender import Delivery, WebhookSender
+from foundry.testing.webhook_sender import Delivery, WebhookControls, WebhookSender
 
 CONTROLS = frozenset({"add_repo", "create_branch", "commit", "open_pr", "set_check", "set_status", "submit_review",
                       "comment", "merge", "close", "ping", "redeliver", "duplicate", "pull_json", "branch_sha"})
@@ -40,7 +40,7 @@ STATUS_STATES = frozenset({"error", "failure", "pending", "success"})
 RATE_LIMIT = 5000
 
 
-class GitHubServer(ServerThread):
+class GitHubServer(ServerThread, WebhookControls):
     def __init__(
         self,
         *,
@@ -299,29 +299,11 @@ class GitHubServer(ServerThread):
                        "hook": P.hook(self.url, r, self.hook_id, self._webhook_url, self._created_at)}
         return self._emit("ping", r, payload, r.owner).id
 
-    def redeliver(self, delivery_id: str) -> str:
-        return self._sender().redeliver(delivery_id).id
-
-    def duplicate(self, delivery_id: str) -> str:
-        return self._sender().duplicate(delivery_id).id
-
-    @property
-    def deliveries(self) -> list[Delivery]:
-        return self._sender().deliveries
-
-    def wait_webhooks(self, timeout: float = 10.0) -> bool:
-        return self._sender().wait_idle(timeout)
-
     def pull_json(self, repo: str, number: int) -> dict[str, Any]:
         with self._lock:
             return self._pull_json(self._pull(repo, number))
 
     # -- model helpers -------------------------------------------------------------
-
-    def _sender(self) -> WebhookSender:
-        if self.webhooks is None:
-            raise RuntimeError("GitHubServer is not started")
-        return self.webhooks
 
     def _new_commit(self, parent: str | None, tree: dict[str, str], message: str, author: str) -> Commit:
         stamp = now_iso()

@@ -28,7 +28,7 @@ from aiohttp import web
 
 from foundry.testing.faults import Faults
 from foundry.testing.server_thread import ServerThread, control_routes
-from foundry.testing.webhook_sender import RETRY_DELAYS, Delivery, WebhookSender
+from foundry.testing.webhook_sender import RETRY_DELAYS, WebhookControls, WebhookSender
 
 SCHEMA_SDL = """
 scalar DateTime
@@ -152,7 +152,7 @@ class _GraphQLError(Exception):
         self.extensions = {"code": code, "type": code.lower().replace("_", " "), "userPresentableMessage": user_message}
 
 
-class LinearServer(ServerThread):
+class LinearServer(ServerThread, WebhookControls):
     def __init__(
         self,
         *,
@@ -266,19 +266,6 @@ class LinearServer(ServerThread):
         """A human comments (e.g. "/foundry approve"); sends the `Comment` `create` webhook."""
         return self._create_comment(issue_id, body, user_id or self._first_human())
 
-    def redeliver(self, delivery_id: str) -> str:
-        return self._sender().redeliver(delivery_id).id
-
-    def duplicate(self, delivery_id: str) -> str:
-        return self._sender().duplicate(delivery_id).id
-
-    @property
-    def deliveries(self) -> list[Delivery]:
-        return self._sender().deliveries
-
-    def wait_webhooks(self, timeout: float = 10.0) -> bool:
-        return self._sender().wait_idle(timeout)
-
     def issue_json(self, issue_id: str) -> dict[str, Any]:
         with self._lock:
             return self._issue_data(self._issue(issue_id))
@@ -288,11 +275,6 @@ class LinearServer(ServerThread):
             return [self._comment_data(c) for c in self.comments if c.issue_id == issue_id]
 
     # -- model helpers (call with the lock held) ------------------------------
-
-    def _sender(self) -> WebhookSender:
-        if self.webhooks is None:
-            raise RuntimeError("LinearServer is not started")
-        return self.webhooks
 
     def _first_human(self) -> str:
         with self._lock:

@@ -185,3 +185,31 @@ class WebhookSender:
             return Attempt(number, started, None, time.monotonic() - t0, f"no answer within {self.timeout} s")
         except aiohttp.ClientError as err:
             return Attempt(number, started, None, time.monotonic() - t0, f"{type(err).__name__}: {err}")
+
+
+class WebhookControls:
+    """What a test can do with a stand-in's deliveries (mixed into the Linear and
+    GitHub servers, which keep their sender in `self.webhooks` once started)."""
+
+    webhooks: WebhookSender | None
+
+    def _sender(self) -> WebhookSender:
+        if self.webhooks is None:
+            raise RuntimeError(f"{type(self).__name__} is not started")
+        return self.webhooks
+
+    def redeliver(self, delivery_id: str) -> str:
+        """Send a past delivery again with the same id (what "Redeliver" in the UI does)."""
+        return self._sender().redeliver(delivery_id).id
+
+    def duplicate(self, delivery_id: str) -> str:
+        """Send a past delivery's body again under a new delivery id."""
+        return self._sender().duplicate(delivery_id).id
+
+    @property
+    def deliveries(self) -> list[Delivery]:
+        return self._sender().deliveries
+
+    def wait_webhooks(self, timeout: float = 10.0) -> bool:
+        """Wait until no delivery is in flight; False on timeout."""
+        return self._sender().wait_idle(timeout)
