@@ -17,7 +17,6 @@ from foundry.kube.runs import TicketSnapshot, Trigger, build_run_manifest, creat
 from foundry.operator.deps import Deps
 from foundry.operator.kubeio import GROUP, RUNS, VERSION
 from foundry.operator.testkit import operator_thread, wait_for, wait_phase
-from foundry.testing.pytest_crds import crds  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 

@@ -15,7 +15,6 @@ from foundry.db import audit, claims
 from foundry.db.engine import make_engine
 from foundry.operator.testkit import operator_thread, wait_for, wait_phase
 from foundry.testing.operator_stack import OperatorStack
-from foundry.testing.pytest_crds import crds  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 

@@ -39,7 +39,7 @@ class ExternalCluster:
         return self.api_client().configuration.host
 
     def api_client(self, token: str | None = None):
-        from kubernetes import client, config
+        from kubernetes import config
 
         api = config.new_client_from_config(config_file=str(self.kubeconfig))
         if token:
