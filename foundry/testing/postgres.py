@@ -160,9 +160,9 @@ class PostgresServer:
         if proc.returncode != 0:
             raise PostgresUnavailable(f"initdb failed (exit {proc.returncode}):\n{proc.stdout.decode(errors='replace')}")
 
-    def _launch(self) -> None:
+    def _launch(self, port: int | None = None) -> None:
         for _ in range(3):  # another process may grab the free port before we bind it
-            self.port = free_port()
+            self.port = port or free_port()
             args = [str(self.bin_dir / "postgres"), "-D", str(self.workdir / "data"), "-p", str(self.port),
                     "-k", str(self.workdir)]
             for key, value in SERVER_SETTINGS.items():
@@ -216,6 +216,14 @@ class PostgresServer:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+    def outage(self) -> None:
+        """Stop the server as a crash or a failover would, keeping its data (see `recover`)."""
+        self._terminate()
+
+    def recover(self) -> None:
+        """Start it again on the same port with the same data: what clients see after an outage."""
+        self._launch(port=self.port)
 
     def stop(self) -> None:
         try:
