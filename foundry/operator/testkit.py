@@ -80,29 +80,31 @@ def wait_phase(api: client.ApiClient, namespace: str, name: str, phase: str, tim
 
 def _main() -> None:
     """`python -m foundry.operator.testkit -n NS`: the operator as a separate
-    process (for kill -9 tests) with Deps from the environment where the full
-    config is not needed: KUBECONFIG and FOUNDRY_DATABASE_URL only."""
+    process, for the kill -9 tests (foundry.testing.operator_process). Its Deps
+    are built the production way, by foundry.operator.deps.build_deps from the
+    environment (FOUNDRY_CONFIG, FOUNDRY_DATABASE_URL, KUBECONFIG,
+    FOUNDRY_LINEAR_API_KEY, FOUNDRY_GITHUB_TOKEN), so a crash test exercises
+    the same clients, provider and config as a deployed operator. SIGTERM stops
+    it cleanly; a fault point (FOUNDRY_FAULT) ends it with exit code 137."""
     import argparse
     import logging
-    import os
+    import signal
 
-    from kubernetes import config as kube_config
-
-    from foundry.db.engine import make_engine
+    from foundry.operator.deps import build_deps
 
     parser = argparse.ArgumentParser()
     parser.add_argument("-n", "--namespace", required=True)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    deps = Deps(api=kube_config.new_client_from_config(config_file=os.environ["KUBECONFIG"]),
-                engine=make_engine(), linear=None, github=None, config=None, agents=None)
+    deps = build_deps()
     stop = threading.Event()
-    import signal
-
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with operator_thread(deps, args.namespace):
-        while not stop.wait(0.5):
-            pass
+    try:
+        with operator_thread(deps, args.namespace):
+            while not stop.wait(0.5):
+                pass
+    finally:
+        deps.close()
 
 
 if __name__ == "__main__":
