@@ -17,7 +17,11 @@ import kopf
 from foundry.operator import approval, job, run  # noqa: F401 - importing registers their handlers
 
 FINALIZER = "foundry.dev/finalizer"
-ANNOTATION_PREFIX = "foundry.dev"
+# kopf's own annotations (progress, diff base and its `<prefix>/kopf-managed`
+# marker). Not "foundry.dev": kopf leaves every annotation under a marked
+# prefix out of the diff, so the bridge's `foundry.dev/pr-hint` bump would
+# never reach the update handler and a hint would wait for the resync timer.
+ANNOTATION_PREFIX = "kopf.foundry.dev"
 
 log = logging.getLogger(__name__)
 

@@ -82,7 +82,9 @@ def remediate(deps: "Deps", run: RunView, truth: PRTruth, base: dict) -> Outcome
     verdict = gate(deps, run, attempt)
     why = "CI failed" if truth.checks == "failure" else "changes requested"
     if not verdict.allowed:
-        return _stay_or_move(run, Phase.REVIEW_REQUIRED, "RetryCapReached", f"{why}; {verdict.reason}", base)
+        # Name the cap that stopped it: the retry cap counts retries, the budget cap all attempts.
+        cap = "RetryCapReached" if attempt - 1 > deps.config.policy.retry_cap else "BudgetCapReached"
+        return _stay_or_move(run, Phase.REVIEW_REQUIRED, cap, f"{why}; {verdict.reason}", base)
     jobs = base.get("agent", run.agent).get("jobs") or []
     for job in jobs:
         if job.get("attempt") == run.attempt and job.get("state") == "running":
