@@ -35,6 +35,7 @@ bench: venv binaries postgres ## print the benchmark figures (docs/benchmarks.md
 	$(PY) tools/bench_claims.py
 	$(PY) tools/bench_kube_create.py
 	$(PY) tools/bench_bridge.py
+	$(PY) tools/bench_operator.py
 
 kind-e2e: venv ## the chart, RBAC and image tests in a kind cluster (needs Docker and kind)
 	bash tools/kind-e2e.sh

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from foundry.domain import policy
 from foundry.domain.phases import Phase
 from foundry.operator.kubeio import list_approvals
-from foundry.operator.reconcile import agentio
+from foundry.operator.reconcile import agentio, passcache
 from foundry.operator.reconcile.outcome import Outcome, Stay, Transition
 from foundry.operator.reconcile.view import RunView
 from foundry.operator.status import APPROVED, condition
@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 
 
 def _decisions(deps: "Deps", run: RunView) -> list[dict[str, Any]]:
-    return [a.get("spec") or {} for a in list_approvals(deps.api, run.namespace, run.name)]
+    listed = passcache.cached(("approvals", run.namespace, run.name),
+                              lambda: list_approvals(deps.api, run.namespace, run.name))
+    return [a.get("spec") or {} for a in listed]
 
 
 def interrupt(deps: "Deps", run: RunView) -> Outcome | None:

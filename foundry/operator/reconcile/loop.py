@@ -19,6 +19,7 @@ from foundry.operator.errors import RetryLater
 from foundry.operator.kubeio import Conflict, get_run, patch_run_status
 from foundry.operator.reconcile.commit import commit
 from foundry.operator.reconcile.outcome import Outcome, Stay, Transition
+from foundry.operator.reconcile.passcache import one_pass
 from foundry.operator.reconcile.view import RunView
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ def _interrupt(deps: "Deps", run: RunView) -> Outcome | None:
 
 def reconcile_run(deps: "Deps", namespace: str, name: str) -> Phase | None:
     """Advance one run as far as it can go now; returns its phase (None: gone)."""
-    with deps.locks.hold(namespace, name):
+    with deps.locks.hold(namespace, name), one_pass():
         started = time.monotonic()
         try:
             return _advance(deps, namespace, name)

@@ -1,0 +1,383 @@
+#!/usr/bin/env python3
+"""Operator throughput and memory: runs/s from intake to WaitingApproval and from approval to AgentRunning, through one operator, and its RSS at 1,000 idle runs.
+
+    .venv/bin/python tools/bench_operator.py                 # throwaway control plane + PostgreSQL
+    .venv/bin/python tools/bench_operator.py --runs 20 --idle 100 --json
+
+One `foundry operator -n NS` process (the production entry point, Deps built
+from FOUNDRY_CONFIG, FOUNDRY_DATABASE_URL, KUBECONFIG and the two API keys)
+watches a fresh namespace. This process plays everyone else: the local Linear
+and GitHub servers (foundry.testing.operator_stack), the bridge (each ticket is
+a Linear issue, a claim in the database and a FoundryRun, as the bridge makes
+them) and the approver (a FoundryApproval per run). Then:
+
+1. intake: --runs tickets created at --concurrency; the clock runs from the
+   first create until every run is WaitingApproval (one list call per 0.2 s);
+2. dispatch: all of them approved; the clock runs until every run is
+   AgentRunning, and exactly one Job per run is checked;
+3. idle: more ready tickets until --idle runs are active and waiting (the
+   --runs AgentRunning ones plus the rest WaitingApproval); once the
+   operator's CPU goes quiet its VmRSS and VmHWM (/proc) are read.
+
+RSS is also read with the operator started and idle (after a warm-up ticket)
+and after phase 2, so the per-run cost shows. The resync period is the
+production default (60 s), so AgentRunning runs are polled as they would be.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Callable
+
+from kubernetes import client, config
+
+from foundry.db.engine import create_schema, make_engine
+from foundry.kube.crds import install_crds
+from foundry.operator.kubeio import GROUP, RUNS, VERSION
+from foundry.testing.operator_process import operator_env, write_config
+from foundry.testing.operator_stack import OperatorStack, stack_config
+from foundry.testing.postgres import free_port
+
+MIB = 1024 * 1024
+
+
+# ---- reading the operator process (Linux /proc) ---------------------------------
+
+def rss_mib(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of a process in MiB: resident now, and its peak."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return tuple(int(fields[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM"))  # type: ignore[return-value]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> tuple[str, int, float] | None:
+    """(command name, parent pid, CPU seconds) of a process, None if it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    comm = raw[raw.index("(") + 1:raw.rindex(")")]
+    fields = raw.rsplit(")", 1)[1].split()
+    return comm, int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_process(operator_pid: int) -> Counter[str]:
+    """CPU seconds so far of this process and its descendants, grouped: the
+    operator, this process (the stand-ins, the creates, the polling), and the
+    servers by command name (kube-apiserver, etcd, postgres). Other people's
+    servers on the machine are not descendants and so not counted."""
+    stats = {int(d): st for d in os.listdir("/proc") if d.isdigit() and (st := _stat(int(d)))}
+    children: dict[int, list[int]] = {}
+    for pid, (_, ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    out: Counter[str] = Counter()
+    todo = [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        if pid in stats:
+            comm, _, cpu = stats[pid]
+            label = "operator" if pid == operator_pid else "bench" if pid == os.getpid() else comm
+            out[label] += cpu
+    return out
+
+
+def wait_quiet(pid: int, *, window: float = 3.0, busy: float = 0.05, timeout: float = 90.0) -> float:
+    """Wait until the process uses less than `busy` of a core over `window` seconds; returns the seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        before = cpu_seconds(pid)
+        time.sleep(window)
+        if (cpu_seconds(pid) - before) / window < busy:
+            break
+    return time.monotonic() - started
+
+
+def scrape_metrics(port: int) -> dict[str, float]:
+    """The operator's reconcile count and total seconds, and its transitions, from /metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out: dict[str, float] = {"transitions": 0.0}
+    for line in text.splitlines():
+        if line.startswith("foundry_reconcile_seconds_count"):
+            out["reconciles"] = float(line.split()[-1])
+        elif line.startswith("foundry_reconcile_seconds_sum"):
+            out["reconcile_seconds"] = float(line.split()[-1])
+        elif line.startswith("foundry_run_transitions_total"):
+            out["transitions"] += float(line.split()[-1])
+    return out
+
+
+# ---- the cluster side -------------------------------------------------------------
+
+def phases(api: client.ApiClient, namespace: str) -> Counter[str]:
+    """Runs by phase in the namespace: one list call ("" = no phase yet)."""
+    response = client.CustomObjectsApi(api).list_namespaced_custom_object(
+        GROUP, VERSION, namespace, RUNS, _preload_content=False)
+    items = json.loads(response.data)["items"]
+    return Counter((item.get("status") or {}).get("phase") or "" for item in items)
+
+
+def wait_until(api: client.ApiClient, namespace: str, done: Callable[[Counter[str]], bool], *, what: str,
+               timeout: float, interval: float = 0.2, alive: Callable[[], None] = lambda: None) -> Counter[str]:
+    deadline = time.monotonic() + timeout
+    seen: Counter[str] = Counter()
+    while time.monotonic() < deadline:
+        alive()
+        seen = phases(api, namespace)
+        if done(seen):
+            return seen
+        time.sleep(interval)
+    raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}; runs by phase: {dict(seen)}")
+
+
+def parallel(count: int, concurrency: int, one: Callable[[int], Any]) -> list[Any]:
+    with ThreadPoolExecutor(concurrency) as pool:
+        return list(pool.map(one, range(count)))
+
+
+# ---- the operator process -----------------------------------------------------------
+
+class Operator:
+    """`foundry operator -n NS` as a child process, its log in a file."""
+
+    def __init__(self, stack: OperatorStack, kubeconfig: str, database_url: str, workdir: Path,
+                 cfg: dict[str, Any], workers: int) -> None:
+        self.metrics_port = free_port()
+        env = operator_env(stack, kubeconfig, database_url, write_config(stack, workdir / "foundry.yaml", cfg))
+        env["FOUNDRY_METRICS_PORT"] = str(self.metrics_port)
+        self.log_path = workdir / "operator.log"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "foundry.cli.main", "operator", "-n", stack.namespace, "--workers", str(workers)],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise SystemExit(f"the operator exited with {self.proc.returncode}:\n{self.log_tail()}")
+
+    def wait_metrics(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                scrape_metrics(self.metrics_port)
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise SystemExit(f"the operator did not serve metrics within {timeout:.0f}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        self._log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+
+
+# ---- the benchmark ----------------------------------------------------------------
+
+def bench(stack: OperatorStack, op: Operator, args: argparse.Namespace) -> dict[str, Any]:
+    api, ns = stack.api, stack.namespace
+    result: dict[str, Any] = {"cpus": os.cpu_count(), "runs": args.runs, "idle_target": args.idle,
+                              "concurrency": args.concurrency, "workers": args.workers}
+    op.wait_metrics()
+
+    # Warm-up: one ticket all the way to AgentRunning loads every module a run needs.
+    _, warm = stack.ticket()
+    wait_until(api, ns, lambda p: p["WaitingApproval"] == 1, what="the warm-up run", timeout=60, alive=op.check_alive)
+    stack.decide(warm)
+    wait_until(api, ns, lambda p: p["AgentRunning"] == 1, what="the warm-up run", timeout=60, alive=op.check_alive)
+    wait_quiet(op.pid)
+    result["rss_start_mib"], _ = rss_mib(op.pid)
+
+    def measured(label: str) -> Callable[[Callable[[], Counter[str]]], Counter[str]]:
+        def run(body: Callable[[], Counter[str]]) -> Counter[str]:
+            metrics, cpu, started = scrape_metrics(op.metrics_port), cpu_seconds(op.pid), time.monotonic()
+            machine = cpu_by_process(op.pid)
+            seen = body()
+            seconds = time.monotonic() - started
+            # A reconcile ends a little after its last status write: count CPU
+            # and reconciles once the operator has gone quiet.
+            result[f"{label}_quiet_after_seconds"] = round(wait_quiet(op.pid), 1)
+            after = scrape_metrics(op.metrics_port)
+            spent = cpu_by_process(op.pid)
+            spent.subtract(machine)
+            reconciles = after["reconciles"] - metrics["reconciles"]
+            result[label] = {
+                "seconds": round(seconds, 2), "runs_per_s": round(args.runs / seconds, 1) if label != "idle" else None,
+                "operator_cpu_ms_per_run": round((cpu_seconds(op.pid) - cpu) * 1000 / count[label], 1),
+                "reconciles": int(reconciles),
+                "reconcile_ms_mean": round((after["reconcile_seconds"] - metrics["reconcile_seconds"]) * 1000
+                                           / max(reconciles, 1), 1),
+                "cpu_ms_per_run_by_process": {k: round(v * 1000 / count[label], 1)
+                                              for k, v in spent.most_common() if v > 0.05},
+            }
+            return seen
+        return run
+
+    count = {"intake": args.runs, "dispatch": args.runs, "idle": max(args.idle - args.runs - 1, 1)}
+    created: list[str] = []
+
+    # Phase 1: intake → WaitingApproval.
+    def intake() -> Counter[str]:
+        started = time.monotonic()
+        created.extend(name for _, name in parallel(args.runs, args.concurrency, lambda i: stack.ticket()))
+        result["intake_create_seconds"] = round(time.monotonic() - started, 2)
+        return wait_until(api, ns, lambda p: p["WaitingApproval"] == args.runs, what="intake",
+                          timeout=args.timeout, alive=op.check_alive)
+
+    print(f"phase 1: {args.runs} tickets to WaitingApproval...", file=sys.stderr)
+    measured("intake")(intake)
+
+    # Phase 2: approval → AgentRunning (a Job per run).
+    def dispatch() -> Counter[str]:
+        parallel(len(created), args.concurrency, lambda i: stack.decide(created[i]))
+        return wait_until(api, ns, lambda p: p["AgentRunning"] == args.runs + 1, what="dispatch",
+                          timeout=args.timeout, alive=op.check_alive)
+
+    print(f"phase 2: {args.runs} approvals to AgentRunning...", file=sys.stderr)
+    measured("dispatch")(dispatch)
+    jobs = Counter(name.rsplit("-a", 1)[0] for name in stack.jobs())
+    if len(jobs) != args.runs + 1 or set(jobs.values()) != {1}:
+        raise SystemExit(f"expected one Job per run for {args.runs + 1} runs, found {sum(jobs.values())} "
+                         f"Jobs for {len(jobs)} runs")
+    result["rss_at_runs_mib"], _ = rss_mib(op.pid)
+
+    # Phase 3: fill up to --idle waiting runs, let the operator settle, read its memory.
+    more = count["idle"]
+
+    def idle() -> Counter[str]:
+        parallel(more, args.concurrency, lambda i: stack.ticket())
+        return wait_until(api, ns, lambda p: p["WaitingApproval"] == more, what="the idle runs",
+                          timeout=args.timeout, interval=1.0, alive=op.check_alive)
+
+    print(f"phase 3: {more} more tickets, to {args.runs + 1 + more} idle runs...", file=sys.stderr)
+    seen = measured("idle")(idle)
+    result["idle"]["runs_per_s"] = round(more / result["idle"]["seconds"], 1)
+    result["settle_seconds"] = result["idle_quiet_after_seconds"]
+    result["idle_runs"] = sum(seen.values())
+    result["rss_idle_mib"], result["hwm_mib"] = rss_mib(op.pid)
+    result["rss_per_idle_run_kib"] = round((result["rss_idle_mib"] - result["rss_start_mib"]) * 1024
+                                           / max(result["idle_runs"] - 1, 1), 1)
+    return result
+
+
+def report(r: dict[str, Any]) -> None:
+    print(f"\nmachine: {r['cpus']} CPUs; one operator (--workers {r['workers']}); tickets created at "
+          f"concurrency {r['concurrency']}")
+    print("| phase | runs | wall | runs/s | operator CPU per run | reconciles | mean reconcile |")
+    print("|---|---|---|---|---|---|---|")
+    for label, title in (("intake", "intake → WaitingApproval"), ("dispatch", "approval → AgentRunning"),
+                         ("idle", "intake at scale (fill to idle)")):
+        p = r[label]
+        runs = r["runs"] if label != "idle" else r["idle_runs"] - r["runs"] - 1
+        print(f"| {title} | {runs} | {p['seconds']:.1f} s | {p['runs_per_s']:.1f} | "
+              f"{p['operator_cpu_ms_per_run']:.0f} ms | {p['reconciles']} | {p['reconcile_ms_mean']:.0f} ms |")
+    print("\nCPU per run, by process (ms): " + "; ".join(
+        f"{label}: " + ", ".join(f"{k} {v:.0f}" for k, v in r[label]["cpu_ms_per_run_by_process"].items())
+        for label in ("intake", "dispatch", "idle")))
+    print("\n| operator RSS | MiB |\n|---|---|")
+    print(f"| started, 1 run (warm) | {r['rss_start_mib']:.0f} |")
+    print(f"| after phase 2, {r['runs'] + 1} runs | {r['rss_at_runs_mib']:.0f} |")
+    print(f"| {r['idle_runs']} idle runs, settled {r['settle_seconds']:.0f} s | {r['rss_idle_mib']:.0f} |")
+    print(f"| peak (VmHWM) | {r['hwm_mib']:.0f} |")
+    print(f"| per idle run | {r['rss_per_idle_run_kib']:.0f} KiB |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kubeconfig", help="cluster to use (default: a throwaway local control plane)")
+    parser.add_argument("--database-url", help="PostgreSQL to use (default: a throwaway server)")
+    parser.add_argument("--runs", type=int, default=200, help="runs driven through phases 1 and 2")
+    parser.add_argument("--idle", type=int, default=1000, help="active idle runs when RSS is read")
+    parser.add_argument("--concurrency", type=int, default=8, help="threads creating tickets and approvals")
+    parser.add_argument("--workers", type=int, default=16, help="the operator's --workers")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds each phase may take")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.idle < args.runs + 2 or args.concurrency < 1:
+        parser.error("--runs and --concurrency must be at least 1, and --idle at least --runs + 2")
+
+    with ExitStack() as stack:
+        workdir = Path(tempfile.mkdtemp(prefix="foundry-bench-operator-"))
+        stack.callback(shutil.rmtree, workdir, True)
+        kubeconfig = args.kubeconfig
+        if not kubeconfig:
+            from foundry.testing.binaries import control_plane_bin_dir
+            from foundry.testing.controlplane import ControlPlane
+
+            print("starting a local control plane...", file=sys.stderr)
+            plane = ControlPlane(bin_dir=control_plane_bin_dir(build=True), workdir=workdir / "plane")
+            plane.start()
+            stack.callback(plane.stop)
+            kubeconfig = str(plane.kubeconfig)
+        database_url = args.database_url
+        if not database_url:
+            from foundry.testing.postgres import PostgresServer, create_database
+
+            print("starting a throwaway PostgreSQL...", file=sys.stderr)
+            server = PostgresServer.start()
+            stack.callback(server.stop)
+            database_url = create_database(server.url)
+        engine = make_engine(database_url)
+        stack.callback(engine.dispose)
+        create_schema(engine)
+
+        api = config.new_client_from_config(config_file=kubeconfig)
+        stack.callback(api.close)
+        api.rest_client.pool_manager.connection_pool_kw["maxsize"] = args.concurrency
+        install_crds(api)
+        namespace = f"foundry-bench-{uuid.uuid4().hex[:8]}"
+        core = client.CoreV1Api(api)
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+        stack.callback(core.delete_namespace, namespace)
+
+        cfg = stack_config()
+        # The production resync period (the stand's 1 s exists for the lost-webhook tests).
+        cfg["timeouts"] = {**cfg["timeouts"], "resync_seconds": 60, "pr_wait_seconds": 1800}
+        ops = stack.enter_context(OperatorStack.open(api, engine, namespace, cfg))
+        op = Operator(ops, kubeconfig, database_url, workdir, cfg, args.workers)
+        stack.callback(op.stop)
+        try:
+            result = bench(ops, op, args)
+        except SystemExit:
+            print(op.log_tail(), file=sys.stderr)
+            raise
+
+    report(result)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
