@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -106,11 +107,26 @@ def test_build_context_holds_what_the_wheel_needs():
     assert _ignored(".venv", patterns) and _ignored(".git", patterns) and _ignored("tests", patterns)
 
 
+# Stands in for the image's /opt/foundry: the checkout and its virtualenv.
+_INSTALL = Path(os.path.commonpath([REPO_ROOT, Path(sys.prefix)]))
+
+# A checkout under /tmp (CI may clone there) would vanish under the fresh tmpfs:
+# it is parked read-only on /mnt first and moved back on top of the tmpfs.
+_READ_ONLY_ROOT = """
+set -e
+keep=$1; shift
+case "$keep" in /tmp/*) mount -n --bind "$keep" /mnt; mount -n -o remount,bind,ro /mnt;; esac
+mount -n -o remount,bind,ro /
+mount -n -t tmpfs -o size=64m tmpfs /tmp
+case "$keep" in /tmp/*) mkdir -p "$keep"; mount -n --move /mnt "$keep";; esac
+exec "$@"
+"""
+
+
 def _read_only_root(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     """Run cmd with / remounted read-only and a fresh tmpfs on /tmp (a private mount namespace)."""
-    script = 'mount -o remount,bind,ro / && mount -t tmpfs -o size=64m tmpfs /tmp && exec "$@"'
-    return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *cmd],
-                          env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", _READ_ONLY_ROOT, "sh",
+                           str(_INSTALL), *cmd], env=env, capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
