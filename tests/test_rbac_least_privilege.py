@@ -4,9 +4,9 @@
     authenticated as the chart's ServiceAccounts (tokens from the TokenRequest
     API). The bridge's command functions create, attach, approve and hint; the
     real kopf operator, logged in as its ServiceAccount, takes a ticket from
-    Pending through analysis, a Linear approval and an agent Job to Stopped
-    (the Job deleted). GitHub and the PR phases make no Kubernetes calls other
-    than the status writes already exercised here.
+    Pending through analysis, a Linear approval, an agent Job, a PR whose CI
+    fails once (attempt 2 cancels attempt 1's still-running Job), to a merge
+    and Complete.
 (b) What they must not do is denied: a `kubectl auth can-i --as=...` matrix.
 (c) The ValidatingAdmissionPolicy: nobody records a decision in someone else's name.
 
@@ -29,6 +29,7 @@ from foundry.bridge.mapping import Decision, Intake, PrHint, Ticket
 from foundry.db import migrate
 from foundry.db.engine import make_engine
 from foundry.testing.helmchart import CHART, run_tool, set_args
+from foundry.testing.jobs import finish_job
 from foundry.testing.kubeutil import client_with_token, service_account_token
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
@@ -107,7 +108,9 @@ def test_bridge_and_operator_do_their_work_as_the_chart_service_accounts(
         raw = demo_config(linear_graphql_url=linear.graphql_url, github_url=github.url,
                           repo_dir=tmp_path / "repo", agent_workdir=tmp_path / "agents")
         raw["agent"] = {"provider": "job", "image": "registry.example.com/agent:1"}
+        raw["timeouts"]["resync_seconds"] = 1
         cfg = parse_config(raw)
+        repo = example_repo.REPO
 
         # -- the bridge, as its ServiceAccount: intake twice (create, then attach)
         backend = RealBackend(engine, bridge_api, ns)
@@ -123,6 +126,11 @@ def test_bridge_and_operator_do_their_work_as_the_chart_service_accounts(
         assert commands.intake(backend, Intake(ticket, approver_id), trigger).status == "attached"
         run = first.run
 
+        def hint(number: int, delivery: str) -> None:
+            # What the bridge does on a GitHub pull_request/check_run delivery.
+            outcome = commands.pr_hint(backend, PrHint("pull_request", (run,), (), number), delivery)
+            assert outcome.status != "ignored", outcome
+
         # -- the operator, as its ServiceAccount: the real kopf operator with the job provider
         deps = Deps(api=operator_api, engine=engine, linear=LinearClient(linear.api_key, url=linear.graphql_url),
                     github=GitHubClient(github.token, base_url=github.url), config=cfg, agents=JobProvider(cfg, operator_api))
@@ -135,17 +143,34 @@ def test_bridge_and_operator_do_their_work_as_the_chart_service_accounts(
             job = batch.read_namespaced_job(f"{run}-a1", ns)
             assert job.metadata.owner_references[0].name == run
             assert client.CoreV1Api(kube_client).read_namespaced_config_map(f"{run}-a1-input", ns)
-            # A PR event for the run: the bridge bumps the hint annotation.
-            hint = commands.pr_hint(backend, PrHint("pull_request", (run,), (), 7), "hint-1")
-            assert hint.status != "ignored", hint
-            # A stop: the operator cancels (deletes) the Job.
-            assert commands.decide(backend, Decision("stop", issue_id, APPROVER_EMAIL, "")).status == "applied"
-            wait_phase(kube_client, ns, run, "Stopped", timeout=60)
-            wait_for(lambda: _job_gone(batch, ns, f"{run}-a1"), timeout=30, what="the agent Job deleted")
 
+            # The agent pushes and opens the PR; CI fails while its Job still runs.
+            github.create_branch(repo, f"foundry/{run}")
+            head = github.commit(repo, f"foundry/{run}", {"greeter.py": "def greet(name):\n    return name\n"}, "a1")
+            number = github.open_pr(repo, f"foundry/{run}", f"{run}: greet")
+            hint(number, "hint-1")
+            wait_phase(kube_client, ns, run, "PROpen", timeout=60)
+            github.set_check(repo, head, "failure")
+            hint(number, "hint-2")
+            # Attempt 2: a new Job, and attempt 1's Job deleted by the operator.
+            wait_for(lambda: _job_exists(batch, ns, f"{run}-a2"), timeout=60, what="the attempt-2 Job")
+            wait_for(lambda: _job_gone(batch, ns, f"{run}-a1"), timeout=30, what="attempt 1's Job deleted")
+
+            head = github.commit(repo, f"foundry/{run}", {"test_greeter.py": "def test_ok():\n    pass\n"}, "a2")
+            github.set_check(repo, head, "success")
+            finish_job(kube_client, ns, f"{run}-a2")
+            hint(number, "hint-3")
+            wait_phase(kube_client, ns, run, "PROpen", timeout=60)
+            github.merge(repo, number)
+            hint(number, "hint-4")
+            done = wait_phase(kube_client, ns, run, "Complete", timeout=60)
+
+        assert done["status"]["pr"]["number"] == number
+        assert [(j["attempt"], j["state"]) for j in done["status"]["agent"]["jobs"]][-1] == (2, "succeeded")
+        assert linear.issue_json(issue_id)["state"]["name"] == "Done"
         body = client.CustomObjectsApi(kube_client).get_namespaced_custom_object(
             "foundry.dev", "v1alpha1", ns, "foundryruns", run)
-        assert body["metadata"]["annotations"]["foundry.dev/pr-hint"] == "hint-1"
+        assert body["metadata"]["annotations"]["foundry.dev/pr-hint"] == "hint-4"
         events = {e.reason for e in client.CoreV1Api(kube_client).list_namespaced_event(ns).items
                   if e.involved_object.name == run}
         assert events, "the operator posted no Events"
@@ -161,6 +186,16 @@ def test_bridge_and_operator_do_their_work_as_the_chart_service_accounts(
         linear.stop()
         github.stop()
         engine.dispose()
+
+
+def _job_exists(batch, ns: str, name: str) -> bool:
+    try:
+        batch.read_namespaced_job(name, ns)
+    except client.ApiException as err:
+        if err.status == 404:
+            return False
+        raise
+    return True
 
 
 def _job_gone(batch, ns: str, name: str) -> bool:
