@@ -40,6 +40,7 @@ from kubernetes import client, config
 from foundry.bridge.testkit import BridgeProcess, encode, linear_headers, linear_issue
 from foundry.db.engine import create_schema, make_engine
 from foundry.kube.crds import install_crds
+from foundry.testing.benchenv import database_url_or_local_postgres, kubeconfig_or_local_plane
 
 SECRET = "bench-secret"
 TOOLS = Path(__file__).resolve().parent
@@ -107,26 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     raw = _raw_bench()
 
     with ExitStack() as stack:
-        kubeconfig = args.kubeconfig
-        if not kubeconfig:
-            from foundry.testing.binaries import control_plane_bin_dir
-            from foundry.testing.controlplane import ControlPlane
-
-            workdir = Path(tempfile.mkdtemp(prefix="foundry-bench-bridge-"))
-            stack.callback(shutil.rmtree, workdir, True)
-            print("starting a local control plane...", file=sys.stderr)
-            plane = ControlPlane(bin_dir=control_plane_bin_dir(build=True), workdir=workdir)
-            plane.start()
-            stack.callback(plane.stop)
-            kubeconfig = str(plane.kubeconfig)
-        database_url = args.database_url
-        if not database_url:
-            from foundry.testing.postgres import PostgresServer, create_database
-
-            print("starting a throwaway PostgreSQL...", file=sys.stderr)
-            server = PostgresServer.start()
-            stack.callback(server.stop)
-            database_url = create_database(server.url)
+        workdir = Path(tempfile.mkdtemp(prefix="foundry-bench-bridge-"))
+        stack.callback(shutil.rmtree, workdir, True)
+        kubeconfig = kubeconfig_or_local_plane(args.kubeconfig, stack, workdir)
+        database_url = database_url_or_local_postgres(args.database_url, stack)
         engine = make_engine(database_url)
         create_schema(engine)
         engine.dispose()

@@ -47,6 +47,7 @@ from kubernetes import client, config
 from foundry.db.engine import create_schema, make_engine
 from foundry.kube.crds import install_crds
 from foundry.operator.kubeio import GROUP, RUNS, VERSION
+from foundry.testing.benchenv import database_url_or_local_postgres, kubeconfig_or_local_plane
 from foundry.testing.operator_process import operator_env, write_config
 from foundry.testing.operator_stack import OperatorStack, stack_config
 from foundry.testing.postgres import free_port
@@ -330,24 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         workdir = Path(tempfile.mkdtemp(prefix="foundry-bench-operator-"))
         stack.callback(shutil.rmtree, workdir, True)
-        kubeconfig = args.kubeconfig
-        if not kubeconfig:
-            from foundry.testing.binaries import control_plane_bin_dir
-            from foundry.testing.controlplane import ControlPlane
-
-            print("starting a local control plane...", file=sys.stderr)
-            plane = ControlPlane(bin_dir=control_plane_bin_dir(build=True), workdir=workdir / "plane")
-            plane.start()
-            stack.callback(plane.stop)
-            kubeconfig = str(plane.kubeconfig)
-        database_url = args.database_url
-        if not database_url:
-            from foundry.testing.postgres import PostgresServer, create_database
-
-            print("starting a throwaway PostgreSQL...", file=sys.stderr)
-            server = PostgresServer.start()
-            stack.callback(server.stop)
-            database_url = create_database(server.url)
+        kubeconfig = kubeconfig_or_local_plane(args.kubeconfig, stack, workdir / "plane")
+        database_url = database_url_or_local_postgres(args.database_url, stack)
         engine = make_engine(database_url)
         stack.callback(engine.dispose)
         create_schema(engine)
