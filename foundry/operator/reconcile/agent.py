@@ -3,7 +3,8 @@
 A PR whose head is new (not a SHA we are remediating) is judged like any PR.
 Without one: a failed attempt is retried within the caps, else
 ExecutionFailed; a finished attempt that leaves no new commit within the
-timeout is ExecutionFailed.
+timeout is ExecutionFailed. Either way the ticket gets the one "blocked"
+comment that says why: nothing else will happen on it without a human.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from foundry.domain import comments as texts
 from foundry.domain.phases import Phase
-from foundry.operator.reconcile import agentio, pr
+from foundry.operator.reconcile import agentio, comments, pr
 from foundry.operator.reconcile.dispatch import gate
 from foundry.operator.reconcile.outcome import Outcome, Stay, Transition
 from foundry.operator.reconcile.prtruth import fetch
@@ -27,7 +29,6 @@ def watch_agent(deps: "Deps", run: RunView) -> Outcome:
     if truth is not None:
         end = pr.ending(deps, run, truth)
         if end is not None:
-            agentio.cancel(deps, run)
             return end
         if truth.head_sha not in run.remediations:
             return pr.judge(deps, run, truth)
@@ -41,9 +42,8 @@ def watch_agent(deps: "Deps", run: RunView) -> Outcome:
         nxt = run.attempt + 1
         verdict = gate(deps, run, nxt)
         if not verdict.allowed:
-            return Transition(Phase.EXECUTION_FAILED, "AgentFailed",
-                              f"attempt {run.attempt} failed; {verdict.reason}",
-                              status={**base, "agent": {**run.agent, "jobs": jobs}}, warning=True)
+            return _failed(deps, run, "AgentFailed", f"attempt {run.attempt} failed; {verdict.reason}",
+                           {**base, "agent": {**run.agent, "jobs": jobs}})
         record = agentio.start(deps, run, nxt)
         agent = {**run.agent, "attempt": nxt, "jobs": agentio.with_job(jobs, record)}
         return Stay(status={**base, "agent": agent}, audit="agent-retry",
@@ -52,13 +52,17 @@ def watch_agent(deps: "Deps", run: RunView) -> Outcome:
         finished = job.get("finishedAt")
         limit = timedelta(seconds=deps.config.timeouts.pr_wait_seconds)
         if finished and deps.clock() - datetime.fromisoformat(finished.replace("Z", "+00:00")) > limit:
-            return Transition(Phase.EXECUTION_FAILED, "NoPullRequest",
-                              f"attempt {run.attempt} finished but no new commit on {run.branch} within "
-                              f"{int(limit.total_seconds())}s", status=base, warning=True)
+            return _failed(deps, run, "NoPullRequest", f"attempt {run.attempt} finished but no new commit on "
+                           f"{run.branch} within {int(limit.total_seconds())}s", base)
     if jobs != run.jobs or base.get("pr") not in (None, run.pr):
         base.pop("agent", None)
         return Stay(status={**base, "agent": {**run.agent, "jobs": jobs}})
     return Stay()
+
+
+def _failed(deps: "Deps", run: RunView, reason: str, message: str, status: dict) -> Transition:
+    status["comments"] = comments.post(deps, run, "blocked", texts.blocked(run.issue_key, message))
+    return Transition(Phase.EXECUTION_FAILED, reason, message, status=status, warning=True)
 
 
 def _current(run: RunView) -> dict:

@@ -75,6 +75,16 @@ def cancel(deps: "Deps", run: RunView) -> None:
         deps.agents.cancel(run.body, run.attempt)
 
 
+def cancel_running(deps: "Deps", run: RunView, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Cancel the current attempt if it still runs; `jobs` with it marked
+    cancelled. A finished Job is left alone: its record and logs stay."""
+    for job in jobs:
+        if job.get("attempt") == run.attempt and job.get("state") == "running":
+            cancel(deps, run)
+            return with_job(jobs, {**job, "state": "cancelled"})
+    return jobs
+
+
 def with_job(jobs: list[dict[str, Any]], record: dict[str, Any]) -> list[dict[str, Any]]:
     """status.agent.jobs with `record` added or updated (keyed by attempt)."""
     out = [j for j in jobs if j.get("attempt") != record.get("attempt")]

@@ -43,6 +43,7 @@ def ending(deps: "Deps", run: RunView, truth: PRTruth) -> Transition | None:
     if truth.state != "closed" and not truth.merged:
         return None
     base = synced(deps, run, truth)
+    _stop_agent(deps, run, base)
     base["comments"] = comments.post(deps, run, "done", texts.done(run.issue_key, truth.number, truth.url,
                                                                   merged=truth.merged))
     if truth.merged:
@@ -51,13 +52,21 @@ def ending(deps: "Deps", run: RunView, truth: PRTruth) -> Transition | None:
                       status=base, warning=True)
 
 
+def _stop_agent(deps: "Deps", run: RunView, base: dict) -> None:
+    """The run is ending: an agent still at work on the branch is cancelled (recorded in `base`)."""
+    agent = base.get("agent", run.agent)
+    jobs = agentio.cancel_running(deps, run, agent.get("jobs") or [])
+    if jobs != (agent.get("jobs") or []):
+        base["agent"] = {**agent, "jobs": jobs}
+
+
 def judge(deps: "Deps", run: RunView, truth: PRTruth) -> Outcome:
     """Decide on an open PR whose head is not being remediated."""
     base = synced(deps, run, truth)
     verdict = policy.check_diff(deps.config, list(truth.files), run.status.get("plan") or {},
                                 list(run.status.get("riskAreas") or []))
     if verdict.kind == "blocked":
-        agentio.cancel(deps, run)
+        _stop_agent(deps, run, base)
         base["comments"] = comments.post(deps, run, "blocked", texts.blocked(run.issue_key, verdict.reason))
         return Transition(Phase.BLOCKED, "ForbiddenPath", verdict.reason, status=base, warning=True)
     if verdict.kind == "review":
@@ -85,12 +94,8 @@ def remediate(deps: "Deps", run: RunView, truth: PRTruth, base: dict) -> Outcome
         # Name the cap that stopped it: the retry cap counts retries, the budget cap all attempts.
         cap = "RetryCapReached" if attempt - 1 > deps.config.policy.retry_cap else "BudgetCapReached"
         return _stay_or_move(run, Phase.REVIEW_REQUIRED, cap, f"{why}; {verdict.reason}", base)
-    jobs = base.get("agent", run.agent).get("jobs") or []
-    for job in jobs:
-        if job.get("attempt") == run.attempt and job.get("state") == "running":
-            # One agent on the branch at a time: the new attempt replaces this one.
-            agentio.cancel(deps, run)
-            jobs = agentio.with_job(jobs, {**job, "state": "cancelled"})
+    # One agent on the branch at a time: the new attempt replaces a running one.
+    jobs = agentio.cancel_running(deps, run, base.get("agent", run.agent).get("jobs") or [])
     record = agentio.start(deps, run, attempt, feedback=f"{why} on {truth.head_sha}")
     agent = run.agent
     agent.update({"attempt": attempt, "jobs": agentio.with_job(jobs, record)})
