@@ -69,6 +69,11 @@ def judge(deps: "Deps", run: RunView, truth: PRTruth) -> Outcome:
         _stop_agent(deps, run, base)
         base["comments"] = comments.post(deps, run, "blocked", texts.blocked(run.issue_key, verdict.reason))
         return Transition(Phase.BLOCKED, "ForbiddenPath", verdict.reason, status=base, warning=True)
+    if "pr_opened" not in run.comments:
+        # The ticket hears of the PR once, whatever the first verdict on it:
+        # one that waits for review is news too.
+        base["comments"] = comments.post(deps, run, "pr_opened", texts.pr_opened(
+            run.issue_key, truth.number, truth.url, run.branch, run.attempt or 1))
     if verdict.kind == "review":
         return _stay_or_move(run, Phase.REVIEW_REQUIRED, "DiffNeedsReview", verdict.reason, base)
     failing = truth.checks == "failure" or truth.review == "changes_requested"
@@ -80,9 +85,6 @@ def judge(deps: "Deps", run: RunView, truth: PRTruth) -> Outcome:
                              f"head {truth.head_sha[:12]} still fails after attempt "
                              f"{run.remediations[truth.head_sha]}", base)
     message = f"PR #{truth.number} open, checks {truth.checks}, review {truth.review}"
-    if run.phase == Phase.AGENT_RUNNING:
-        base["comments"] = comments.post(deps, run, "pr_opened", texts.pr_opened(
-            run.issue_key, truth.number, truth.url, run.branch, run.attempt or 1))
     return _stay_or_move(run, Phase.PR_OPEN, "PROpened", message, base)
 
 
