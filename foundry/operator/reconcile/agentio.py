@@ -85,6 +85,17 @@ def cancel_running(deps: "Deps", run: RunView, jobs: list[dict[str, Any]]) -> li
     return jobs
 
 
+def end_attempt(deps: "Deps", run: RunView) -> list[dict[str, Any]]:
+    """The run ends by a human's hand: cancel its current attempt if it is
+    still at work; returns status.agent.jobs recording that. A finished Job is
+    kept, with its record and logs."""
+    jobs = refreshed_jobs(deps, run)
+    if run.attempt and not any(j.get("attempt") == run.attempt for j in jobs):
+        cancel(deps, run)  # started but never recorded (a crash in between): it may be at work
+        return jobs
+    return cancel_running(deps, run, jobs)
+
+
 def with_job(jobs: list[dict[str, Any]], record: dict[str, Any]) -> list[dict[str, Any]]:
     """status.agent.jobs with `record` added or updated (keyed by attempt)."""
     out = [j for j in jobs if j.get("attempt") != record.get("attempt")]

@@ -24,10 +24,15 @@ if TYPE_CHECKING:
     from foundry.operator.deps import Deps
 
 
-def _decisions(deps: "Deps", run: RunView) -> list[dict[str, Any]]:
+def _decisions(deps: "Deps", run: RunView, *, until: datetime | None = None) -> list[dict[str, Any]]:
+    """The decisions on the run; with `until`, only those made by then (API server time)."""
     listed = passcache.cached(("approvals", run.namespace, run.name),
                               lambda: list_approvals(deps.api, run.namespace, run.name))
-    return [a.get("spec") or {} for a in listed]
+    return [a.get("spec") or {} for a in listed if until is None or _made_at(a) <= until]
+
+
+def _made_at(approval: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(approval["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
 
 
 def interrupt(deps: "Deps", run: RunView) -> Outcome | None:
@@ -41,10 +46,11 @@ def interrupt(deps: "Deps", run: RunView) -> Outcome | None:
         verdict = policy.may_decide(deps.config, spec.get("approver", ""), spec.get("source", ""), decision)
         if not verdict.allowed:
             continue
-        agentio.cancel(deps, run)
+        jobs = agentio.end_attempt(deps, run)
         phase = Phase.REJECTED if decision == "reject" else Phase.STOPPED
         return Transition(phase, "Rejected" if decision == "reject" else "StoppedByHuman",
-                          f"{decision} by {spec.get('approver')} ({spec.get('source')})")
+                          f"{decision} by {spec.get('approver')} ({spec.get('source')})",
+                          status={"agent": {**run.agent, "jobs": jobs}} if jobs != run.jobs else {})
     return None
 
 
@@ -64,14 +70,18 @@ def expires_at(deps: "Deps", run: RunView) -> datetime | None:
 
 
 def await_approvals(deps: "Deps", run: RunView) -> Outcome:
-    tally = policy.tally_approvals(deps.config, _decisions(deps, run), list(run.status.get("riskAreas") or []))
+    deadline = expires_at(deps, run)
+    # Only approvals given by the deadline count: one given later (while the
+    # operator was down, or before the resync noticed the deadline) must not
+    # revive an expired plan.
+    tally = policy.tally_approvals(deps.config, _decisions(deps, run, until=deadline),
+                                   list(run.status.get("riskAreas") or []))
     approvals = {"required": tally.required, "received": tally.received,
                  "summary": f"{tally.received}/{tally.required}", "approvers": tally.approvers}
     if tally.satisfied:
         return Transition(Phase.APPROVED, "ApprovalsSatisfied",
                           f"approved by {', '.join(a['name'] for a in tally.approvers)}",
                           status={"approvals": approvals})
-    deadline = expires_at(deps, run)
     if deadline is not None and deps.clock() >= deadline:
         return Transition(Phase.EXPIRED, "ApprovalExpired", f"no sufficient approval by {deadline.isoformat()}",
                           status={"approvals": approvals}, warning=True)
