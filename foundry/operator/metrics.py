@@ -13,6 +13,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from foundry.domain.phases import Phase
 
+# The `kind` of foundry_reconcile_errors_total: `retry`, an outside dependency
+# (Linear, GitHub, the database, the API server) failed and the reconcile will
+# be retried; `unexpected`, anything else (a bug, a malformed run).
+ERROR_KINDS = ("retry", "unexpected")
+
 
 class OperatorMetrics:
     def __init__(self) -> None:
@@ -32,6 +37,10 @@ class OperatorMetrics:
         self._phase_of: dict[tuple[str, str], str] = {}
         for phase in Phase:  # export zeros so dashboards see every phase from the start
             self.runs_by_phase.labels(phase=phase.value).set(0)
+        # Likewise every error kind: a series that first appears at 1 has no
+        # earlier sample, so rate() over it stays 0 and the alert misses that error.
+        for kind in ERROR_KINDS:
+            self.reconcile_errors.labels(kind=kind)
 
     def observe_phase(self, namespace: str, name: str, phase: str | None) -> None:
         """Remember the phase of one run (None: the run is gone) and refresh the gauge."""
