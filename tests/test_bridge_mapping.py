@@ -85,6 +85,28 @@ def test_done_or_cancelled_issues_start_nothing(state_type: str, triggered: bool
         assert isinstance(command, Ignore) and state_type in command.reason
 
 
+@pytest.mark.parametrize("updated_from, rule, triggered", [
+    ({"updatedAt": "t", "stateId": "s0"}, RULE, False),  # Foundry's own move to In Progress / In Review
+    ({"updatedAt": "t", "stateId": "s0", "startedAt": None, "sortOrder": 1.0}, RULE, False),
+    ({"updatedAt": "t", "stateId": "s0", "labelIds": []}, RULE, True),  # labelled while moved
+    ({"updatedAt": "t", "description": ""}, RULE, True),
+    ({"updatedAt": "t"}, RULE, True),
+    (None, RULE, True),  # nothing said about what changed: a change
+    ({"updatedAt": "t", "stateId": "s0"}, TriggerRule(label=None, states=("Todo",)), True),  # the move is the trigger
+])
+def test_an_update_that_only_moves_the_state_starts_nothing(updated_from: Any, rule: TriggerRule,
+                                                           triggered: bool) -> None:
+    # Each move bumps updatedAt; taken for a ticket change, a late copy of one
+    # would start a new attempt once the run has ended.
+    payload = linear_issue(ISSUE_ID, "ACME-1", state="Todo")
+    if updated_from is not None:
+        payload["updatedFrom"] = updated_from
+    command = _map(payload, rule)
+    assert isinstance(command, Intake) is triggered
+    if not triggered:
+        assert isinstance(command, Ignore) and command.reason == "only the workflow state changed"
+
+
 def test_issue_remove_is_ignored() -> None:
     assert isinstance(_map(linear_issue(ISSUE_ID, "ACME-1", action="remove")), Ignore)
 

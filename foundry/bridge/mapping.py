@@ -49,6 +49,10 @@ KNOWN_LINEAR_EVENTS = frozenset({"Issue", "Comment"})
 
 # Linear workflow-state types that mean the issue's work is over.
 CLOSED_STATE_TYPES = frozenset({"completed", "canceled"})
+# The Issue fields a workflow-state move changes (`updatedFrom` keys besides
+# updatedAt): the state, the timestamps Linear keeps for it, the board position.
+STATE_MOVE_FIELDS = frozenset({"stateId", "startedAt", "completedAt", "canceledAt", "startedTriageAt", "triagedAt",
+                               "autoClosedAt", "sortOrder"})
 
 
 class BadPayload(ValueError):
@@ -262,6 +266,12 @@ def map_linear(event: str, payload: dict[str, Any], rule: TriggerRule) -> Comman
             # Done or cancelled work starts nothing, whatever its labels say; this
             # is also how Foundry's own "move to Done" does not start a new attempt.
             return Ignore(f"issue is {state['type']}")
+        if action == "update" and not rule.states and _only_moved(payload.get("updatedFrom")):
+            # The ticket Foundry reads did not change, so there is nothing new to
+            # work on. This is how Foundry's own moves (In Progress, In Review)
+            # arriving late or again after the run ended do not start an attempt:
+            # each bumps updatedAt, which the claim would take for a newer ticket.
+            return Ignore("only the workflow state changed")
         if not rule.matches(ticket.labels, ticket.state):
             return Ignore("issue does not carry the trigger")
         return Intake(ticket=ticket, actor=_actor_identity(payload.get("actor")))
@@ -294,6 +304,14 @@ def map_linear(event: str, payload: dict[str, Any], rule: TriggerRule) -> Comman
             comment=match.group(2).strip()[:MAX_SHORT],
         )
     return Ignore(f"Linear {event[:40]} events are not used")
+
+
+def _only_moved(updated_from: Any) -> bool:
+    """Whether an Issue update's `updatedFrom` names a workflow-state move and nothing else."""
+    if not isinstance(updated_from, dict):
+        return False  # not said: treat the update as a change
+    changed = set(updated_from) - {"updatedAt"}
+    return bool(changed) and changed <= STATE_MOVE_FIELDS
 
 
 # ---------------------------------------------------------------- GitHub
