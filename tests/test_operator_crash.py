@@ -18,7 +18,6 @@ from datetime import datetime
 import pytest
 
 from foundry.db import audit, claims
-from foundry.db.engine import make_engine
 from foundry.kube.runs import TicketSnapshot, Trigger, build_run_manifest, create_or_attach
 from foundry.operator.testkit import wait_for, wait_phase
 from foundry.testing.operator_process import OperatorProcess
@@ -31,13 +30,6 @@ START = 45.0
 
 HEALTH = {"app/health.py": "def healthz():\n    return 'ok'\n"}
 HEALTH_TEST = {"app/test_health.py": "def test_ok():\n    assert True\n"}
-
-
-@pytest.fixture
-def engine(pg_url):
-    eng = make_engine(pg_url)
-    yield eng
-    eng.dispose()
 
 
 @pytest.fixture

@@ -8,18 +8,10 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
-from foundry.db.engine import make_engine
 from foundry.operator.testkit import operator_thread, wait_phase
 from foundry.testing.operator_stack import OperatorStack, stack_config
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
-
-
-@pytest.fixture
-def engine(pg_url):
-    eng = make_engine(pg_url)
-    yield eng
-    eng.dispose()
 
 
 def _agent_running(stack: OperatorStack, kube_client, namespace: str) -> tuple[str, str]:

@@ -22,7 +22,6 @@ from kubernetes import client
 
 from foundry.cli.runs import summary_fields
 from foundry.db import audit, claims
-from foundry.db.engine import make_engine
 from foundry.domain.naming import run_name
 from foundry.kube.crds import GROUP, VERSION
 from foundry.operator.testkit import operator_thread, wait_for, wait_phase
@@ -42,13 +41,6 @@ LOGIN_DESCRIPTION = (
     "- a sixth failed login within a minute answers 429\n"
     "- a test covers the limit\n"
 )
-
-
-@pytest.fixture
-def engine(pg_url):
-    eng = make_engine(pg_url)
-    yield eng
-    eng.dispose()
 
 
 @contextmanager

@@ -9,17 +9,11 @@ import pytest
 from kubernetes import client
 
 from foundry.db import claims
-from foundry.db.engine import make_engine
 from foundry.operator.testkit import operator_thread, wait_for, wait_phase
 from foundry.testing.operator_stack import REPO, OperatorStack, stack_config
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 
-@pytest.fixture
-def engine(pg_url):
-    eng = make_engine(pg_url)
-    yield eng
-    eng.dispose()
 
 def _approved(stack: OperatorStack, kube_client, namespace: str) -> tuple[str, str]:
     issue_id, run = stack.ticket()

@@ -12,18 +12,10 @@ import pytest
 from kubernetes import client
 
 from foundry.db import audit, claims
-from foundry.db.engine import make_engine
 from foundry.operator.testkit import operator_thread, wait_for, wait_phase
 from foundry.testing.operator_stack import OperatorStack
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
-
-
-@pytest.fixture
-def engine(pg_url):
-    eng = make_engine(pg_url)
-    yield eng
-    eng.dispose()
 
 
 def _kubectl_get(control_plane, namespace: str) -> str:

@@ -12,20 +12,12 @@ import pytest
 
 from foundry.connectors.comments import find_markers
 from foundry.db import audit, claims
-from foundry.db.engine import make_engine
 from foundry.operator.testkit import operator_thread, wait_for, wait_phase
 from foundry.testing.operator_stack import OperatorStack, stack_config
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 
 WORKFLOW = ".github/workflows/ci.yml"
-
-
-@pytest.fixture
-def engine(pg_url):
-    eng = make_engine(pg_url)
-    yield eng
-    eng.dispose()
 
 
 def _approved_and_running(stack: OperatorStack, kube_client, namespace: str, **ticket: Any) -> tuple[str, str]:

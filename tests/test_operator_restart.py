@@ -28,7 +28,6 @@ from typing import Iterator
 import pytest
 
 from foundry.db import audit, claims
-from foundry.db.engine import make_engine
 from foundry.operator.testkit import wait_for, wait_phase
 from foundry.testing.operator_process import OperatorProcess
 from foundry.testing.operator_stack import OperatorStack, stack_config
@@ -41,13 +40,6 @@ HEALTH = {"app/health.py": "def healthz():\n    return 'ok'\n"}
 # Long enough that a restarted operator is up well within one more period, so
 # "expired promptly" and "expired after a fresh wait" are told apart.
 APPROVAL_SECONDS = 10
-
-
-@pytest.fixture
-def engine(pg_url):
-    eng = make_engine(pg_url)
-    yield eng
-    eng.dispose()
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from typing import Any, Iterator
 import pytest
 
 from foundry.db import audit, claims
-from foundry.db.engine import make_engine
 from foundry.operator.handlers import ANNOTATION_PREFIX
 from foundry.operator.testkit import operator_thread, wait_for, wait_phase
 from foundry.testing.bridge_thread import BridgeThread, bridge_settings
@@ -28,13 +27,6 @@ LAST_HANDLED = f"{ANNOTATION_PREFIX}/last-handled-configuration"
 # With this resync period the timer cannot be what moves a run within a test:
 # only the hints can.
 NO_RESYNC = 300
-
-
-@pytest.fixture
-def engine(pg_url):
-    eng = make_engine(pg_url)
-    yield eng
-    eng.dispose()
 
 
 def _config(resync_seconds: int) -> dict[str, Any]:
