@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
-from foundry.operator.testkit import operator_thread, wait_phase
+from foundry.operator.testkit import operator_thread, wait_for, wait_phase
 from foundry.testing.operator_stack import OperatorStack, stack_config
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
@@ -43,7 +43,8 @@ def test_too_many_files_wait_for_review_until_a_smaller_head(control_plane, kube
         assert cond["status"] == "True" and cond["reason"] == "DiffNeedsReview"
         assert "4 files changed, more than the limit of 2" in cond["message"], cond
         assert held["status"]["pr"]["number"] == number
-        assert "DiffNeedsReview" in _warnings(kube_client, namespace, run)
+        # The Event follows the status write (decision 0004): wait for it.
+        wait_for(lambda: "DiffNeedsReview" in _warnings(kube_client, namespace, run), timeout=15, what="the DiffNeedsReview Event")
 
         # The agent trims its change: the new head is judged afresh.
         head = stack.push(run, {"app/part_2.py": None, "app/part_3.py": None}, "foundry: smaller change")

@@ -49,7 +49,8 @@ def test_an_agent_that_fails_every_attempt_ends_execution_failed_at_the_retry_ca
         assert cond["status"] == "False" and cond["reason"] == "AgentFailed"
         assert "attempt 2 failed" in cond["message"] and "retry cap" in cond["message"], cond
         assert stack.jobs(run) == [f"{run}-a1", f"{run}-a2"]  # no third attempt
-        assert "AgentFailed" in _warnings(kube_client, namespace, run)
+        # The Event follows the status write (decision 0004): wait for it.
+        wait_for(lambda: "AgentFailed" in _warnings(kube_client, namespace, run), timeout=15, what="the AgentFailed Event")
 
     (told,) = _comments(stack, issue_id, "blocked")
     assert "attempt 2 failed" in told
@@ -89,7 +90,8 @@ def test_a_pr_closed_without_merging_ends_closed_and_cancels_the_agent(
         assert closed["status"]["pr"]["number"] == number and closed["status"]["pr"]["state"] == "closed"
         assert _condition(closed, "Complete")["status"] == "False"
         assert [(j["attempt"], j["state"]) for j in closed["status"]["agent"]["jobs"]] == [(1, "cancelled")]
-        assert "ClosedUnmerged" in _warnings(kube_client, namespace, run)
+        # The Event follows the status write (decision 0004): wait for it.
+        wait_for(lambda: "ClosedUnmerged" in _warnings(kube_client, namespace, run), timeout=15, what="the ClosedUnmerged Event")
 
         wait_for(lambda: stack.jobs(run) == [], timeout=30, what="the agent Job cancelled")
 
