@@ -14,14 +14,6 @@ from foundry.testing.operator_stack import OperatorStack, stack_config
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 
 
-def _agent_running(stack: OperatorStack, kube_client, namespace: str) -> tuple[str, str]:
-    issue_id, run = stack.ticket()
-    wait_phase(kube_client, namespace, run, "WaitingApproval")
-    stack.decide(run, "approve", "alice")
-    wait_phase(kube_client, namespace, run, "AgentRunning")
-    return issue_id, run
-
-
 def _review(body: dict) -> dict:
     return next(c for c in body["status"]["conditions"] if c["type"] == "ReviewRequired")
 
@@ -34,7 +26,7 @@ def _warnings(kube_client, namespace: str, run: str) -> list[str]:
 def test_too_many_files_wait_for_review_until_a_smaller_head(control_plane, kube_client, crds, namespace, engine):
     with OperatorStack.open(kube_client, engine, namespace, stack_config(max_changed_files=2)) as stack, \
             operator_thread(stack.deps, namespace):
-        issue_id, run = _agent_running(stack, kube_client, namespace)
+        issue_id, run = stack.agent_running()
         files = {f"app/part_{i}.py": f"PART = {i}\n" for i in range(4)}
         stack.push(run, files)
         number = stack.open_pr(run)
@@ -57,7 +49,7 @@ def test_too_many_files_wait_for_review_until_a_smaller_head(control_plane, kube
 
 def test_a_risk_area_nobody_approved_waits_for_review(control_plane, kube_client, crds, namespace, engine):
     with OperatorStack.open(kube_client, engine, namespace) as stack, operator_thread(stack.deps, namespace):
-        _, run = _agent_running(stack, kube_client, namespace)
+        _, run = stack.agent_running()
         assert "migrations" not in (stack.run(run)["status"].get("riskAreas") or [])
         stack.push(run, {"app/health.py": "def healthz():\n    return 'ok'\n",
                          "app/migrations/0002_add_health.sql": "ALTER TABLE service ADD COLUMN healthy bool;\n"})

@@ -15,28 +15,24 @@ from foundry.testing.operator_stack import REPO, OperatorStack, stack_config
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 
 
-def _approved(stack: OperatorStack, kube_client, namespace: str) -> tuple[str, str]:
-    issue_id, run = stack.ticket()
-    wait_phase(kube_client, namespace, run, "WaitingApproval")
-    stack.decide(run, "approve", "alice")
-    wait_phase(kube_client, namespace, run, "AgentRunning")
-    return issue_id, run
-
 def _condition(body: dict, kind: str) -> dict:
     return next(c for c in body["status"]["conditions"] if c["type"] == kind)
 
+
 def _comments(stack: OperatorStack, issue_id: str, purpose: str) -> list[str]:
     return [c["body"] for c in stack.linear.comments_json(issue_id) if f"purpose={purpose} " in c["body"]]
+
 
 def _warnings(kube_client, namespace: str, run: str) -> set[str]:
     return {e.reason for e in client.CoreV1Api(kube_client).list_namespaced_event(namespace).items
             if e.involved_object.name == run and e.type == "Warning"}
 
+
 def test_an_agent_that_fails_every_attempt_ends_execution_failed_at_the_retry_cap(
         control_plane, kube_client, crds, namespace, engine):
     with OperatorStack.open(kube_client, engine, namespace, stack_config(retry_cap=1)) as stack, \
             operator_thread(stack.deps, namespace):
-        issue_id, run = _approved(stack, kube_client, namespace)
+        issue_id, run = stack.agent_running()
         stack.finish_job(f"{run}-a1", succeeded=False)
         # One retry is allowed: attempt 2 gets its own Job.
 
@@ -57,13 +53,14 @@ def test_an_agent_that_fails_every_attempt_ends_execution_failed_at_the_retry_ca
     row = claims.get_run(engine, namespace, run)
     assert row.phase == "ExecutionFailed" and row.finished_at is not None
 
+
 def test_an_agent_that_finishes_without_a_commit_ends_execution_failed_after_the_wait(
         control_plane, kube_client, crds, namespace, engine):
     config = stack_config()
     config["timeouts"]["pr_wait_seconds"] = 2
     with OperatorStack.open(kube_client, engine, namespace, config) as stack, \
             operator_thread(stack.deps, namespace):
-        issue_id, run = _approved(stack, kube_client, namespace)
+        issue_id, run = stack.agent_running()
         stack.finish_job(f"{run}-a1", succeeded=True)
         # finish_job dates the Job's completion 30 s back, past the 2 s wait.
         failed = wait_phase(kube_client, namespace, run, "ExecutionFailed", timeout=30)
@@ -75,11 +72,12 @@ def test_an_agent_that_finishes_without_a_commit_ends_execution_failed_after_the
     assert "no new commit" in told
     assert claims.get_run(engine, namespace, run).phase == "ExecutionFailed"
 
+
 def test_a_pr_closed_without_merging_ends_closed_and_cancels_the_agent(
         control_plane, kube_client, crds, namespace, engine):
     with OperatorStack.open(kube_client, engine, namespace) as stack, \
             operator_thread(stack.deps, namespace):
-        issue_id, run = _approved(stack, kube_client, namespace)
+        issue_id, run = stack.agent_running()
         stack.push(run, {"app/health.py": "def healthz():\n    return 'ok'\n"})
         number = stack.open_pr(run)
         wait_phase(kube_client, namespace, run, "PROpen")

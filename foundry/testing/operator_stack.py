@@ -124,6 +124,17 @@ class OperatorStack:
         create_or_attach(self.api, self.namespace, manifest)
         return issue_id, manifest["metadata"]["name"]
 
+    def agent_running(self, approver: str = "alice") -> tuple[str, str]:
+        """A ticket planned, approved and dispatched (its run in AgentRunning, Job a1 created);
+        needs the operator running. Returns (issue id, run name)."""
+        from foundry.operator.testkit import wait_phase
+
+        issue_id, run = self.ticket()
+        wait_phase(self.api, self.namespace, run, "WaitingApproval")
+        self.decide(run, "approve", approver)
+        wait_phase(self.api, self.namespace, run, "AgentRunning")
+        return issue_id, run
+
     def run(self, name: str) -> dict[str, Any]:
         return client.CustomObjectsApi(self.api).get_namespaced_custom_object(GROUP, VERSION, self.namespace,
                                                                              RUNS, name)
