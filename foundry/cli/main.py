@@ -14,6 +14,7 @@ from foundry import __version__
 # down unrelated commands.
 COMMANDS: dict[str, tuple[str, str]] = {
     "db": ("foundry.cli.db", "db"),
+    "agent": ("foundry.cli.agent", "agent"),
     "dev": ("foundry.cli.dev", "dev"),
     "bridge": ("foundry.cli.bridge", "bridge"),
     "operator": ("foundry.cli.operator", "operator"),

@@ -1,0 +1,339 @@
+"""The three steps of an attempt (docs/agent-contract.md) as plain functions.
+
+    prepare(ctx)  clone the base branch (or, on a remediation, the run's branch)
+                  into the pristine git directory; check out the work tree
+    agent(ctx)    write the prompt; run the coding-agent CLI in the work tree
+    publish(ctx)  one commit from the work tree's files; policy; push; PR
+
+Each returns a Result and never raises for a foreseeable failure: a clone
+that fails, a CLI that times out, a model API that is down, a change policy
+refuses, a push the remote rejects all become a result with a one-line reason.
+`run_all` runs the three in one process (the local provider, tests).
+
+The step that holds the push token (prepare, publish) never runs the CLI; the
+agent step never sees the token file (its container does not mount it, and
+the CLI's environment is built without its path).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from foundry.runner import gitops
+from foundry.runner import result as R
+from foundry.runner.jobinput import JobInput
+from foundry.runner.layout import ENV_TOKEN_FILE, Layout
+from foundry.runner.prompt import build_prompt
+from foundry.runner.publish import build, commit_and_push, open_pull
+from foundry.runner.pulls import PullsApi, PullsError, RestPulls
+
+STEPS = ("prepare", "agent", "publish")
+AGENT_STATE = "agent.json"
+PROMPT_FILE = "prompt.md"
+# Variables of the runner's own environment that must never reach the CLI.
+_RUNNER_ONLY = (ENV_TOKEN_FILE, R.ENV_PATH, "FOUNDRY_WORK_DIR", "FOUNDRY_PUBLISH_DIR")
+_SUMMARY_CAP = 8000
+
+
+class StepError(RuntimeError):
+    """A step cannot go on; the message is the result's reason."""
+
+
+@dataclass
+class AgentOutcome:
+    """What the agent step learned from the CLI run (the runner adapters' report, flattened)."""
+
+    ok: bool
+    reason: str = ""
+    summary: str = ""
+    tokens: dict[str, int] | None = None
+    cost_usd: float | None = None
+    turns: int | None = None
+    runner: str | None = None
+
+
+AgentCall = Callable[[JobInput, Layout, str, dict[str, str], TextIO], AgentOutcome]
+
+
+@dataclass
+class Context:
+    job: JobInput
+    layout: Layout
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    # Seams: how the CLI is run and how the PR is opened (defaults: the real adapters and REST).
+    run_agent: AgentCall | None = None
+    pulls: Callable[[str, str], PullsApi] | None = None  # (api_url, token) -> PullsApi
+    git_timeout: float = gitops.DEFAULT_TIMEOUT
+
+    def log(self, step: str, message: str) -> None:
+        self.out.write(f"[foundry {step}] {_scrub(message, self.secrets())}\n")
+        self.out.flush()
+
+    def secrets(self) -> list[str]:
+        token = _read_token(self.layout.token_file, required=False)
+        return [token] if token else []
+
+    def remote(self) -> gitops.Remote:
+        token_file = self.layout.token_file
+        return gitops.Remote(self.job.git.url, str(token_file) if token_file.is_file() else None)
+
+    def git(self) -> gitops.Git:
+        self.layout.scratch.mkdir(parents=True, exist_ok=True)
+        return gitops.Git(scratch=self.layout.scratch, timeout=self.git_timeout)
+
+
+def base_result(ctx: Context, step: str, outcome: str, reason: str = "", **fields: Any) -> R.Result:
+    return R.Result(step=step, outcome=outcome, reason=" ".join(reason.split()), branch=ctx.job.branch,
+                    runner=str(ctx.job.runner.get("name") or "") or None, **fields)
+
+
+# ---------------------------------------------------------------- prepare
+
+
+def prepare(ctx: Context) -> R.Result:
+    job, layout = ctx.job, ctx.layout
+    branch = job.branch if job.remediation else job.base_branch
+    try:
+        for path in (layout.repo, layout.git_dir):
+            if path.exists() and any(path.iterdir()):
+                raise StepError(f"{path} is not empty: prepare runs once, on fresh volumes")
+        for path in (layout.home, layout.state, layout.publish):
+            path.mkdir(parents=True, exist_ok=True)
+        git = ctx.git()
+        started = time.monotonic()
+        try:
+            base = gitops.clone_pristine(git, ctx.remote(), branch, layout.git_dir)
+        except gitops.GitError as err:
+            hint = (f" (a remediation clones the run's branch {branch}; is it still on the remote?)"
+                    if job.remediation and "not found" in err.stderr.lower() else "")
+            raise StepError(f"{err.summary}{hint}") from None
+        gitops.checkout_work_tree(git, layout.git_dir, branch, layout.repo)
+        _write_json(layout.prepared, {"baseSha": base, "clonedBranch": branch, "remediation": job.remediation})
+        ctx.log("prepare", f"cloned {job.repo} {branch} at {base} in {time.monotonic() - started:.1f} s")
+        return base_result(ctx, "prepare", R.OK, baseSha=base)
+    except (StepError, gitops.GitError, OSError) as err:
+        reason = str(err) if isinstance(err, StepError) else f"prepare failed: {err}"
+        ctx.log("prepare", reason)
+        return base_result(ctx, "prepare", R.FAILED, reason)
+
+
+# ---------------------------------------------------------------- agent
+
+
+def agent(ctx: Context) -> R.Result:
+    job, layout = ctx.job, ctx.layout
+    try:
+        if not (layout.repo / ".git").exists():
+            raise StepError(f"no work tree at {layout.repo}: prepare has not run")
+        layout.home.mkdir(parents=True, exist_ok=True)
+        layout.state.mkdir(parents=True, exist_ok=True)
+        prompt = build_prompt(job, str(layout.repo))
+        (layout.state / PROMPT_FILE).write_text(prompt, encoding="utf-8")
+        ctx.log("agent", f"prompt ({len(prompt)} characters) written to {layout.state / PROMPT_FILE}")
+        call = ctx.run_agent or run_cli
+        started = time.monotonic()
+        outcome = call(job, layout, prompt, cli_env(ctx.env), ctx.out)
+    except StepError as err:
+        outcome = AgentOutcome(False, str(err))
+        started = time.monotonic()
+    except Exception as err:  # an adapter bug must still end as a result, not a traceback alone
+        outcome = AgentOutcome(False, f"the agent runner failed: {type(err).__name__}: {err}")
+        started = time.monotonic()
+    outcome.summary = (outcome.summary or "").strip()[:_SUMMARY_CAP]
+    state = {"ok": outcome.ok, "reason": outcome.reason, "summary": outcome.summary, "tokens": outcome.tokens,
+             "costUsd": outcome.cost_usd, "turns": outcome.turns, "runner": outcome.runner}
+    try:
+        _write_json(layout.state / AGENT_STATE, state)
+    except OSError as err:
+        outcome = AgentOutcome(False, f"cannot record the agent's outcome: {err}")
+    ctx.log("agent", (f"the CLI finished in {time.monotonic() - started:.1f} s" if outcome.ok
+                      else f"the CLI failed: {outcome.reason}"))
+    res = base_result(ctx, "agent", R.OK if outcome.ok else R.FAILED, "" if outcome.ok else outcome.reason,
+                      **_usage(state))
+    if outcome.runner:
+        res.runner = outcome.runner
+    return res
+
+
+def cli_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The container's environment minus what is the runner's alone (the adapters scrub further)."""
+    return {k: v for k, v in env.items() if k not in _RUNNER_ONLY}
+
+
+def run_cli(job: JobInput, layout: Layout, prompt: str, env: dict[str, str], out: TextIO) -> AgentOutcome:
+    """The real adapters (foundry.runner.agents): claude-code, codex, aider, command."""
+    from foundry.runner.agents import run_agent, spec_from_input
+
+    try:
+        spec = spec_from_input(dict(job.runner))
+    except ValueError as err:
+        return AgentOutcome(False, f"input.json: runner: {err}")
+    transcript = getattr(out, "buffer", None) or _TextSink(out)
+    report = run_agent(spec, workdir=layout.repo, home=layout.home, prompt=prompt, env=env, transcript=transcript)
+    return outcome_from_report(report, str(job.runner.get("name") or ""))
+
+
+def outcome_from_report(report: Any, runner: str) -> AgentOutcome:
+    """Flatten an AgentReport (foundry.runner.agents.spec) into what the result carries."""
+    tokens = None
+    if report.tokens_in is not None or report.tokens_out is not None:
+        tokens = {"input": int(report.tokens_in or 0), "output": int(report.tokens_out or 0)}
+    return AgentOutcome(ok=bool(report.ok), reason=report.reason or "", summary=report.summary or "",
+                        tokens=tokens, cost_usd=report.cost_usd, turns=report.turns, runner=runner or None)
+
+
+# ---------------------------------------------------------------- publish
+
+
+def publish(ctx: Context) -> R.Result:
+    job, layout = ctx.job, ctx.layout
+    fields: dict[str, Any] = {}
+    try:
+        prepared = _read_json(layout.prepared, "prepare's record")
+        base = str(prepared.get("baseSha") or "")
+        fields["baseSha"] = base
+        agent_state = _agent_state(layout)
+        fields.update(_usage(agent_state))
+        summary = agent_state.get("summary") or ""
+        if not agent_state.get("ok"):
+            raise StepError(f"the agent step failed: {agent_state.get('reason') or 'no reason recorded'}")
+        git = ctx.git()
+        # The pristine directory's ref is the truth for the base; the record only says which one.
+        cloned = gitops.rev_parse(git, layout.git_dir, f"refs/heads/{prepared.get('clonedBranch')}")
+        if cloned != base:
+            raise StepError(f"the pristine git directory moved ({cloned[:12]} is not {base[:12]})")
+        built = build(git, layout, job, base)
+        fields.update(filesChanged=len(built.changes), linesAdded=built.added, linesRemoved=built.removed)
+        if built.empty:
+            ctx.log("publish", "the agent changed nothing; nothing pushed")
+            return base_result(ctx, "publish", R.NO_CHANGES, "the agent changed no files", summary=summary, **fields)
+        if not built.verdict.allowed:
+            reason = f"policy refused the change: {built.verdict.reason}"
+            for v in built.verdict.violations:
+                ctx.log("publish", f"refused ({v.rule}): {v.message}")
+            return base_result(ctx, "publish", R.REFUSED, reason, summary=summary, **fields)
+        try:
+            sha = commit_and_push(git, layout, job, built, summary, ctx.remote())
+        except gitops.GitError as err:
+            raise StepError(err.summary) from None
+        fields["headSha"] = sha
+        ctx.log("publish", f"pushed {sha} to {job.branch} ({built.verdict.reason})")
+        token = _read_token(layout.token_file, required=True)
+        factory = ctx.pulls or (lambda url, tok: RestPulls(url, tok))
+        try:
+            pr = open_pull(lambda: factory(job.git.api_url, token), job, summary)
+        except PullsError as err:
+            raise StepError(f"pushed {sha[:12]} to {job.branch}, but {err}") from None
+        ctx.log("publish", f"pull request #{pr.number} {'opened (draft)' if pr.created else 'updated'}: {pr.url}")
+        return base_result(ctx, "publish", R.PUSHED, pr=pr.as_dict(), summary=summary, **fields)
+    except (StepError, gitops.GitError, OSError) as err:
+        reason = str(err) if isinstance(err, StepError) else f"publish failed: {err}"
+        ctx.log("publish", reason)
+        return base_result(ctx, "publish", R.FAILED, reason, **fields)
+
+
+def _agent_state(layout: Layout) -> dict[str, Any]:
+    """agent.json, read as untrusted input (the CLI could have written it): known fields, checked types."""
+    raw = _read_json(layout.state / AGENT_STATE, "the agent step's record")
+    state: dict[str, Any] = {"ok": raw.get("ok") is True, "reason": str(raw.get("reason") or "")[:1000],
+                             "summary": str(raw.get("summary") or "")[:_SUMMARY_CAP]}
+    state.update(_usage(raw))
+    return state
+
+
+def _usage(raw: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    tokens = raw.get("tokens")
+    if isinstance(tokens, Mapping):
+        counts = {k: tokens.get(k) for k in ("input", "output")}
+        if all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts.values()):
+            out["tokens"] = counts
+    cost = raw.get("costUsd")
+    if isinstance(cost, (int, float)) and not isinstance(cost, bool) and 0 <= cost < 1e6:
+        out["costUsd"] = round(float(cost), 6)
+    turns = raw.get("turns")
+    if isinstance(turns, int) and not isinstance(turns, bool) and turns >= 0:
+        out["turns"] = turns
+    return out
+
+
+# ---------------------------------------------------------------- all three
+
+
+def run_step(ctx: Context, step: str) -> R.Result:
+    return {"prepare": prepare, "agent": agent, "publish": publish}[step](ctx)
+
+
+def run_all(ctx: Context, on_result: Callable[[R.Result], None] | None = None) -> R.Result:
+    """prepare → agent → publish in this process; stops at the first step that does not end `ok`."""
+    res = R.Result(step="prepare", outcome=R.FAILED, reason="nothing ran")
+    for step in STEPS:
+        res = run_step(ctx, step)
+        if on_result is not None:
+            on_result(res)
+        if res.outcome != R.OK:
+            break
+    return res
+
+
+# ---------------------------------------------------------------- helpers
+
+
+class _TextSink:
+    """A bytes writer over a text stream (the adapters write the transcript as bytes)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def write(self, data: bytes) -> int:
+        self.out.write(data.decode("utf-8", "replace"))
+        return len(data)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+def _read_token(path: Path, *, required: bool) -> str:
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as err:
+        if not required:
+            return ""
+        raise StepError(f"no GitHub token: cannot read {path} (${ENV_TOKEN_FILE}): {err.strerror or err}") from None
+    if not token and required:
+        raise StepError(f"no GitHub token: {path} (${ENV_TOKEN_FILE}) is empty")
+    return token
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StepError(f"{what} is missing ({path}): did the earlier step run?") from None
+    except (OSError, ValueError) as err:
+        raise StepError(f"{what} ({path}) is unreadable: {err}") from None
+    if not isinstance(data, dict):
+        raise StepError(f"{what} ({path}) is not a JSON object")
+    return data
+
+
+def _scrub(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
