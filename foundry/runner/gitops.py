@@ -181,50 +181,54 @@ def snapshot_tree(git: Git, git_dir: Path, base: str, work_tree: Path, index_fil
     return git.run("writing the tree failed", gd, "write-tree", env=env).strip()
 
 
-def tree_of(git: Git, git_dir: Path, commit: str) -> str:
-    return git.run("reading a tree failed", f"--git-dir={git_dir}", "rev-parse", f"{commit}^{{tree}}").strip()
+def commit_and_tree(git: Git, git_dir: Path, ref: str) -> tuple[str, str]:
+    """(commit SHA, its tree SHA) of `ref`, in one git call."""
+    out = git.run(f"resolving {ref} failed", f"--git-dir={git_dir}", "rev-parse",
+                  f"{ref}^{{commit}}", f"{ref}^{{tree}}").split()
+    if len(out) != 2:
+        raise GitError(f"resolving {ref} failed", "no such commit", None)
+    return out[0], out[1]
 
 
 def diff_changes(git: Git, git_dir: Path, old_tree: str, new_tree: str) -> list[Change]:
-    """The file changes between two trees, renames detected, with line counts (binary: 0)."""
-    gd = f"--git-dir={git_dir}"
-    names = git.run("diffing the change failed", gd, "diff-tree", "-r", "-M", "-z", "--no-commit-id",
-                    "--name-status", old_tree, new_tree)
-    counts = git.run("diffing the change failed", gd, "diff-tree", "-r", "-M", "-z", "--no-commit-id",
-                     "--numstat", old_tree, new_tree)
-    lines = _parse_numstat(counts)
-    out: list[Change] = []
-    fields = names.split("\0")
-    i = 0
-    while i < len(fields) and fields[i]:
-        code = fields[i][0]
-        status = _STATUS.get(code, "modified")
-        if code in "RC":
-            old, new = fields[i + 1], fields[i + 2]
-            i += 3
-        else:
-            old, new = None, fields[i + 1]
-            i += 2
-        added, removed = lines.get(new, (0, 0))
-        out.append(Change(path=new, status="removed" if status == "deleted" else status, previous_path=old,
-                          additions=added, deletions=removed))
-    return out
+    """The file changes between two trees, renames detected, with line counts (binary files: 0)."""
+    out = git.run("diffing the change failed", f"--git-dir={git_dir}", "diff-tree", "-r", "-M", "-z",
+                  "--no-commit-id", "--raw", "--numstat", old_tree, new_tree)
+    return parse_raw_numstat(out)
 
 
-def _parse_numstat(text: str) -> dict[str, tuple[int, int]]:
-    """`diff-tree --numstat -z`: `A\tD\tpath\0`, or for a rename `A\tD\t\0old\0new\0`."""
-    out: dict[str, tuple[int, int]] = {}
+def parse_raw_numstat(text: str) -> list[Change]:
+    """`diff-tree -z --raw --numstat`: every raw entry (`:modes shas STATUS\0path[\0path]\0`), then
+    every numstat entry (`added\tremoved\tpath\0`, or for a rename `added\tremoved\t\0old\0new\0`)."""
     fields = text.split("\0")
+    entries: list[tuple[str, str | None, str]] = []  # (status letter, old path, new path)
+    counts: dict[str, tuple[int, int]] = {}
     i = 0
     while i < len(fields) and fields[i]:
-        added, removed, path = fields[i].split("\t", 2)
-        if path == "":  # a rename: the two paths follow
+        head = fields[i]
+        if head.startswith(":"):
+            letter = head.split()[-1][0]
+            if letter in "RC":
+                entries.append((letter, fields[i + 1], fields[i + 2]))
+                i += 3
+            else:
+                entries.append((letter, None, fields[i + 1]))
+                i += 2
+            continue
+        added, removed, path = head.split("\t", 2)
+        if path == "":  # a rename or copy: the two paths follow
             path = fields[i + 2]
             i += 3
         else:
             i += 1
-        out[path] = (int(added) if added.isdigit() else 0, int(removed) if removed.isdigit() else 0)
-    return out
+        counts[path] = (int(added) if added.isdigit() else 0, int(removed) if removed.isdigit() else 0)
+    changes = []
+    for letter, old, new in entries:
+        status = _STATUS.get(letter, "modified")
+        added, removed = counts.get(new, (0, 0))
+        changes.append(Change(path=new, status="removed" if status == "deleted" else status, previous_path=old,
+                              additions=added, deletions=removed))
+    return changes
 
 
 def commit_tree(git: Git, git_dir: Path, tree: str, parent: str, message: str) -> str:

@@ -52,10 +52,9 @@ class Built:
         return sum(c.deletions for c in self.changes)
 
 
-def build(git: gitops.Git, layout: Layout, job: JobInput, base: str) -> Built:
+def build(git: gitops.Git, layout: Layout, job: JobInput, base: str, base_tree: str) -> Built:
     """Snapshot the work tree's files onto `base` and judge the change (no commit, no push yet)."""
     tree = gitops.snapshot_tree(git, layout.git_dir, base, layout.repo, layout.index)
-    base_tree = gitops.tree_of(git, layout.git_dir, base)
     changes = [] if tree == base_tree else gitops.diff_changes(git, layout.git_dir, base_tree, tree)
     return Built(base, tree, changes, check_changes(changes, job.constraints))
 

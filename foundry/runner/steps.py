@@ -24,15 +24,16 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from foundry.runner import gitops
 from foundry.runner import result as R
 from foundry.runner.jobinput import JobInput
 from foundry.runner.layout import ENV_TOKEN_FILE, Layout
 from foundry.runner.prompt import build_prompt
-from foundry.runner.publish import build, commit_and_push, open_pull
-from foundry.runner.pulls import PullsApi, PullsError, RestPulls
+
+if TYPE_CHECKING:
+    from foundry.runner.pulls import PullsApi
 
 STEPS = ("prepare", "agent", "publish")
 AGENT_STATE = "agent.json"
@@ -70,7 +71,7 @@ class Context:
     out: TextIO = field(default_factory=lambda: sys.stdout)
     # Seams: how the CLI is run and how the PR is opened (defaults: the real adapters and REST).
     run_agent: AgentCall | None = None
-    pulls: Callable[[str, str], PullsApi] | None = None  # (api_url, token) -> PullsApi
+    pulls: "Callable[[str, str], PullsApi] | None" = None  # (api_url, token) -> PullsApi
     git_timeout: float = gitops.DEFAULT_TIMEOUT
 
     def log(self, step: str, message: str) -> None:
@@ -194,6 +195,10 @@ def outcome_from_report(report: Any, runner: str) -> AgentOutcome:
 
 
 def publish(ctx: Context) -> R.Result:
+    # Imported here: only publish talks to GitHub's API (httpx is slow to import for the other steps).
+    from foundry.runner.publish import build, commit_and_push, open_pull
+    from foundry.runner.pulls import PullsError, RestPulls
+
     job, layout = ctx.job, ctx.layout
     fields: dict[str, Any] = {}
     try:
@@ -207,10 +212,10 @@ def publish(ctx: Context) -> R.Result:
             raise StepError(f"the agent step failed: {agent_state.get('reason') or 'no reason recorded'}")
         git = ctx.git()
         # The pristine directory's ref is the truth for the base; the record only says which one.
-        cloned = gitops.rev_parse(git, layout.git_dir, f"refs/heads/{prepared.get('clonedBranch')}")
+        cloned, base_tree = gitops.commit_and_tree(git, layout.git_dir, f"refs/heads/{prepared.get('clonedBranch')}")
         if cloned != base:
             raise StepError(f"the pristine git directory moved ({cloned[:12]} is not {base[:12]})")
-        built = build(git, layout, job, base)
+        built = build(git, layout, job, base, base_tree)
         fields.update(filesChanged=len(built.changes), linesAdded=built.added, linesRemoved=built.removed)
         if built.empty:
             ctx.log("publish", "the agent changed nothing; nothing pushed")

@@ -1,0 +1,343 @@
+"""The runner's three steps with the `command` runner, against real git repositories.
+
+Each step runs with a fresh Context, as each runs in its own container in the
+pod; what the remote holds is read back with a fresh `git clone`. The origin
+refuses non-fast-forward pushes and deletions, so any force would fail loudly.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from foundry.runner import gitops
+from foundry.runner import result as R
+from foundry.runner.jobinput import parse
+from foundry.runner.layout import Layout
+from foundry.runner.steps import Context, agent, prepare, publish, run_all
+from foundry.testing.runner_kit import (
+    PLAN_TEXT, command_runner, fresh_clone, git, job_input, make_origin, remote_sha, trailers, write_edit_script,
+)
+
+TOKEN = "ghs_runnerTestToken0123456789abcdef"
+RUN = "linear-acme-42-1"
+BRANCH = f"foundry/{RUN}"
+FIXED = 'def greet(name: str) -> str:\n    return f"Hello, {name.strip()}!"\n'
+
+
+class Pulls:
+    """An in-process PullsApi that records calls (the HTTP one is exercised in test_runner_e2e)."""
+
+    def __init__(self) -> None:
+        self.pulls: dict[int, dict[str, Any]] = {}
+        self.calls: list[str] = []
+
+    def find_open_pull(self, repo: str, branch: str) -> dict[str, Any] | None:
+        self.calls.append("find")
+        return next((p for p in self.pulls.values() if p["head"] == branch), None)
+
+    def create_pull(self, repo: str, *, title: str, head: str, base: str, body: str, draft: bool) -> dict[str, Any]:
+        self.calls.append("create")
+        number = len(self.pulls) + 1
+        self.pulls[number] = {"number": number, "title": title, "head": head, "base": base, "body": body,
+                              "draft": draft, "html_url": f"https://github.test/{repo}/pull/{number}"}
+        return self.pulls[number]
+
+    def update_pull(self, repo: str, number: int, *, body: str) -> dict[str, Any]:
+        self.calls.append("update")
+        self.pulls[number]["body"] = body
+        return self.pulls[number]
+
+
+class Bed:
+    """An origin repository, a token file, an edit script and a PR recorder for one test."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.origin = make_origin(tmp / "origin.git")
+        self.url = self.origin.as_uri()
+        self.script = write_edit_script(tmp)
+        self.token_file = tmp / "credentials" / "token"
+        self.token_file.parent.mkdir()
+        self.token_file.write_text(TOKEN + "\n")
+        self.pulls = Pulls()
+        self.attempts = 0
+
+    def context(self, raw: dict[str, Any], attempt_dir: Path) -> tuple[Context, io.StringIO]:
+        layout = Layout(attempt_dir / "work", attempt_dir / "publish", self.token_file)
+        out = io.StringIO()
+        env = {"PATH": os.environ["PATH"], "FOUNDRY_GITHUB_TOKEN_FILE": str(self.token_file)}
+        return Context(job=parse(raw), layout=layout, env=env, out=out, pulls=lambda url, tok: self.pulls), out
+
+    def input(self, ops: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        return job_input(run=RUN, git_url=self.url, api_url="https://api.github.test",
+                         runner=command_runner(self.script, ops, self.tmp), **kw)
+
+    def attempt(self, ops: dict[str, Any], **kw: Any) -> tuple[list[R.Result], Layout, str]:
+        """prepare, agent, publish, each with a fresh Context (as in three containers)."""
+        self.attempts += 1
+        raw = self.input(ops, **kw)
+        results: list[R.Result] = []
+        transcript = []
+        layout = None
+        for step in (prepare, agent, publish):
+            ctx, out = self.context(raw, self.tmp / f"attempt{self.attempts}")
+            layout = ctx.layout
+            results.append(step(ctx))
+            transcript.append(out.getvalue())
+            if results[-1].outcome != R.OK:
+                break
+        assert layout is not None
+        return results, layout, "".join(transcript)
+
+    def check_out(self, name: str = "check") -> Path:
+        return fresh_clone(self.url, BRANCH, self.tmp / name)
+
+
+@pytest.fixture
+def bed(tmp_path: Path) -> Bed:
+    return Bed(tmp_path)
+
+
+def test_three_steps_push_one_commit_with_trailers_and_author(bed: Bed) -> None:
+    base = remote_sha(bed.url, "main")
+    results, layout, transcript = bed.attempt({"write": {"greeter.py": FIXED, "test_greeter.py": "assert True\n"},
+                                               "say": "Stripped the name."})
+    assert [r.outcome for r in results] == ["ok", "ok", "pushed"], results[-1].reason
+    final = results[-1]
+    clone = bed.check_out()
+    head = git("rev-parse", "HEAD", cwd=clone).strip()
+    assert final.headSha == head and final.baseSha == base
+    assert git("rev-parse", "HEAD^", cwd=clone).strip() == base  # one commit, on what prepare cloned
+    assert (clone / "greeter.py").read_text() == FIXED
+    assert (clone / "test_greeter.py").read_text() == "assert True\n"
+    assert git("log", "-1", "--format=%an <%ae>|%cn <%ce>", cwd=clone).strip() == \
+        "Foundry agent <agent@foundry.dev>|Foundry agent <agent@foundry.dev>"
+    assert trailers(clone) == {"Foundry-Run": RUN, "Foundry-Attempt": "1", "Foundry-Issue": "ACME-42"}
+    assert git("log", "-1", "--format=%s", cwd=clone).strip() == "ACME-42: Greet people by name"
+    assert (final.filesChanged, final.linesAdded, final.linesRemoved) == (2, 2, 1)
+    assert final.pr == {"number": 1, "url": "https://github.test/acme/api/pull/1", "created": True}
+    pull = bed.pulls.pulls[1]
+    assert pull["draft"] is True and pull["head"] == BRANCH and pull["base"] == "main"
+    assert "https://linear.app/acme/issue/ACME-42" in pull["body"] and PLAN_TEXT.strip() in pull["body"]
+    assert remote_sha(bed.url, "main") == base  # main untouched
+    assert f"pushed {head} to {BRANCH}" in transcript
+    prompt = (layout.state / "prompt.md").read_text()
+    assert PLAN_TEXT.strip() in prompt and "BEGIN UNTRUSTED TICKET" in prompt
+
+
+def test_a_remediation_clones_the_branch_and_adds_a_second_commit_without_force(bed: Bed) -> None:
+    first, _, _ = bed.attempt({"write": {"greeter.py": FIXED}})
+    assert first[-1].outcome == "pushed"
+    sha1 = first[-1].headSha
+    feedback = {"reason": "CI failed", "headSha": sha1,
+                "checks": [{"name": "ci", "conclusion": "failure", "summary": "empty name",
+                            "annotations": [{"path": "greeter.py", "startLine": 2, "message": "empty name"}]}]}
+    second, layout, _ = bed.attempt({"write": {"greeter.py": FIXED.replace("name.strip()", "name.strip() or 'there'")}},
+                                    attempt=2, pr=1, feedback=feedback)
+    assert second[-1].outcome == "pushed", second[-1].reason
+    assert second[0].baseSha == sha1  # prepare cloned the run's branch, not main
+    clone = bed.check_out()
+    assert git("rev-parse", "HEAD^", cwd=clone).strip() == sha1
+    assert git("rev-list", "--count", "origin/main..HEAD", cwd=clone).strip() == "2"
+    assert trailers(clone)["Foundry-Attempt"] == "2"
+    assert "or 'there'" in (clone / "greeter.py").read_text()
+    assert second[-1].pr == {"number": 1, "url": "https://github.test/acme/api/pull/1", "created": False}
+    assert bed.pulls.calls == ["find", "create", "update"]
+    assert "greeter.py:2 empty name" in (layout.state / "prompt.md").read_text()
+
+
+def test_publish_ignores_the_agents_own_commits_hooks_and_config(bed: Bed) -> None:
+    decoy = make_origin(bed.tmp / "decoy.git")
+    marker = bed.tmp / "hook-ran"
+    hooks = bed.tmp / "planted-hooks"
+    plant = (f"mkdir -p {hooks} && for h in pre-commit pre-push post-commit reference-transaction; do "
+             f"printf '#!/bin/sh\\ntouch {marker}\\n' > .git/hooks/$h; cp .git/hooks/$h {hooks}/$h; "
+             f"chmod +x .git/hooks/$h {hooks}/$h; done")
+    ops = {
+        "write": {"greeter.py": FIXED},
+        "run": [
+            ["git", "-c", "user.name=Mallory", "-c", "user.email=m@evil.test", "commit", "--quiet", "-am",
+             "agent's own commit"],
+            ["sh", "-c", plant],  # after the agent's commit: only a later git would run them
+            ["git", "config", "core.hooksPath", str(hooks)],
+            ["git", "remote", "add", "origin", decoy.as_uri()],
+            ["git", "config", "user.name", "Mallory"],
+        ],
+    }
+    results, layout, _ = bed.attempt(ops)
+    assert results[-1].outcome == "pushed", results[-1].reason
+    own = git("rev-parse", "HEAD", cwd=layout.repo).strip()
+    clone = bed.check_out()
+    assert git("log", "-1", "--format=%an", cwd=clone).strip() == "Foundry agent"
+    assert git("rev-parse", "HEAD^", cwd=clone).strip() == results[0].baseSha  # not the agent's commit
+    assert git("cat-file", "-t", own, cwd=clone, check=False).strip() != "commit"  # never pushed
+    assert (clone / "greeter.py").read_text() == FIXED
+    assert (hooks / "pre-push").is_file() and (layout.repo / ".git" / "hooks" / "pre-push").is_file()
+    assert not marker.exists()
+    assert remote_sha(decoy.as_uri(), BRANCH) is None
+
+
+@pytest.mark.parametrize("ops,rule_text", [
+    ({"write": {".github/workflows/ci.yml": "on: push\njobs: {evil: {}}\n"}}, "is a workflow file"),
+    ({"rename": [["deploy/prod.yaml", "deploy/old.yaml"]]}, "deploy/prod.yaml matches forbidden path"),
+    ({"delete": ["deploy/prod.yaml"]}, "deploy/prod.yaml matches forbidden path deploy/prod.yaml (removed)"),
+    ({"write": {"big.txt": "x\n" * 1001}}, "1001 lines changed, more than the limit of 1000"),
+])
+def test_a_refused_change_is_not_pushed(bed: Bed, ops: dict, rule_text: str) -> None:
+    results, _, transcript = bed.attempt({"write": {"greeter.py": FIXED}, **ops} if "write" not in ops else ops)
+    final = results[-1]
+    assert final.outcome == "refused" and final.exit_code == 3
+    assert final.reason.startswith("policy refused the change: ") and rule_text in final.reason
+    assert final.headSha is None
+    assert remote_sha(bed.url, BRANCH) is None
+    assert bed.pulls.calls == []
+    assert "refused (" in transcript
+
+
+def test_a_refused_remediation_leaves_the_branch_where_it_was(bed: Bed) -> None:
+    first, _, _ = bed.attempt({"write": {"greeter.py": FIXED}})
+    second, _, _ = bed.attempt({"write": {"secrets/key.txt": "k\n"}}, attempt=2, pr=1)
+    assert second[-1].outcome == "refused" and "secrets/key.txt matches forbidden path secrets/**" in second[-1].reason
+    assert remote_sha(bed.url, BRANCH) == first[-1].headSha
+
+
+def test_no_changes_pushes_nothing(bed: Bed) -> None:
+    results, _, _ = bed.attempt({"write": {"README.md": "# api\n"}})  # same content as before
+    final = results[-1]
+    assert (final.outcome, final.exit_code, final.reason) == ("no-changes", 2, "the agent changed no files")
+    assert remote_sha(bed.url, BRANCH) is None and bed.pulls.calls == []
+
+
+def test_a_clone_that_fails_says_so(bed: Bed, tmp_path: Path) -> None:
+    raw = bed.input({})
+    raw["git"]["url"] = (tmp_path / "no-such.git").as_uri()
+    ctx, out = bed.context(raw, tmp_path / "a")
+    res = prepare(ctx)
+    assert res.outcome == "failed" and res.reason.startswith("clone failed: file://")
+    assert "does not appear to be a git repository" in res.reason
+    assert res.reason in out.getvalue()
+
+
+def test_a_remediation_whose_branch_is_gone_says_so(bed: Bed, tmp_path: Path) -> None:
+    ctx, _ = bed.context(bed.input({}, attempt=2, pr=1), tmp_path / "a")
+    res = prepare(ctx)
+    assert res.outcome == "failed" and f"clones the run's branch {BRANCH}" in res.reason
+
+
+def test_a_push_the_remote_rejects_is_a_failure_with_git_s_reason(bed: Bed) -> None:
+    # Someone else's commit already sits on the branch: a first attempt's commit does not fast-forward it.
+    other = bed.tmp / "other"
+    git("clone", "--quiet", bed.url, str(other))
+    (other / "x.txt").write_text("x\n")
+    git("add", "x.txt", cwd=other)
+    git("commit", "--quiet", "-m", "elsewhere", cwd=other)
+    git("push", "--quiet", "origin", f"HEAD:refs/heads/{BRANCH}", cwd=other)
+    theirs = remote_sha(bed.url, BRANCH)
+    results, _, _ = bed.attempt({"write": {"greeter.py": FIXED}})
+    final = results[-1]
+    assert final.outcome == "failed" and final.reason.startswith(f"push to {BRANCH} refused: ")
+    assert "rejected" in final.reason or "non-fast-forward" in final.reason
+    assert remote_sha(bed.url, BRANCH) == theirs
+    assert bed.pulls.calls == []
+
+
+def test_a_failing_command_fails_the_attempt_and_publish_never_runs(bed: Bed) -> None:
+    results, _, _ = bed.attempt({"run": [["false"]]})
+    assert [r.outcome for r in results] == ["ok", "failed"]
+    assert results[-1].step == "agent" and results[-1].reason
+    assert remote_sha(bed.url, BRANCH) is None
+
+
+def test_publish_refuses_to_run_after_a_failed_agent_step(bed: Bed, tmp_path: Path) -> None:
+    raw = bed.input({"run": [["false"]]})
+    for step in (prepare, agent):
+        step(bed.context(raw, tmp_path / "a")[0])
+    res = publish(bed.context(raw, tmp_path / "a")[0])
+    assert res.outcome == "failed" and res.reason.startswith("the agent step failed: ")
+
+
+def test_run_all_stops_at_the_first_step_that_does_not_end_ok(bed: Bed, tmp_path: Path) -> None:
+    raw = bed.input({"write": {"greeter.py": FIXED}})
+    ctx, _ = bed.context(raw, tmp_path / "all")
+    seen: list[str] = []
+    final = run_all(ctx, on_result=lambda r: seen.append(f"{r.step}:{r.outcome}"))
+    assert seen == ["prepare:ok", "agent:ok", "publish:pushed"] and final.outcome == "pushed"
+
+
+def test_the_result_fits_in_4_kib_and_keeps_its_fields() -> None:
+    res = R.Result(step="publish", outcome="pushed", branch=BRANCH, baseSha="a" * 40, headSha="b" * 40,
+                   pr={"number": 7, "url": "https://github.com/acme/api/pull/7", "created": True},
+                   filesChanged=2, linesAdded=14, linesRemoved=3, tokens={"input": 5123, "output": 812},
+                   costUsd=0.0312, turns=5, runner="claude-code", summary="é\"x" * 3000, reason="")
+    text = R.encode(res, secrets=[TOKEN])
+    assert len(text.encode()) <= R.MAX_BYTES
+    data = json.loads(text)
+    assert data["summary"].endswith("…") and len(data["summary"]) > 1000
+    for key in ("version", "step", "outcome", "branch", "baseSha", "headSha", "pr", "filesChanged", "linesAdded",
+                "linesRemoved", "tokens", "costUsd", "turns", "runner"):
+        assert key in data, key
+    assert R.encode(R.Result(step="agent", outcome="failed", reason=f"bad {TOKEN}"), [TOKEN]).count(TOKEN) == 0
+
+
+def test_the_token_stays_out_of_the_work_tree_argv_result_and_transcript(bed: Bed) -> None:
+    results, layout, transcript = bed.attempt({"write": {"greeter.py": FIXED}})
+    assert results[-1].outcome == "pushed"
+    # The helper git runs is the packaged script, outside the work tree, and argv never holds the token.
+    remote = gitops.Remote("https://github.test/acme/api.git", str(bed.token_file))
+    argv = gitops.Git(scratch=bed.tmp).argv(["push"], remote)
+    assert f"credential.https://github.test.helper=!sh {gitops.CREDENTIAL_HELPER}" in argv
+    assert gitops.CREDENTIAL_HELPER.is_file() and layout.repo not in gitops.CREDENTIAL_HELPER.parents
+    assert not any(TOKEN in a for a in argv)
+    for path in layout.work.rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
+    assert TOKEN not in transcript
+    assert all(TOKEN not in R.encode(r) for r in results)
+
+
+def test_the_credential_helper_answers_only_for_the_remote_s_origin(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    g = gitops.Git(scratch=tmp_path)
+    remote = gitops.Remote("http://127.0.0.1:9/acme/api.git", str(token_file))
+
+    def fill(url: str) -> str:
+        return g.run("credential fill", "credential", "fill", remote=remote,
+                     input=f"url={url}\n\n", env={"GIT_ASKPASS": "/bin/false"})
+
+    answer = fill("http://127.0.0.1:9/acme/api.git")
+    assert "username=x-access-token\n" in answer and f"password={TOKEN}\n" in answer
+    with pytest.raises(gitops.GitError):
+        fill("http://127.0.0.2:9/acme/api.git")  # another host gets nothing (git then has no password)
+
+
+def test_the_cli_writes_the_result_and_exits_with_the_outcome_s_code(bed: Bed, tmp_path: Path) -> None:
+    raw = bed.input({"write": {"README.md": "# api\n"}})
+    (tmp_path / "input.json").write_text(json.dumps(raw))
+    env = {**os.environ, "FOUNDRY_WORK_DIR": str(tmp_path / "w"), "FOUNDRY_PUBLISH_DIR": str(tmp_path / "p"),
+           "FOUNDRY_GITHUB_TOKEN_FILE": str(bed.token_file), "FOUNDRY_RESULT_PATH": str(tmp_path / "result.json")}
+    done = subprocess.run([sys.executable, "-m", "foundry.cli.main", "agent", "run", "--input",
+                           str(tmp_path / "input.json")], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    data = R.read(tmp_path / "result.json")
+    assert (data["step"], data["outcome"], data["version"]) == ("publish", "no-changes", 1)
+    assert "[foundry publish] the agent changed nothing" in done.stdout
+    assert TOKEN not in done.stdout + done.stderr
+
+
+def test_the_cli_reports_a_bad_input_as_a_failed_result(tmp_path: Path) -> None:
+    (tmp_path / "input.json").write_text(json.dumps({"version": 2, "run": "r"}))
+    env = {**os.environ, "FOUNDRY_RESULT_PATH": str(tmp_path / "result.json")}
+    done = subprocess.run([sys.executable, "-m", "foundry.cli.main", "agent", "run", "--step", "prepare",
+                           "--input", str(tmp_path / "input.json")], env=env, capture_output=True, text=True)
+    assert done.returncode == 1
+    data = R.read(tmp_path / "result.json")
+    assert data["outcome"] == "failed" and data["reason"].startswith("input.json: ")
