@@ -24,15 +24,21 @@ def blob_sha(content: str) -> str:
 
 @dataclass
 class Commit:
+    """A real git commit in the repository's bare store (git_store.py), with its files at hand."""
+
     sha: str
-    parent: str | None
-    tree: dict[str, str]  # path -> content: a full snapshot keeps diffs trivial
+    parent: str | None  # the first parent
+    tree: dict[str, str]  # path -> content: the full snapshot at this commit
     message: str
     author: str
     at: str
+    tree_id: str = ""  # the git tree object's sha
+    parents: tuple[str, ...] = ()
 
     @property
     def tree_sha(self) -> str:
+        if self.tree_id:
+            return self.tree_id
         return hashlib.sha1(json.dumps(self.tree, sort_keys=True).encode()).hexdigest()
 
 
@@ -73,6 +79,7 @@ class Pull:
     merge_commit_sha: str | None = None
     closed_at: str | None = None
     comments: int = 0
+    review_comments: int = 0
 
 
 @dataclass
@@ -86,6 +93,9 @@ class CheckRun:
     conclusion: str | None
     started_at: str
     completed_at: str | None
+    output: dict[str, str | None] = field(default_factory=lambda: {"title": None, "summary": None, "text": None})
+    # GitHub's annotation fields: path, start_line, end_line, annotation_level, title, message, raw_details, ...
+    annotations: list[dict[str, object]] = field(default_factory=list)
 
 
 @dataclass
@@ -109,6 +119,44 @@ class Review:
     body: str
     commit_id: str
     submitted_at: str
+
+
+@dataclass
+class ReviewComment:
+    """A comment on a line of a pull request's diff (GitHub's "pull request review comment")."""
+
+    id: int
+    repo: str
+    number: int
+    review_id: int | None
+    user: str
+    path: str
+    line: int | None
+    side: str
+    start_line: int | None
+    body: str
+    commit_id: str
+    created_at: str
+    in_reply_to: int | None = None
+
+
+@dataclass(frozen=True)
+class RefUpdate:
+    """One ref update a push (or the control API) asked for, and whether it was applied."""
+
+    repo: str
+    ref: str
+    old: str
+    new: str
+    forced: bool  # new does not descend from old
+    accepted: bool
+    reason: str  # accepted | non-fast-forward | protected
+    actor: str
+    via: str  # git | control
+    at: str
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
 
 
 @dataclass
@@ -142,3 +190,29 @@ def file_changes(base: dict[str, str], head: dict[str, str]) -> list[dict[str, o
             "patch": "\n".join(diff),
         })
     return changes
+
+
+def diff_hunk(patch: str, line: int | None) -> str:
+    """GitHub's `diff_hunk` of a review comment: the hunk holding new-side `line`, up to that line."""
+    if not patch:
+        return ""
+    hunks: list[list[str]] = []
+    for text in patch.split("\n"):
+        if text.startswith("@@"):
+            hunks.append([text])
+        elif hunks:
+            hunks[-1].append(text)
+    for hunk in hunks:
+        header = hunk[0].split(" ")
+        try:
+            new = header[2].lstrip("+").split(",")
+            current = int(new[0])
+        except (IndexError, ValueError):
+            continue
+        for i, text in enumerate(hunk[1:], start=1):
+            if text.startswith("-") or text.startswith("\\"):
+                continue
+            if line is not None and current == line:
+                return "\n".join(hunk[:i + 1])
+            current += 1
+    return "\n".join(hunks[0]) if hunks and line is None else (hunks[-1][0] if hunks else "")

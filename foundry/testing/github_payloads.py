@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from foundry.testing.github_model import CheckRun, Commit, CommitStatus, IssueComment, Pull, Repo, Review
+from foundry.testing.github_model import (
+    CheckRun, Commit, CommitStatus, IssueComment, Pull, Repo, Review, ReviewComment,
+)
 
 HTML = "https://github.com"
 APP = {"id": 15368, "slug": "github-actions", "name": "GitHub Actions"}
@@ -42,9 +44,14 @@ def repository(api: str, repo: Repo) -> dict[str, Any]:
         "description": None, "fork": False, "url": f"{api}/repos/{full}",
         "pulls_url": f"{api}/repos/{full}/pulls{{/number}}",
         "created_at": repo.created_at, "updated_at": repo.created_at, "pushed_at": repo.created_at,
-        "clone_url": f"{HTML}/{full}.git", "default_branch": repo.default_branch,
+        "clone_url": git_url(api, full), "default_branch": repo.default_branch,
         "visibility": "private" if repo.private else "public", "archived": False, "disabled": False,
     }
+
+
+def git_url(api: str, full_name: str) -> str:
+    """Where the stand-in serves the repository over git's smart HTTP."""
+    return f"{api}/{full_name}.git"
 
 
 def _ref(api: str, repo: Repo, ref: str, sha: str) -> dict[str, Any]:
@@ -97,7 +104,8 @@ def _pull_request(api: str, repo: Repo, pr: Pull, *, files: list[dict[str, Any]]
         "merged": pr.merged, "mergeable": None if pr.state == "closed" else True, "rebaseable": None,
         "mergeable_state": "unknown" if pr.state == "closed" else "clean",
         "merged_by": user(api, pr.merged_by) if pr.merged_by else None,
-        "comments": pr.comments, "review_comments": 0, "maintainer_can_modify": False, "commits": commits,
+        "comments": pr.comments, "review_comments": pr.review_comments, "maintainer_can_modify": False,
+        "commits": commits,
         "additions": sum(int(f["additions"]) for f in files), "deletions": sum(int(f["deletions"]) for f in files),
         "changed_files": len(files),
     }
@@ -167,7 +175,8 @@ def check_run(api: str, repo: Repo, run: CheckRun, suite: dict[str, Any] | None,
         "html_url": f"{HTML}/{full}/runs/{run.id}", "details_url": f"{HTML}/{full}/runs/{run.id}",
         "status": run.status, "conclusion": run.conclusion, "started_at": run.started_at,
         "completed_at": run.completed_at,
-        "output": {"title": None, "summary": None, "text": None, "annotations_count": 0,
+        "output": {"title": run.output.get("title"), "summary": run.output.get("summary"),
+                   "text": run.output.get("text"), "annotations_count": len(run.annotations),
                    "annotations_url": f"{api}/repos/{full}/check-runs/{run.id}/annotations"},
         "check_suite": suite if suite is not None else {"id": run.suite_id},
         "app": app(api), "pull_requests": [_pr_ref(api, repo, p) for p in pulls],
@@ -249,3 +258,64 @@ def hook(api: str, repo: Repo, hook_id: int, target_url: str | None, created_at:
         "updated_at": created_at, "created_at": created_at, "url": base, "test_url": f"{base}/test",
         "ping_url": f"{base}/pings", "last_response": {"code": None, "status": "unused", "message": None},
     }
+
+
+def annotation(api: str, repo: Repo, run: CheckRun, note: dict[str, Any]) -> dict[str, Any]:
+    path = str(note["path"])
+    return {
+        "path": path, "start_line": note["start_line"], "end_line": note["end_line"],
+        "start_column": note.get("start_column"), "end_column": note.get("end_column"),
+        "annotation_level": note["annotation_level"], "title": note.get("title"), "message": note["message"],
+        "raw_details": note.get("raw_details"), "blob_href": f"{HTML}/{repo.full_name}/blob/{run.head_sha}/{path}",
+    }
+
+
+def review_comment(api: str, repo: Repo, c: ReviewComment, diff_hunk: str) -> dict[str, Any]:
+    full, n = repo.full_name, c.number
+    url = f"{api}/repos/{full}/pulls/comments/{c.id}"
+    html = f"{HTML}/{full}/pull/{n}#discussion_r{c.id}"
+    body: dict[str, Any] = {
+        "url": url, "pull_request_review_id": c.review_id, "id": c.id, "node_id": node_id("PRRC", c.id),
+        "diff_hunk": diff_hunk, "path": c.path, "commit_id": c.commit_id, "original_commit_id": c.commit_id,
+        "user": user(api, c.user), "body": c.body, "created_at": c.created_at, "updated_at": c.created_at,
+        "html_url": html, "pull_request_url": f"{api}/repos/{full}/pulls/{n}",
+        "author_association": "COLLABORATOR",
+        "_links": {"self": {"href": url}, "html": {"href": html},
+                   "pull_request": {"href": f"{api}/repos/{full}/pulls/{n}"}},
+        "start_line": c.start_line, "original_start_line": c.start_line,
+        "start_side": c.side if c.start_line is not None else None,
+        "line": c.line, "original_line": c.line, "side": c.side, "position": c.line, "original_position": c.line,
+        "subject_type": "line" if c.line is not None else "file",
+    }
+    if c.in_reply_to is not None:
+        body["in_reply_to_id"] = c.in_reply_to
+    return body
+
+
+def push(api: str, repo: Repo, ref: str, before: str, after: str, *, forced: bool, pusher: str,
+         commits: list[tuple[Commit, dict[str, list[str]]]]) -> dict[str, Any]:
+    """A `push` webhook body (repository and sender are added by the sender)."""
+    full = repo.full_name
+
+    def entry(commit: Commit, files: dict[str, list[str]]) -> dict[str, Any]:
+        person = {"name": commit.author, "email": f"{commit.author}@users.noreply.github.com"}
+        return {"id": commit.sha, "tree_id": commit.tree_sha, "distinct": True, "message": commit.message,
+                "timestamp": commit.at, "url": f"{HTML}/{full}/commit/{commit.sha}", "author": person,
+                "committer": person, "added": files["added"], "removed": files["removed"],
+                "modified": files["modified"]}
+
+    zero = "0" * 40
+    listed = [entry(c, f) for c, f in commits]
+    return {
+        "ref": ref, "before": before, "after": after, "created": before == zero, "deleted": after == zero,
+        "forced": forced, "base_ref": None, "compare": f"{HTML}/{full}/compare/{before[:12]}...{after[:12]}",
+        "commits": listed, "head_commit": listed[-1] if listed else None,
+        "pusher": {"name": pusher, "email": f"{pusher}@users.noreply.github.com"},
+    }
+
+
+def app_record(api: str, app_id: int, slug: str, permissions: dict[str, str], owner: str | None) -> dict[str, Any]:
+    return {"id": app_id, "slug": slug, "node_id": node_id("A", app_id), "owner": user(api, owner or "foundry"),
+            "name": slug, "description": "", "external_url": "", "html_url": f"{HTML}/apps/{slug}",
+            "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-01T00:00:00Z",
+            "permissions": permissions, "events": ["pull_request", "check_run", "check_suite", "push"]}

@@ -1,5 +1,6 @@
-"""A local GitHub: the REST subset Foundry reads, a control API to play the agent
-and the humans, and webhooks signed like GitHub's.
+"""A local GitHub: the REST subset Foundry uses, real git over smart HTTP, tokens and
+a GitHub App, a control API to play the agent and the humans, and webhooks signed
+like GitHub's.
 
     with GitHubServer(webhook_url=bridge_url, webhook_secret="s", retry_scale=0.001) as gh:
         gh.add_repo("acme/api", files={"README.md": "hi\\n"})
@@ -7,6 +8,13 @@ and the humans, and webhooks signed like GitHub's.
         number = gh.open_pr("acme/api", "foundry/acme-42-a1", "ACME-42: health endpoint")
         gh.set_check("acme/api", sha, "failure")
         client = GitHubClient(gh.token, base_url=gh.url)
+        subprocess.run(["git", "clone", gh.git_url("acme/api")])
+
+Every repository is a real bare git repository (git_store.py) under a directory
+the server owns; control-API commits are real git commits, and pushes through
+`git http-backend` update the model (github_git.py). Every ref update is kept in
+`ref_updates`. Authentication: github_auth.py; the REST writes and the App's
+token endpoint: github_rest.py.
 """
 
 from __future__ import annotations
@@ -16,35 +24,58 @@ import hashlib
 import hmac
 import itertools
 import json
+import shutil
+import tempfile
 import threading
 import time
 import uuid
-from typing import Any, Callable
+import weakref
+from pathlib import Path
+from typing import Any, Callable, Mapping
 from urllib.parse import urlencode
 
 from aiohttp import web
 
 from foundry.testing import github_payloads as P
 from foundry.testing.faults import Faults
+from foundry.testing.git_objects import ZERO_SHA, Person
+from foundry.testing.git_store import BareRepo, GitStoreError
+from foundry.testing.github_auth import ALL_PERMISSIONS, AccessToken, App, AuthError, Tokens, iso
+from foundry.testing.github_git import GitSide, basic_password
 from foundry.testing.github_model import (
-    CheckRun, Commit, CommitStatus, IssueComment, Pull, Repo, Review, file_changes, now_iso,
+    CheckRun, Commit, CommitStatus, IssueComment, Pull, RefUpdate, Repo, Review, ReviewComment, now_iso,
 )
+from foundry.testing.github_rest import BODY, TOKEN, Created, Invalid, RestWrites
 from foundry.testing.server_thread import ServerThread, control_routes
 from foundry.testing.webhook_sender import Delivery, WebhookControls, WebhookSender
 
 CONTROLS = frozenset({"add_repo", "create_branch", "commit", "open_pr", "set_check", "set_status", "submit_review",
-                      "comment", "merge", "close", "ping", "redeliver", "duplicate", "pull_json", "branch_sha"})
+                      "comment", "merge", "close", "ping", "redeliver", "duplicate", "pull_json", "branch_sha",
+                      "add_review_comment", "register_token", "expire_token", "revoke_token", "install_app",
+                      "protect_branch", "ref_updates_json", "git_url", "files_at"})
+ANNOTATION_LEVELS = frozenset({"notice", "warning", "failure"})
+# What each REST operation needs of a token (permission, level).
+NEEDS: Mapping[str, tuple[str, str]] = {
+    "pulls/list": ("pull_requests", "read"), "pulls/get": ("pull_requests", "read"),
+    "pulls/list-files": ("pull_requests", "read"), "pulls/list-reviews": ("pull_requests", "read"),
+    "pulls/list-review-comments": ("pull_requests", "read"),
+    "pulls/list-comments-for-review": ("pull_requests", "read"),
+    "pulls/create": ("pull_requests", "write"), "pulls/update": ("pull_requests", "write"),
+    "checks/list-for-ref": ("checks", "read"), "checks/get": ("checks", "read"),
+    "checks/list-annotations": ("checks", "read"), "repos/get-combined-status-for-ref": ("statuses", "read"),
+}
 REVIEW_STATES = frozenset({"APPROVED", "CHANGES_REQUESTED", "COMMENTED"})
 CONCLUSIONS = frozenset({"success", "failure", "neutral", "cancelled", "skipped", "timed_out", "action_required"})
 STATUS_STATES = frozenset({"error", "failure", "pending", "success"})
 RATE_LIMIT = 5000
 
 
-class GitHubServer(ServerThread, WebhookControls):
+class GitHubServer(GitSide, RestWrites, ServerThread, WebhookControls):
     def __init__(
         self,
         *,
         token: str = "ghp_foundry_test_token",
+        token_login: str = "foundry-agent",
         webhook_url: str | None = None,
         webhook_secret: str = "github-webhook-secret",
         retry_scale: float = 1.0,
@@ -53,9 +84,34 @@ class GitHubServer(ServerThread, WebhookControls):
         retry_delays: tuple[float, ...] = (),
         webhook_timeout: float = 10.0,
         installation_id: int | None = None,
+        host: str = "127.0.0.1",
+        require_auth: bool = False,
+        token_lifetime: float = 3600.0,
+        git_root: str | Path | None = None,
     ) -> None:
+        """`token` is a static full-access token (acting as `token_login`), accepted on REST and
+        git. `require_auth`: git refuses anonymous requests too (REST always wants a token).
+        `host`: the address to bind and to put in URLs (a node IP lets pods reach it).
+        `token_lifetime`: seconds an installation token lives (GitHub: one hour).
+        `git_root`: where the bare repositories live (default: a temporary directory
+        removed on stop())."""
         super().__init__()
+        self.host = host
         self.token = token
+        self.require_auth = require_auth
+        self.token_lifetime = token_lifetime
+        self.tokens = Tokens()
+        self.tokens.register(token, login=token_login)
+        self._own_root = git_root is None
+        self.git_root = Path(git_root) if git_root is not None else Path(tempfile.mkdtemp(prefix="foundry-github-"))
+        self.git_root.mkdir(parents=True, exist_ok=True)
+        if self._own_root:
+            self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.git_root), True)
+        self.stores: dict[str, BareRepo] = {}
+        self.ref_updates: list[RefUpdate] = []
+        self.protected: dict[str, set[str]] = {}
+        self.review_comments: list[ReviewComment] = []
+        self.git_errors: list[str] = []
         self.webhook_secret = webhook_secret
         self.installation_id = installation_id
         self.hook_id = 400000000 + (uuid.uuid4().int % 1000000)
@@ -91,9 +147,16 @@ class GitHubServer(ServerThread, WebhookControls):
             web.get(f"{r}/pulls/{{number:\\d+}}/reviews", self._route("pulls/list-reviews", self._list_reviews)),
             web.get(f"{r}/commits/{{ref}}/check-runs", self._route("checks/list-for-ref", self._list_check_runs)),
             web.get(f"{r}/commits/{{ref}}/status", self._route("repos/get-combined-status-for-ref", self._status)),
+            *self.rest_routes(),
             *control_routes(self, CONTROLS),
+            *self.git_routes(),  # last: "/{owner}/{name}/..." must not shadow the API's paths
         ])
         return app
+
+    def stop(self) -> None:
+        super().stop()
+        if self._own_root:
+            self._cleanup()
 
     async def on_stop(self) -> None:
         if self.webhooks is not None:
@@ -115,9 +178,10 @@ class GitHubServer(ServerThread, WebhookControls):
             if full_name in self.repos:
                 raise ValueError(f"repository {full_name} already exists")
             repo = Repo(next(self._ids), owner, name, default_branch, private, now_iso())
-            root = self._new_commit(None, dict(files or {"README.md": f"# {name}\n"}), "Initial commit", owner)
-            repo.branches[default_branch] = root.sha
+            self.stores[full_name] = BareRepo.create(self.git_root / owner / f"{name}.git", default_branch)
+            root = self._new_commit(full_name, (), dict(files or {"README.md": f"# {name}\n"}), "Initial commit", owner)
             self.repos[full_name] = repo
+            self._move_branch(full_name, default_branch, root.sha, owner)
             self._next_number[full_name] = 1
         return full_name
 
@@ -129,7 +193,7 @@ class GitHubServer(ServerThread, WebhookControls):
             source = from_branch or r.default_branch
             if source not in r.branches:
                 raise KeyError(f"no branch {source!r} in {repo}")
-            r.branches[branch] = r.branches[source]
+            self._move_branch(repo, branch, r.branches[source], "control")
             return r.branches[branch]
 
     def commit(self, repo: str, branch: str, files: dict[str, str | None], message: str = "Update files",
@@ -138,17 +202,9 @@ class GitHubServer(ServerThread, WebhookControls):
         mapped to None is deleted. Pushing to a PR's head sends `synchronize`."""
         with self._lock:
             r = self._repo(repo)
-            if branch not in r.branches:
-                r.branches[branch] = r.branches[r.default_branch]
-            parent = self.commits[r.branches[branch]]
-            tree = dict(parent.tree)
-            for path, content in files.items():
-                if content is None:
-                    tree.pop(path, None)
-                else:
-                    tree[path] = content
-            new = self._new_commit(parent.sha, tree, message, author)
-            r.branches[branch] = new.sha
+            parent = self.commits[r.branches.get(branch, r.branches[r.default_branch])]
+            new = self._new_commit(repo, (parent.sha,), files, message, author)
+            self._move_branch(repo, branch, new.sha, author)
             touched = [p for p in self.pulls.values() if p.repo == repo and p.head_ref == branch and p.state == "open"]
             for pr in touched:
                 pr.head_sha = new.sha
@@ -156,6 +212,27 @@ class GitHubServer(ServerThread, WebhookControls):
         for pr in touched:
             self._emit_pull(pr, "synchronize", author, extra={"before": parent.sha, "after": new.sha})
         return new.sha
+
+    def files_at(self, repo: str, ref: str) -> dict[str, str]:
+        """The files (path -> content) at a branch or commit."""
+        with self._lock:
+            return dict(self.commits[self._resolve(self._repo(repo), ref)].tree)
+
+    def protect_branch(self, repo: str, branch: str) -> None:
+        """Refuse every push to `branch` (GitHub's branch protection: changes only through PRs)."""
+        with self._lock:
+            self._repo(repo)
+            self.protected.setdefault(repo, set()).add(branch)
+
+    def ref_updates_for(self, repo: str, ref: str | None = None) -> list[RefUpdate]:
+        """Every ref update asked for on `repo` (optionally one ref: "refs/heads/main" or "main")."""
+        full = None if ref is None else ref if ref.startswith("refs/") else f"refs/heads/{ref}"
+        with self._lock:
+            return [u for u in self.ref_updates if u.repo == repo and (full is None or u.ref == full)]
+
+    def ref_updates_json(self, repo: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            return [u.as_dict() for u in self.ref_updates if repo is None or u.repo == repo]
 
     def branch_sha(self, repo: str, branch: str) -> str:
         with self._lock:
@@ -177,14 +254,19 @@ class GitHubServer(ServerThread, WebhookControls):
                 raise KeyError(f"no base branch {base!r} in {repo}")
             if any(p.repo == repo and p.head_ref == head and p.state == "open" for p in self.pulls.values()):
                 raise ValueError(f"a pull request for {head} is already open in {repo}")
-            number = self._next_number[repo]
-            self._next_number[repo] += 1
-            stamp = now_iso()
-            pr = Pull(next(self._ids), number, repo, title, body, user, head, r.branches[head], base,
-                      r.branches[base], draft, stamp, stamp)
-            self.pulls[(repo, number)] = pr
+            pr = self._new_pull(r, head, base, title, body, user, draft)
         self._emit_pull(pr, "opened", user)
-        return number
+        return pr.number
+
+    def _new_pull(self, r: Repo, head: str, base: str, title: str, body: str, user: str, draft: bool) -> Pull:
+        with self._lock:
+            number = self._next_number[r.full_name]
+            self._next_number[r.full_name] += 1
+            stamp = now_iso()
+            pr = Pull(next(self._ids), number, r.full_name, title, body, user, head, r.branches[head], base,
+                      r.branches[base], draft, stamp, stamp)
+            self.pulls[(r.full_name, number)] = pr
+            return pr
 
     def merge(self, repo: str, number: int, *, user: str = "octocat") -> str:
         with self._lock:
@@ -192,9 +274,11 @@ class GitHubServer(ServerThread, WebhookControls):
             if pr.state != "open":
                 raise ValueError(f"{repo}#{number} is not open")
             r = self._repo(repo)
-            head = self.commits[pr.head_sha]
-            merge = self._new_commit(r.branches[pr.base_ref], dict(head.tree), f"Merge pull request #{number}", user)
-            r.branches[pr.base_ref] = merge.sha
+            # The model's merge takes the head's files (no three-way merge): a merge commit with both parents.
+            merge = self._new_commit(repo, (r.branches[pr.base_ref], pr.head_sha), {},
+                                     f"Merge pull request #{number} from {r.owner}/{pr.head_ref}", user,
+                                     base=pr.head_sha)
+            self._move_branch(repo, pr.base_ref, merge.sha, user)
             stamp = now_iso()
             pr.state, pr.merged, pr.merged_at, pr.merged_by = "closed", True, stamp, user
             pr.closed_at = pr.updated_at = stamp
@@ -211,7 +295,9 @@ class GitHubServer(ServerThread, WebhookControls):
             pr.closed_at = pr.updated_at = now_iso()
         self._emit_pull(pr, "closed", user)
 
-    def submit_review(self, repo: str, number: int, user: str, state: str, body: str = "") -> int:
+    def submit_review(self, repo: str, number: int, user: str, state: str, body: str = "",
+                      *, comments: list[dict[str, Any]] | None = None) -> int:
+        """Submit a review; `comments` ([{"path", "line", "body"}, ...]) become its review comments."""
         state = state.upper()
         if state not in REVIEW_STATES:
             raise ValueError(f"review state must be one of {sorted(REVIEW_STATES)}, got {state!r}")
@@ -219,12 +305,41 @@ class GitHubServer(ServerThread, WebhookControls):
             pr = self._pull(repo, number)
             rv = Review(next(self._ids), repo, number, user, state, body, pr.head_sha, now_iso())
             self.reviews.append(rv)
+            for c in comments or []:
+                self._add_review_comment(pr, user, c, rv.id)
             r = self._repo(repo)
             payload = {"action": "submitted", "review": P.review(self.url, r, rv, webhook=True),
                        "pull_request": P.pull_request(self.url, r, pr, files=self._files(pr),
                                                       commits=self._commit_count(pr), simple=True)}
         self._emit("pull_request_review", r, payload, user)
         return rv.id
+
+    def add_review_comment(self, repo: str, number: int, user: str, path: str, line: int | None, body: str,
+                           *, review_id: int | None = None, start_line: int | None = None,
+                           side: str = "RIGHT", in_reply_to: int | None = None) -> int:
+        """A comment on `path` at `line` of the PR's diff (line None: on the file)."""
+        with self._lock:
+            pr = self._pull(repo, number)
+            if review_id is not None and not any(r.id == review_id for r in self.reviews):
+                raise KeyError(f"no review {review_id}")
+            spec = {"path": path, "line": line, "body": body, "start_line": start_line, "side": side,
+                    "in_reply_to": in_reply_to}
+            return self._add_review_comment(pr, user, spec, review_id).id
+
+    def _add_review_comment(self, pr: Pull, user: str, spec: Mapping[str, Any], review_id: int | None) -> ReviewComment:
+        path, body, line = spec.get("path"), spec.get("body"), spec.get("line")
+        if not isinstance(path, str) or not path or not isinstance(body, str) or not body:
+            raise ValueError("a review comment needs a path and a body")
+        if line is not None and (not isinstance(line, int) or line < 1):
+            raise ValueError(f"line must be a positive integer, got {line!r}")
+        if spec.get("side", "RIGHT") not in ("LEFT", "RIGHT"):
+            raise ValueError("side must be LEFT or RIGHT")
+        c = ReviewComment(next(self._ids), pr.repo, pr.number, review_id, user, path, line,
+                          spec.get("side") or "RIGHT", spec.get("start_line"), body, pr.head_sha, now_iso(),
+                          spec.get("in_reply_to"))
+        self.review_comments.append(c)
+        pr.review_comments += 1
+        return c
 
     def comment(self, repo: str, number: int, user: str, body: str) -> int:
         with self._lock:
@@ -241,9 +356,18 @@ class GitHubServer(ServerThread, WebhookControls):
     # -- control: checks -----------------------------------------------------------
 
     def set_check(self, repo: str, sha: str, conclusion: str | None, *, name: str = "ci",
-                  status: str = "completed") -> int:
+                  status: str = "completed", output: Mapping[str, str | None] | None = None,
+                  annotations: list[dict[str, Any]] | None = None) -> int:
         """Create or update check run `name` on `sha`. Completing it sends `check_run`
-        `completed`, and `check_suite` `completed` once every run of the suite is done."""
+        `completed`, and `check_suite` `completed` once every run of the suite is done.
+        `output`: {"title", "summary", "text"}; `annotations`: GitHub's annotation objects
+        (path, start_line, end_line, annotation_level, message, optional title, raw_details),
+        added to the run's (GitHub appends them too)."""
+        notes = [_annotation(a) for a in annotations or []]
+        if output is not None:
+            unknown = set(output) - {"title", "summary", "text"}
+            if unknown:
+                raise ValueError(f"check output takes title, summary and text, not {sorted(unknown)}")
         if status == "completed" and conclusion not in CONCLUSIONS:
             raise ValueError(f"conclusion must be one of {sorted(CONCLUSIONS)}, got {conclusion!r}")
         if status not in ("queued", "in_progress", "completed"):
@@ -261,6 +385,9 @@ class GitHubServer(ServerThread, WebhookControls):
                 self.check_runs.append(run)
                 runs.append(run)
             run.status = status
+            if output is not None:
+                run.output = {k: output.get(k) for k in ("title", "summary", "text")}
+            run.annotations.extend(notes)
             run.conclusion = conclusion if status == "completed" else None
             run.completed_at = stamp if status == "completed" else None
             # GitHub names the transition: a finished run is "completed", a new one "created".
@@ -290,6 +417,41 @@ class GitHubServer(ServerThread, WebhookControls):
             self.statuses.append(st)
             return st.id
 
+    # -- control: tokens and the App ----------------------------------------------------
+
+    def register_token(self, token: str, *, login: str = "octocat", repositories: list[str] | None = None,
+                       permissions: Mapping[str, str] | None = None, expires_in: float | None = None) -> str:
+        """A static token (like a personal access token): `repositories` (full names) and
+        `permissions` limit it (default: every repository, full access); `expires_in` seconds."""
+        self.tokens.register(token, login=login, repositories=repositories, permissions=permissions,
+                             expires_in=expires_in)
+        return token
+
+    def expire_token(self, token: str) -> None:
+        self.tokens.expire(token)
+
+    def revoke_token(self, token: str) -> None:
+        self.tokens.revoke(token)
+
+    def install_app(self, *, app_id: int, public_key_pem: str, installation_id: int, slug: str = "foundry",
+                    permissions: Mapping[str, str] | None = None, account: str | None = None,
+                    repositories: list[str] | None = None, client_id: str = "") -> dict[str, Any]:
+        """Register a GitHub App and its one installation. `permissions` default to what Foundry
+        asks for (contents/pull_requests write, checks/statuses read); `account` limits the
+        installation to one owner's repositories, `repositories` (full names) to some of them."""
+        perms = dict(permissions) if permissions is not None else {
+            "contents": "write", "pull_requests": "write", "checks": "read", "statuses": "read", "metadata": "read"}
+        app = self.tokens.add_app(App(app_id, slug, public_key_pem, installation_id, perms, account,
+                                      frozenset(repositories) if repositories is not None else None, client_id))
+        if self.installation_id is None:
+            self.installation_id = installation_id  # webhooks now carry the installation, like an App's do
+        return {"app_id": app.app_id, "installation_id": app.installation_id, "slug": app.slug,
+                "bot_login": app.bot_login, "permissions": app.permissions}
+
+    def token_info(self, token: str) -> AccessToken | None:
+        """What the stand-in knows of a token (minted or registered), expired or not."""
+        return self.tokens.get(token)
+
     # -- control: webhooks -----------------------------------------------------------
 
     def ping(self, repo: str) -> str:
@@ -305,12 +467,72 @@ class GitHubServer(ServerThread, WebhookControls):
 
     # -- model helpers -------------------------------------------------------------
 
-    def _new_commit(self, parent: str | None, tree: dict[str, str], message: str, author: str) -> Commit:
-        stamp = now_iso()
-        seed = json.dumps([parent, tree, message, author, stamp, next(self._ids)], sort_keys=True)
-        commit = Commit(hashlib.sha1(seed.encode()).hexdigest(), parent, tree, message, author, stamp)
-        self.commits[commit.sha] = commit
+    def _new_commit(self, repo: str, parents: tuple[str, ...], changes: Mapping[str, str | None], message: str,
+                    author: str, *, base: str | None = None) -> Commit:
+        """A real git commit in `repo`'s store: `base`'s files (default: the first parent's)
+        with `changes` applied (None deletes a file)."""
+        epoch = int(time.time())
+        person = Person(author, f"{author}@users.noreply.github.com", epoch)
+        sha, tree_id, _ = self.stores[repo].write_commit(parents, dict(changes), message, person, base=base)
+        start = base if base is not None else (parents[0] if parents else None)
+        files = dict(self.commits[start].tree) if start else {}
+        for path, content in changes.items():
+            if content is None:
+                files.pop(path, None)
+            else:
+                files[path] = content
+        commit = Commit(sha, parents[0] if parents else None, files, message, author, iso(epoch), tree_id, parents)
+        self.commits[sha] = commit
         return commit
+
+    def _move_branch(self, repo: str, branch: str, sha: str, actor: str) -> None:
+        """Point `branch` at `sha` in the bare repository and the model (control API)."""
+        r = self.repos[repo]
+        old = r.branches.get(branch)
+        try:
+            self.stores[repo].update_ref(f"refs/heads/{branch}", sha, old)
+        except GitStoreError as err:
+            raise ValueError(str(err)) from None
+        r.branches[branch] = sha
+        forced = old is not None and not self._descends(sha, old)
+        self.ref_updates.append(RefUpdate(repo, f"refs/heads/{branch}", old or ZERO_SHA, sha, forced, True,
+                                          "accepted", actor, "control", now_iso()))
+
+    def _descends(self, sha: str, ancestor: str) -> bool:
+        """Whether `ancestor` is reachable from `sha` through commits the model knows."""
+        seen, todo = set(), [sha]
+        while todo:
+            current = todo.pop()
+            if current == ancestor:
+                return True
+            if current in seen or current not in self.commits:
+                continue
+            seen.add(current)
+            todo.extend(self.commits[current].parents or ((self.commits[current].parent,)
+                                                         if self.commits[current].parent else ()))
+        return False
+
+    def _sync_from_git(self, repo: str) -> list[tuple[str, str | None, str | None]]:
+        """Bring the model's branches and commits in line with the bare repository (after a
+        push); (branch, before, after) for every branch that moved (after None: deleted)."""
+        r = self.repos[repo]
+        store = self.stores[repo]
+        heads = {ref[len("refs/heads/"):]: sha for ref, sha in store.refs().items()}
+        moved: list[tuple[str, str | None, str | None]] = [
+            (b, r.branches.get(b), sha) for b, sha in heads.items() if r.branches.get(b) != sha]
+        moved += [(b, sha, None) for b, sha in r.branches.items() if b not in heads]
+        fresh = [sha for sha in store.new_commits([a for _, _, a in moved if a], sorted(set(r.branches.values())))
+                 if sha not in self.commits]
+        for loaded in store.load(fresh):
+            h = loaded.header
+            self.commits[loaded.sha] = Commit(loaded.sha, h.parents[0] if h.parents else None, loaded.files,
+                                              h.message, h.author_name, iso(h.epoch), h.tree, h.parents)
+        for branch, _, after in moved:
+            if after is None:
+                del r.branches[branch]
+            else:
+                r.branches[branch] = after
+        return moved
 
     def _repo(self, full_name: str) -> Repo:
         repo = self.repos.get(full_name)
@@ -338,7 +560,7 @@ class GitHubServer(ServerThread, WebhookControls):
 
     def _files(self, pr: Pull) -> list[dict[str, Any]]:
         r = self.repos[pr.repo]
-        changes = file_changes(self.commits[pr.base_sha].tree, self.commits[pr.head_sha].tree)
+        changes = self.stores[pr.repo].diff(pr.base_sha, pr.head_sha)
         return [P.pull_file(self.url, r, pr, c) for c in changes]
 
     def _commit_count(self, pr: Pull) -> int:
@@ -386,13 +608,31 @@ class GitHubServer(ServerThread, WebhookControls):
             auth = request.headers.get("Authorization", "")
             if not auth:
                 return self._json({"message": "Requires authentication", "status": "401"}, status=401)
-            if auth not in (f"Bearer {self.token}", f"token {self.token}"):
-                return self._json({"message": "Bad credentials", "status": "401"}, status=401)
+            try:
+                token = self.tokens.lookup(_rest_token(auth))
+            except AuthError as err:
+                return self._json({"message": err.message, "status": "401",
+                                   "documentation_url": "https://docs.github.com/rest"}, status=401)
+            full_name = f"{request.match_info['owner']}/{request.match_info['repo']}"
+            if not token.can_see(full_name):
+                return self._json({"message": "Not Found", "status": "404"}, status=404)
+            permission, level = NEEDS.get(operation, ("metadata", "read"))
+            if not token.has(permission, level):
+                who = "integration" if token.kind == "installation" else "personal access token"
+                return self._json({"message": f"Resource not accessible by {who}", "status": "403"}, status=403)
+            request[TOKEN] = token
+            if request.method in ("POST", "PATCH"):
+                try:
+                    request[BODY] = await request.json()
+                except ValueError:
+                    return self._json({"message": "Problems parsing JSON", "status": "400"}, status=400)
+                if not isinstance(request[BODY], dict):
+                    return self._json({"message": "Problems parsing JSON", "status": "400"}, status=400)
             fault = self.faults.take(operation)
             if fault is not None:
                 if fault.kind == "hang":
                     await asyncio.sleep(fault.seconds or 30)
-                elif fault.kind in ("error", "apply_then_error"):
+                elif fault.kind == "error":
                     return self._json({"message": "Server Error"}, status=500)
                 elif fault.kind == "ratelimit":
                     return self._primary_limited(fault.seconds)
@@ -408,8 +648,15 @@ class GitHubServer(ServerThread, WebhookControls):
                     result = handler(request, repo)
                 except KeyError:
                     return self._json({"message": "Not Found", "status": "404"}, status=404)
+                except Invalid as err:
+                    return self._json(err.body, status=422)
                 except ValueError as err:
                     return self._json({"message": str(err), "status": "422"}, status=422)
+            if fault is not None and fault.kind == "apply_then_error":
+                return self._json({"message": "Server Error"}, status=500)
+            if isinstance(result, Created):
+                return web.Response(body=json.dumps(result.body).encode(), status=201, content_type="application/json",
+                                    headers=self._rate_headers(spend=True))
             return self._answer(request, result)
 
         return wrapped
@@ -514,3 +761,25 @@ class GitHubServer(ServerThread, WebhookControls):
         sha = self._resolve(repo, request.match_info["ref"])
         statuses = [s for s in self.statuses if s.repo == repo.full_name and s.sha == sha]
         return P.combined_status(self.url, repo, sha, statuses)
+
+
+def _rest_token(header: str) -> str:
+    """The token of a REST Authorization header: "Bearer X", "token X" or Basic with X as password."""
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() in ("bearer", "token"):
+        return value.strip()
+    return basic_password(header) or ""
+
+
+def _annotation(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate one check-run annotation the way GitHub's API does."""
+    for key in ("path", "start_line", "annotation_level", "message"):
+        if raw.get(key) in (None, ""):
+            raise ValueError(f"an annotation needs {key}")
+    if raw["annotation_level"] not in ANNOTATION_LEVELS:
+        raise ValueError(f"annotation_level must be one of {sorted(ANNOTATION_LEVELS)}, got {raw['annotation_level']!r}")
+    note = {k: raw.get(k) for k in ("path", "start_line", "end_line", "start_column", "end_column",
+                                     "annotation_level", "title", "message", "raw_details")}
+    if note["end_line"] is None:
+        note["end_line"] = note["start_line"]
+    return note
