@@ -29,11 +29,19 @@ ENV_CONFIG = "FOUNDRY_CONFIG"
 
 RISK_AREAS: tuple[str, ...] = ("auth", "payments", "pii", "migrations", "infra")
 PROVIDERS: tuple[str, ...] = ("job", "webhook", "local")
+RUNNERS: tuple[str, ...] = ("claude-code", "codex", "aider", "command")
+# An agent container with no resources named gets these (a coding-agent CLI is a
+# Node or Python process that wants about a core and a gigabyte or two).
+DEFAULT_AGENT_RESOURCES: Mapping[str, Mapping[str, str]] = MappingProxyType({
+    "requests": MappingProxyType({"cpu": "500m", "memory": "1Gi"}),
+    "limits": MappingProxyType({"memory": "2Gi", "ephemeral-storage": "4Gi"}),
+})
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 _GITHUB_REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 class ConfigError(ValueError):
@@ -84,8 +92,12 @@ class Policy:
     forbidden_paths: tuple[str, ...] = ()
     forbidden_risks: tuple[str, ...] = ()
     max_changed_files: int = 50
+    max_changed_lines: int = 1000  # lines added + removed; more → refused before push, review after
+    allow_workflows: bool = False  # .github/workflows/** is refused unless this is true
     retry_cap: int = 2  # remediation attempts after the first one
     budget_cap: int = 3  # agent attempts in total, first one included
+    budget_usd: float | None = None  # model spend per run (summed from the attempts' results); None = no cap
+    budget_tokens: int | None = None  # input + output tokens per run; None = no cap
     # Extra words / path globs per risk area, on top of the built-in ones (foundry.domain.risk).
     risk_keywords: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
     risk_paths: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
@@ -101,6 +113,18 @@ class SecretRef:
 
 
 @dataclass(frozen=True)
+class Runner:
+    """Which coding agent the runner drives inside the attempt's pod, and its limits."""
+
+    name: str = "claude-code"
+    model: str | None = None  # None: the CLI's own default
+    timeout_seconds: int = 1800  # wall-clock limit of the CLI (kept under timeouts.agent_seconds)
+    output_cap_bytes: int = 1024 * 1024  # CLI output kept beyond this is cut
+    extra_args: tuple[str, ...] = ()
+    command: tuple[str, ...] = ()  # runner `command`: the argv of any program that edits the work tree
+
+
+@dataclass(frozen=True)
 class Agent:
     provider: str = "job"
     image: str = "ghcr.io/foundry-dev/agent:latest"
@@ -109,7 +133,10 @@ class Agent:
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     secret_refs: tuple[SecretRef, ...] = ()
     service_account: str | None = None
-    resources: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    resources: Mapping[str, Any] = field(default_factory=lambda: DEFAULT_AGENT_RESOURCES)
+    runner: Runner = field(default_factory=Runner)
+    namespace: str | None = None  # where Jobs run; None: the run's namespace
+    ttl_seconds_after_finished: int | None = 86400  # finished Jobs (and what they own) go after this
     webhook_url: str | None = None
     webhook_secret_env: str = "FOUNDRY_AGENT_WEBHOOK_SECRET"
     local_command: tuple[str, ...] = ()
@@ -137,6 +164,9 @@ class LinearSettings:
 @dataclass(frozen=True)
 class GitHubSettings:
     api_url: str = "https://api.github.com"
+    # Where the agent clones and pushes: None derives it from api_url
+    # (api.github.com → https://github.com, https://host/api/v3 → https://host, else api_url itself).
+    git_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -284,8 +314,12 @@ def _policy(o: "_Obj") -> Policy:
         forbidden_paths=o.str_list("forbidden_paths"),
         forbidden_risks=o.str_list("forbidden_risks"),
         max_changed_files=o.int("max_changed_files", d.max_changed_files, minimum=1),
+        max_changed_lines=o.int("max_changed_lines", d.max_changed_lines, minimum=1),
+        allow_workflows=o.bool("allow_workflows", d.allow_workflows),
         retry_cap=o.int("retry_cap", d.retry_cap, minimum=0),
         budget_cap=o.int("budget_cap", d.budget_cap, minimum=1),
+        budget_usd=o.opt_number("budget_usd"),
+        budget_tokens=o.opt_int("budget_tokens", minimum=1),
         risk_keywords=extra["risk_keywords"],
         risk_paths=extra["risk_paths"],
     )
@@ -316,9 +350,7 @@ def _agent(o: "_Obj") -> Agent:
     for k in env:
         if not _ENV_NAME.match(k):
             raise ConfigError(f"{env_obj.at(k)}: {k!r} is not a valid environment variable name")
-    resources_obj = o.section("resources")
-    resources = dict(resources_obj.raw)
-    resources_obj.consume_all()  # passed through to the container spec; the API server validates it
+    resources = _resources(o.section("resources"))
     a = Agent(
         provider=provider,
         image=o.str("image", d.image),
@@ -327,7 +359,10 @@ def _agent(o: "_Obj") -> Agent:
         env=MappingProxyType(env),
         secret_refs=tuple(_secret_ref(r) for r in o.list("secret_refs")),
         service_account=o.opt_str("service_account"),
-        resources=MappingProxyType(resources),
+        resources=resources,
+        runner=_runner(o.section("runner")),
+        namespace=o.opt_str("namespace"),
+        ttl_seconds_after_finished=o.opt_int("ttl_seconds_after_finished", d.ttl_seconds_after_finished, minimum=0),
         webhook_url=o.opt_str("webhook_url"),
         webhook_secret_env=o.str("webhook_secret_env", d.webhook_secret_env),
         local_command=o.str_list("local_command"),
@@ -341,7 +376,46 @@ def _agent(o: "_Obj") -> Agent:
         raise ConfigError(f"{o.at('local_command')}: the local provider needs a command (a list of strings)")
     if not _ENV_NAME.match(a.webhook_secret_env):
         raise ConfigError(f"{o.at('webhook_secret_env')}: {a.webhook_secret_env!r} is not an environment variable name")
+    if a.namespace is not None and not _NAMESPACE.match(a.namespace):
+        raise ConfigError(f"{o.at('namespace')}: {a.namespace!r} is not a Kubernetes namespace name")
     return a
+
+
+def _resources(o: "_Obj") -> Mapping[str, Any]:
+    """DEFAULT_AGENT_RESOURCES with what the file names on top (per section and resource).
+    Quantities are passed through as written: the API server validates them."""
+    merged: dict[str, Any] = {k: dict(v) for k, v in DEFAULT_AGENT_RESOURCES.items()}
+    for key in o.keys():
+        value = o.raw[key]
+        if key in ("requests", "limits"):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{o.at(key)}: expected a mapping of resource → quantity, got {_kind(value)}")
+            merged[key].update(value)
+        else:
+            merged[key] = value
+    o.consume_all()
+    return MappingProxyType(merged)
+
+
+def _runner(o: "_Obj") -> Runner:
+    d = Runner()
+    name = o.str("name", d.name)
+    if name not in RUNNERS:
+        raise ConfigError(f"{o.at('name')}: expected one of {', '.join(RUNNERS)}, got {name!r}")
+    r = Runner(
+        name=name,
+        model=o.opt_str("model"),
+        timeout_seconds=o.int("timeout_seconds", d.timeout_seconds, minimum=1),
+        output_cap_bytes=o.int("output_cap_bytes", d.output_cap_bytes, minimum=1024),
+        extra_args=o.str_list("extra_args"),
+        command=o.str_list("command"),
+    )
+    o.done()
+    if r.name == "command" and not r.command:
+        raise ConfigError(f"{o.at('command')}: the command runner needs the argv of a program (a list of strings)")
+    if r.name != "command" and r.command:
+        raise ConfigError(f"{o.at('command')}: only the `command` runner takes a command (runner is {r.name!r})")
+    return r
 
 
 def _timeouts(o: "_Obj") -> Timeouts:
@@ -370,7 +444,9 @@ def _linear(o: "_Obj") -> LinearSettings:
 
 
 def _github(o: "_Obj") -> GitHubSettings:
-    s = GitHubSettings(api_url=o.str("api_url", GitHubSettings().api_url))
+    s = GitHubSettings(api_url=o.str("api_url", GitHubSettings().api_url), git_url=o.opt_str("git_url"))
+    if s.git_url is not None and not re.match(r"^https?://[^\s/]+", s.git_url):
+        raise ConfigError(f"{o.at('git_url')}: expected an http(s) URL, got {s.git_url!r}")
     o.done()
     return s
 
@@ -478,6 +554,31 @@ class _Obj:
         if value < minimum:
             raise ConfigError(f"{self.at(key)}: must be at least {minimum}, got {value}")
         return value
+
+    def bool(self, key: str, default: bool) -> bool:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self.at(key)}: expected true or false, got {_kind(value)}")
+        return value
+
+    def opt_int(self, key: str, default: int | None = None, *, minimum: int) -> int | None:
+        """A whole number, or null to switch the setting off."""
+        self._read.add(key)
+        if key not in self.raw:
+            return default
+        if self.raw[key] is None:
+            return None
+        return self.int(key, 0, minimum=minimum)
+
+    def opt_number(self, key: str) -> float | None:
+        value = self._get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ConfigError(f"{self.at(key)}: expected a positive number, got {_kind(value)}")
+        return float(value)
 
     def str_list(self, key: str, *, required: bool = False) -> tuple[str, ...]:
         value = self._get(key)

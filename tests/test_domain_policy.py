@@ -119,7 +119,7 @@ def test_budget_cap_below_retry_cap():
 def test_diff_forbidden_path_blocks():
     v = policy.check_diff(CFG, ["src/a.py", ".github/workflows/ci.yml"], approved_areas=[])
     assert v.outcome == policy.BLOCKED
-    assert v.reasons[0] == ".github/workflows/ci.yml matches forbidden path .github/workflows/**"
+    assert v.reasons[0] == ".github/workflows/ci.yml matches forbidden path .github/workflows/** (modified)"
     # infra is also forbidden as a risk area; both reasons are kept
     assert any("forbidden risk area(s) infra" in r for r in v.reasons)
 

@@ -21,15 +21,16 @@ __all__ = ["make_provider", "AgentProvider", "AgentError", "AgentUnavailable", "
            "RUNNING", "SUCCEEDED", "FAILED", "MISSING", "STATES"]
 
 
-def make_provider(cfg: FoundryConfig, api: Any = None) -> AgentProvider:
-    """The provider agent.provider names; `api` (a kubernetes ApiClient) is needed by `job` only."""
+def make_provider(cfg: FoundryConfig, api: Any = None, tokens: Any = None) -> AgentProvider:
+    """The provider agent.provider names; `api` (a kubernetes ApiClient) is needed by `job` only,
+    and so are `tokens` (foundry.agents.credentials.TokenSource; default: $FOUNDRY_GITHUB_TOKEN)."""
     kind = cfg.agent.provider
     if kind == "job":
         if api is None:
             raise AgentError("the job provider needs a Kubernetes ApiClient")
         from foundry.agents.job import JobProvider
 
-        return JobProvider(cfg, api)
+        return JobProvider(cfg, api, tokens)
     if kind == "webhook":
         from foundry.agents.webhook import WebhookProvider
 

@@ -17,6 +17,8 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"
 MISSING = "missing"
 STATES = (RUNNING, SUCCEEDED, FAILED, MISSING)
+# The reason of an attempt whose pod the cluster refused (admission): retrying cannot help.
+POD_REFUSED = "PodRefused"
 
 
 class AgentError(RuntimeError):

@@ -1,24 +1,50 @@
 """The `job` provider: one Kubernetes Job per attempt.
 
-Idempotent by name: the input ConfigMap and the Job are read before they are
-created, and a 409 on create means another operator (or our own earlier,
-crashed self) created it first, so it is adopted. A Job is never created twice
-for one attempt, and never replaced.
+Idempotent by name: the Job, its input ConfigMap and its token Secret are read
+before they are created, and a 409 on create means another operator (or our
+own earlier, crashed self) created it first, so it is adopted. A Job is never
+created twice for one attempt, and never replaced.
+
+Order: the Job first, then the ConfigMap and the Secret owned by it (an owner
+needs a uid). Until both exist the kubelet holds the pod in ContainerCreating;
+a crash in between is repaired by the replayed dispatch, which adopts the Job
+and creates what is missing.
+
+Reading an attempt: the Job's conditions say whether it ended; the pod's
+termination messages say how (foundry.agents.result). A Job whose pods are
+refused by admission never gets a pod: the Job controller's FailedCreate Event
+on the Job says why, and the attempt is reported failed with reason PodRefused
+at once instead of "running" until its deadline.
+
+The push token: never logged, never in an Event or error message; the Secret
+is deleted as soon as the attempt is seen to end (the Job's garbage collection
+would take it too, later). A token that will expire while the Job still runs
+is replaced in the Secret on a resync (the kubelet updates mounted Secrets).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping
-from typing import Any
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
 
 from kubernetes import client
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from foundry.agents.base import (FAILED, MISSING, RUNNING, SUCCEEDED, AgentError, AgentUnavailable, attempt_name,
-                                 record, run_identity, utc_iso)
-from foundry.agents.job_manifest import build_input_configmap, build_job, input_configmap_name
+from foundry.agents.base import (FAILED, MISSING, POD_REFUSED, RUNNING, SUCCEEDED, AgentError, AgentUnavailable,
+                                 attempt_name, record, run_identity, utc_iso)
+from foundry.agents.credentials import CredentialError, StaticTokenSource, TokenSource
+from foundry.agents.job_manifest import (ANNOTATION_REPO, ANNOTATION_TOKEN_EXPIRES, TOKEN_KEY, attempt_selector,
+                                         build_input_configmap, build_job, build_token_secret, input_configmap_name,
+                                         job_namespace, token_secret_name)
+from foundry.agents.result import RESULT_FIELDS, newest_pod, pod_result
 from foundry.config import FoundryConfig
+
+# Replace a token that has less than this left: a resync comes every
+# timeouts.resync_seconds, and git needs it valid for a whole push.
+TOKEN_REFRESH_MARGIN = timedelta(minutes=15)
 
 
 def job_state(job: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -55,13 +81,15 @@ def _iso(value: Any) -> str | None:
     return str(value)
 
 
-def _outside(what: str, err: Exception) -> Exception:
-    """Map a client error: overload/outage → AgentUnavailable (retry), the rest → AgentError (say why)."""
+def _outside(what: str, err: Exception, *, quiet: bool = False) -> Exception:
+    """Map a client error: overload/outage → AgentUnavailable (retry), the rest → AgentError (say why).
+    `quiet`: leave the API server's message out (for Secrets, whose request carried a token)."""
     if isinstance(err, client.ApiException):
         if err.status in (429, 500, 502, 503, 504) or err.status == 0:
             return AgentUnavailable(f"{what}: API server answered {err.status} {err.reason}")
-        return AgentError(f"{what}: {err.status} {err.reason}: {_status_message(err)}")
-    return AgentUnavailable(f"{what}: {err}")
+        detail = "" if quiet else f": {_status_message(err)}"
+        return AgentError(f"{what}: {err.status} {err.reason}{detail}")
+    return AgentUnavailable(f"{what}: {type(err).__name__}" if quiet else f"{what}: {err}")
 
 
 def _status_message(err: client.ApiException) -> str:
@@ -72,14 +100,40 @@ def _status_message(err: client.ApiException) -> str:
         return str(err.body or err.reason)
 
 
-class JobProvider:
-    """Agent attempts as batch/v1 Jobs in the run's namespace, through an explicit ApiClient."""
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
-    def __init__(self, cfg: FoundryConfig, api: client.ApiClient) -> None:
+
+def refusal(events: list[Mapping[str, Any]]) -> str | None:
+    """The newest FailedCreate message of the Job controller that says the pod was
+    refused (PodSecurity, a missing ServiceAccount, quota): None when there is none."""
+    refused = [e for e in events if e.get("reason") == "FailedCreate" and "forbidden" in str(e.get("message") or "")]
+    if not refused:
+        return None
+    newest = max(refused, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or
+                                            (e.get("metadata") or {}).get("creationTimestamp") or ""))
+    return " ".join(str(newest.get("message")).split())[:1000]
+
+
+class JobProvider:
+    """Agent attempts as batch/v1 Jobs (in agent.namespace or the run's), through an explicit ApiClient."""
+
+    def __init__(self, cfg: FoundryConfig, api: client.ApiClient, tokens: TokenSource | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
         self.cfg = cfg
         self.api = api
         self.batch = client.BatchV1Api(api)
         self.core = client.CoreV1Api(api)
+        self.tokens: TokenSource = tokens if tokens is not None else StaticTokenSource.from_env()
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        # (namespace, secret) → (job uid, token expiry or None): spares a Secret read per resync.
+        self._secrets: dict[tuple[str, str], tuple[str, datetime | None]] = {}
+        self._secrets_lock = threading.Lock()
 
     # -- reads
 
@@ -105,14 +159,34 @@ class JobProvider:
         except Urllib3Error as err:
             raise _outside(f"reading ConfigMap {namespace}/{name}", err) from err
 
+    def _pods(self, run: Mapping[str, Any], attempt: int, namespace: str) -> list[dict[str, Any]]:
+        what = f"listing the pods of {attempt_name(run_identity(run)[0], attempt)} in {namespace}"
+        try:
+            pods = self.core.list_namespaced_pod(namespace, label_selector=attempt_selector(run, attempt))
+        except (client.ApiException, Urllib3Error) as err:
+            raise _outside(what, err) from err
+        return [self.api.sanitize_for_serialization(p) for p in pods.items]
+
+    def _refusal(self, job: Mapping[str, Any]) -> str | None:
+        meta = job.get("metadata") or {}
+        selector = (f"involvedObject.kind=Job,involvedObject.name={meta.get('name')},"
+                    f"involvedObject.uid={meta.get('uid')},reason=FailedCreate")
+        try:
+            events = self.core.list_namespaced_event(meta.get("namespace"), field_selector=selector)
+        except (client.ApiException, Urllib3Error) as err:
+            raise _outside(f"reading the Events of Job {meta.get('namespace')}/{meta.get('name')}", err) from err
+        return refusal([self.api.sanitize_for_serialization(e) for e in events.items])
+
     # -- creates (check, then create; 409 = someone else won, adopt)
 
-    def _ensure_input(self, run: Mapping[str, Any], attempt: int, job_input: Mapping[str, Any]) -> None:
-        name, namespace, _ = run_identity(run)
+    def _ensure_input(self, run: Mapping[str, Any], attempt: int, job_input: Mapping[str, Any],
+                      job: Mapping[str, Any]) -> None:
+        name, _, _ = run_identity(run)
+        namespace = job["metadata"]["namespace"]
         cm_name = input_configmap_name(name, attempt)
         if self._configmap_exists(cm_name, namespace):
             return  # the input of an attempt is fixed by its first dispatch
-        body = build_input_configmap(run, attempt, job_input)
+        body = build_input_configmap(run, attempt, job_input, job)
         try:
             self.core.create_namespaced_config_map(namespace, body)
         except client.ApiException as err:
@@ -121,13 +195,82 @@ class JobProvider:
         except Urllib3Error as err:
             raise _outside(f"creating ConfigMap {namespace}/{cm_name}", err) from err
 
+    def _push_token(self, repo: str):
+        try:
+            return self.tokens.push_token(repo)
+        except CredentialError as err:
+            raise AgentError(str(err)) from None
+        except (ConnectionError, OSError) as err:
+            raise AgentUnavailable(f"getting a push token for {repo}: {type(err).__name__}") from None
+
+    def _ensure_secret(self, run: Mapping[str, Any], attempt: int, job: Mapping[str, Any]) -> None:
+        """Secret `<run>-a<n>-github` exists, is the Job's, and its token outlives the next resync."""
+        name, _, _ = run_identity(run)
+        meta = job["metadata"]
+        namespace, uid = meta["namespace"], meta.get("uid") or ""
+        secret_name = token_secret_name(name, attempt)
+        key = (namespace, secret_name)
+        now = self.clock()
+        with self._secrets_lock:
+            known = self._secrets.get(key)
+        if known is not None and known[0] == uid and (known[1] is None or known[1] - now > TOKEN_REFRESH_MARGIN):
+            return
+        repo = (meta.get("annotations") or {}).get(ANNOTATION_REPO) or ""
+        what = f"the token Secret {namespace}/{secret_name}"
+        try:
+            current = self.core.read_namespaced_secret(secret_name, namespace)
+        except client.ApiException as err:
+            if err.status != 404:
+                raise _outside(f"reading {what}", err, quiet=True) from None
+            current = None
+        except Urllib3Error as err:
+            raise _outside(f"reading {what}", err, quiet=True) from None
+        if current is None:
+            token = self._push_token(repo)
+            body = build_token_secret(run, attempt, token.token, job, token.expires_iso())
+            try:
+                self.core.create_namespaced_secret(namespace, body)
+                expires = token.expires_at
+            except client.ApiException as err:
+                if err.status != 409:
+                    raise _outside(f"creating {what}", err, quiet=True) from None
+                return  # a rival made it first; the next call reads its expiry
+            except Urllib3Error as err:
+                raise _outside(f"creating {what}", err, quiet=True) from None
+        else:
+            expires = _parse_time((current.metadata.annotations or {}).get(ANNOTATION_TOKEN_EXPIRES))
+            if expires is not None and expires - now <= TOKEN_REFRESH_MARGIN:
+                token = self._push_token(repo)
+                patch = {"metadata": {"annotations": {ANNOTATION_TOKEN_EXPIRES: token.expires_iso()}},
+                         "stringData": {TOKEN_KEY: token.token}}
+                try:
+                    self.core.patch_namespaced_secret(secret_name, namespace, patch)
+                except (client.ApiException, Urllib3Error) as err:
+                    raise _outside(f"refreshing {what}", err, quiet=True) from None
+                expires = token.expires_at
+        with self._secrets_lock:
+            self._secrets[key] = (uid, expires)
+
+    def _drop_secret(self, run: Mapping[str, Any], attempt: int, namespace: str) -> None:
+        """The attempt is over: its token leaves the cluster now (best effort; GC would take it later)."""
+        secret_name = token_secret_name(run_identity(run)[0], attempt)
+        with self._secrets_lock:
+            self._secrets.pop((namespace, secret_name), None)
+        try:
+            self.core.delete_namespaced_secret(secret_name, namespace)
+        except client.ApiException as err:
+            if err.status != 404:
+                raise _outside(f"deleting the token Secret {namespace}/{secret_name}", err, quiet=True) from None
+        except Urllib3Error as err:
+            raise _outside(f"deleting the token Secret {namespace}/{secret_name}", err, quiet=True) from None
+
     def dispatch(self, run: Mapping[str, Any], attempt: int, job_input: Mapping[str, Any]) -> dict[str, Any]:
-        """Create (or adopt) Job `<run>-a<attempt>` and its input; returns the status.agent.jobs record."""
-        name, namespace, _ = run_identity(run)
+        """Create (or adopt) Job `<run>-a<attempt>`, its input and its token; returns the status.agent.jobs record."""
+        name, _, _ = run_identity(run)
+        namespace = job_namespace(run, self.cfg.agent)
         job_name = attempt_name(name, attempt)
         existing = self._read_job(job_name, namespace)
         if existing is None:
-            self._ensure_input(run, attempt, job_input)
             body = build_job(run, attempt, job_input, self.cfg.agent, self.cfg.timeouts)
             try:
                 created = self.batch.create_namespaced_job(namespace, body)
@@ -141,17 +284,40 @@ class JobProvider:
             except Urllib3Error as err:
                 raise _outside(f"creating Job {namespace}/{job_name}", err) from err
         st = job_state(existing)
+        if st["state"] == RUNNING:
+            self._ensure_input(run, attempt, job_input, existing)
+            self._ensure_secret(run, attempt, existing)
         created_at = _iso((existing.get("metadata") or {}).get("creationTimestamp"))
         return record(job_name, attempt, st["state"], st.get("startedAt") or created_at, st.get("finishedAt"))
 
     def state(self, run: Mapping[str, Any], attempt: int) -> dict[str, Any]:
-        """The attempt's state from its Job's status conditions (missing: no such Job)."""
-        name, namespace, _ = run_identity(run)
-        return job_state(self._read_job(attempt_name(name, attempt), namespace))
+        """The attempt's state from its Job, with its result once it ended (missing: no such Job)."""
+        name, _, _ = run_identity(run)
+        namespace = job_namespace(run, self.cfg.agent)
+        job = self._read_job(attempt_name(name, attempt), namespace)
+        st = job_state(job)
+        if job is None:
+            return st
+        if st["state"] == RUNNING:
+            status = job.get("status") or {}
+            if not status.get("active") and not status.get("ready"):
+                why = self._refusal(job)
+                if why is not None:
+                    return {**st, "state": FAILED, "reason": POD_REFUSED, "message": why}
+            self._ensure_secret(run, attempt, job)
+            return st
+        pod = newest_pod(self._pods(run, attempt, namespace))
+        result = pod_result(pod) if pod is not None else None
+        if result is not None:
+            st.pop("message", None)
+            st.update({k: result[k] for k in RESULT_FIELDS if k in result})
+        self._drop_secret(run, attempt, namespace)
+        return st
 
     def cancel(self, run: Mapping[str, Any], attempt: int) -> None:
-        """Delete the attempt's Job with Background propagation (its pods go too); gone already is fine."""
-        name, namespace, _ = run_identity(run)
+        """Delete the attempt's Job with Background propagation (its pods go too) and its token; gone is fine."""
+        name, _, _ = run_identity(run)
+        namespace = job_namespace(run, self.cfg.agent)
         job_name = attempt_name(name, attempt)
         try:
             self.batch.delete_namespaced_job(job_name, namespace, propagation_policy="Background")
@@ -160,3 +326,4 @@ class JobProvider:
                 raise _outside(f"deleting Job {namespace}/{job_name}", err) from err
         except Urllib3Error as err:
             raise _outside(f"deleting Job {namespace}/{job_name}", err) from err
+        self._drop_secret(run, attempt, namespace)

@@ -7,7 +7,9 @@ dispatch of the same attempt (a retry, a restarted operator) adopts the first
 instead of starting another process.
 
 The root is agent.local_workdir, else <state dir>/agents. The command is
-agent.local_command; it finds its input through $FOUNDRY_JOB_INPUT.
+agent.local_command; it finds its input through $FOUNDRY_JOB_INPUT and writes
+the result JSON of docs/agent-contract.md to $FOUNDRY_RESULT_PATH
+(`<folder>/result.json`), which state() reports like a pod's termination message.
 """
 
 from __future__ import annotations
@@ -81,8 +83,10 @@ class LocalProvider:
             code = int(code_file.read_text().strip() or "1")
             finished = utc_iso_from_mtime(code_file)
             if code == 0:
-                return {"state": SUCCEEDED, "startedAt": started, "finishedAt": finished}
-            return {"state": FAILED, "startedAt": started, "finishedAt": finished, "reason": f"ExitCode{code}"}
+                out = {"state": SUCCEEDED, "startedAt": started, "finishedAt": finished}
+            else:
+                out = {"state": FAILED, "startedAt": started, "finishedAt": finished, "reason": f"ExitCode{code}"}
+            return {**out, **_result(work)}
         if (work / "cancelled").exists():
             return {"state": FAILED, "startedAt": started, "reason": "Cancelled"}
         pid = _read_pid(work)
@@ -113,6 +117,20 @@ class LocalProvider:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=5)
+
+
+def _result(work: Path) -> dict[str, Any]:
+    """The fields of `<work>/result.json` the operator records (none if the command wrote none)."""
+    from foundry.agents.result import MAX_BYTES, RESULT_FIELDS, parse_result
+
+    path = work / "result.json"
+    if not path.exists():
+        return {}
+    with open(path, "rb") as fh:
+        result = parse_result(fh.read(MAX_BYTES + 1))
+    if "error" in result:
+        return {"outcome": "failed", "reason": f"result.json: {result['error']}"}
+    return {k: result[k] for k in RESULT_FIELDS if k in result}
 
 
 def utc_iso_from_mtime(path: Path) -> str:

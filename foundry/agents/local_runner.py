@@ -18,7 +18,9 @@ def main(argv: list[str]) -> int:
         print("usage: python -m foundry.agents.local_runner <workdir> <command...>", file=sys.stderr)
         return 2
     workdir = Path(argv[0])
-    env = dict(os.environ, FOUNDRY_JOB_INPUT=str(workdir / "input.json"))
+    # The result JSON of docs/agent-contract.md goes to a file here, not /dev/termination-log.
+    env = dict(os.environ, FOUNDRY_JOB_INPUT=str(workdir / "input.json"),
+               FOUNDRY_RESULT_PATH=str(workdir / "result.json"))
     with open(workdir / "agent.log", "ab") as log:
         try:
             code = subprocess.call(argv[1:], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -38,6 +38,20 @@ def _approver_line(a: Approver | str) -> str:
     return f"- {_inline(a.name)}{roles}"
 
 
+def plan_text(issue_key: str, plan: Mapping[str, Any]) -> str:
+    """The plan as the approvers read it in the approval request, and as the
+    agent is told it (job input `planText`): one function, so they cannot differ."""
+    files = plan.get("files") or []
+    return "\n\n".join([
+        f"### Foundry plan for {_inline(issue_key)}",
+        f"**Goal:** {_inline(plan.get('goal') or '')}",
+        "**Steps**\n" + "\n".join(f"{i}. {_inline(s)}" for i, s in enumerate(plan.get("steps") or [], 1)),
+        "**Files likely touched**\n" + ("\n".join(f"- {_code(f)}" for f in files) if files else "_not named in the ticket_"),
+        "**Tests to add**\n" + _bullets(plan.get("tests") or []),
+        "**Out of scope**\n" + _bullets(plan.get("outOfScope") or []),
+    ])
+
+
 def approval_request(
     issue_key: str,
     plan: Mapping[str, Any],
@@ -46,14 +60,8 @@ def approval_request(
     required: int,
 ) -> str:
     """The plan, the risk areas and who may approve, with how to approve."""
-    files = plan.get("files") or []
     parts = [
-        f"### Foundry plan for {_inline(issue_key)}",
-        f"**Goal:** {_inline(plan.get('goal') or '')}",
-        "**Steps**\n" + "\n".join(f"{i}. {_inline(s)}" for i, s in enumerate(plan.get("steps") or [], 1)),
-        "**Files likely touched**\n" + ("\n".join(f"- {_code(f)}" for f in files) if files else "_not named in the ticket_"),
-        "**Tests to add**\n" + _bullets(plan.get("tests") or []),
-        "**Out of scope**\n" + _bullets(plan.get("outOfScope") or []),
+        plan_text(issue_key, plan),
         "**Risk areas:** " + (", ".join(areas) if areas else "none detected"),
     ]
     who = "\n".join(_approver_line(a) for a in approvers) if approvers else (

@@ -14,7 +14,9 @@ Rules in one place:
   source (a Kubernetes user and a Linear email of the same person count once).
 - *Caps*: attempt n is allowed when n - 1 <= retry_cap (retries after the
   first) and n <= budget_cap (attempts in total), and when the attempts already
-  used leave budget for one more.
+  used leave budget for one more: fewer attempts than budget_cap, and less
+  spent (cost and tokens summed from the attempts' results) than
+  policy.budget_usd / policy.budget_tokens when those are set.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from foundry.config import Approver, FoundryConfig
-from foundry.domain.globs import first_match, glob_match
+from foundry.domain.globs import glob_match
 from foundry.domain.risk import areas_from_paths
 
 OK = "ok"
@@ -160,8 +162,26 @@ def tally_approvals(cfg: FoundryConfig, decisions: Sequence[Mapping[str, Any]], 
 # ---------------------------------------------------------------- the dispatch gate
 
 
-def attempt_allowed(cfg: FoundryConfig, attempt: int, budget_used: float = 0) -> Verdict:
-    """Whether agent attempt `attempt` fits the retry and budget caps (see module doc)."""
+def spend_exceeded(cfg: FoundryConfig, spent: Mapping[str, Any] | None) -> str | None:
+    """Why the run's spend (status.agent.budgetUsed: costUsd, tokens {input, output}) leaves
+    no room for another attempt under policy.budget_usd / budget_tokens; None when it does."""
+    if not isinstance(spent, Mapping):
+        return None
+    p = cfg.policy
+    cost = float(spent.get("costUsd") or 0)
+    tokens = spent.get("tokens") if isinstance(spent.get("tokens"), Mapping) else {}
+    used = int(tokens.get("input") or 0) + int(tokens.get("output") or 0)
+    if p.budget_usd is not None and cost >= p.budget_usd:
+        return f"budget cap reached: ${cost:.4f} spent of ${p.budget_usd:.2f}"
+    if p.budget_tokens is not None and used >= p.budget_tokens:
+        return f"budget cap reached: {used} tokens used of {p.budget_tokens}"
+    return None
+
+
+def attempt_allowed(cfg: FoundryConfig, attempt: int, budget_used: float = 0,
+                    spent: Mapping[str, Any] | None = None) -> Verdict:
+    """Whether agent attempt `attempt` fits the retry and budget caps (see module doc);
+    `spent` is what earlier attempts cost (status.agent.budgetUsed)."""
     p = cfg.policy
     if attempt < 1:
         return Verdict(False, f"attempt must be at least 1, got {attempt}")
@@ -170,6 +190,9 @@ def attempt_allowed(cfg: FoundryConfig, attempt: int, budget_used: float = 0) ->
     if attempt > p.budget_cap or budget_used + 1 > p.budget_cap:
         used = max(attempt - 1, int(budget_used))
         return Verdict(False, f"budget cap reached: {used} agent attempt(s) used of {p.budget_cap}")
+    over = spend_exceeded(cfg, spent)
+    if over is not None:
+        return Verdict(False, over)
     return Verdict(True, f"attempt {attempt} within caps (retry cap {p.retry_cap}, budget cap {p.budget_cap})")
 
 
@@ -182,6 +205,7 @@ def gate(
     risk_areas: Iterable[str],
     attempt: int,
     budget_used: float = 0,
+    spent: Mapping[str, Any] | None = None,
 ) -> Verdict:
     """May agent attempt `attempt` start? Every condition must hold; the first failing one is the reason."""
     if not approved:
@@ -195,7 +219,7 @@ def gate(
     forbidden = [a for a in risk_areas if a in cfg.policy.forbidden_risks]
     if forbidden:
         return Verdict(False, f"risk area(s) {', '.join(forbidden)} are forbidden by policy")
-    return attempt_allowed(cfg, attempt, budget_used)
+    return attempt_allowed(cfg, attempt, budget_used, spent)
 
 
 # ---------------------------------------------------------------- the diff check
@@ -246,27 +270,38 @@ def check_diff(
     files: Sequence[str],
     plan: Mapping[str, Any] | Sequence[str] | None = None,
     approved_areas: Iterable[str] = (),
+    *,
+    changes: Sequence[Mapping[str, Any]] | None = None,
 ) -> DiffVerdict:
     """Judge a pull request's changed files against policy and the approved plan.
 
     `plan` is status.plan (its `files` bound the scope) or just the planned
-    file list; `approved_areas` are the run's risk areas the approval covered.
-    blocked: a file matches policy.forbidden_paths, or the diff touches a
+    file list; `approved_areas` are the run's risk areas the approval covered;
+    `changes` are GitHub's file entries (status, previous_filename, additions,
+    deletions) when known, so the runner's pre-push rules
+    (foundry.domain.changes) apply again here, renames and deletions included.
+    blocked: a path (or a rename's old path) matches policy.forbidden_paths, a
+    workflow file changes without policy.allow_workflows, or the diff touches a
     forbidden risk area. review_required: the diff touches a risk area the
-    approval did not cover, changes more than max_changed_files, or changes
-    files outside a plan that named files. Otherwise ok.
+    approval did not cover, changes more than max_changed_files files or
+    max_changed_lines lines, or changes files outside a plan that named files.
+    Otherwise ok.
     """
+    from foundry.domain import changes as rules
+
     if isinstance(plan, Mapping):
         planned_files: Sequence[str] = list(plan.get("files") or [])
     else:
         planned_files = list(plan or [])
     p = cfg.policy
-    areas = areas_from_paths(files, cfg)
-    blocked: list[str] = []
-    for path in files:
-        pattern = first_match(path, p.forbidden_paths)
-        if pattern is not None:
-            blocked.append(f"{path} matches forbidden path {pattern}")
+    items = rules.from_github_files(changes) if changes else [rules.Change(path=f) for f in files]
+    touched = list(dict.fromkeys(path for c in items for path in c.paths))
+    areas = areas_from_paths(touched, cfg)
+    verdict = rules.check_changes(items, rules.Constraints(
+        forbidden_paths=p.forbidden_paths, max_changed_files=p.max_changed_files,
+        max_changed_lines=p.max_changed_lines if changes else None, allow_workflows=p.allow_workflows))
+    sticky = (rules.RULE_FORBIDDEN, rules.RULE_WORKFLOW)
+    blocked = [v.message for v in verdict.violations if v.rule in sticky]
     forbidden_areas = [a for a in areas if a in p.forbidden_risks]
     if forbidden_areas:
         blocked.append(f"the change touches forbidden risk area(s) {', '.join(forbidden_areas)}")
@@ -278,10 +313,9 @@ def check_diff(
     unapproved = [a for a in areas if a not in approved]
     if unapproved:
         review.append(f"the change touches {', '.join(unapproved)}, which the approval did not cover")
-    if len(files) > p.max_changed_files:
-        review.append(f"{len(files)} files changed, more than the limit of {p.max_changed_files}")
+    review.extend(v.message for v in verdict.violations if v.rule not in sticky)
     if planned_files:
-        outside = [f for f in files if not _planned(f, planned_files)]
+        outside = [c.path for c in items if not _planned(c.path, planned_files)]
         if outside:
             shown = ", ".join(outside[:5]) + (f" and {len(outside) - 5} more" if len(outside) > 5 else "")
             review.append(f"files outside the plan: {shown}")

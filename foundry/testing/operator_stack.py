@@ -74,6 +74,7 @@ class OperatorStack:
     def open(cls, api: client.ApiClient, engine: Any, namespace: str,
              config: dict[str, Any] | None = None) -> Iterator["OperatorStack"]:
         from foundry.agents import make_provider
+        from foundry.agents.credentials import StaticTokenSource
         from foundry.config import parse_config
         from foundry.connectors.github import GitHubClient
         from foundry.connectors.linear import LinearClient
@@ -91,7 +92,9 @@ class OperatorStack:
             github.add_repo(REPO, files=dict(APP_FILES))
             # Few, quick retries: an outage test should not sit in backoff for minutes.
             retry = RetryPolicy(max_attempts=2, base_delay=0.05, max_delay=0.2)
-            deps = Deps(api=api, engine=engine, config=cfg, agents=make_provider(cfg, api),
+            # The agent's push token: the stand-in's static token (the App flow has its own tests).
+            tokens = StaticTokenSource(github.token)
+            deps = Deps(api=api, engine=engine, config=cfg, agents=make_provider(cfg, api, tokens),
                         linear=LinearClient(linear.api_key, url=linear.graphql_url, retry=retry),
                         github=GitHubClient(github.token, base_url=github.url, retry=retry))
             try:

@@ -1,10 +1,14 @@
 """AgentRunning: the agent works on the branch; GitHub tells us when it has.
 
 A PR whose head is new (not a SHA we are remediating) is judged like any PR.
-Without one: a failed attempt is retried within the caps, else
-ExecutionFailed; a finished attempt that leaves no new commit within the
-timeout is ExecutionFailed. Either way the ticket gets the one "blocked"
-comment that says why: nothing else will happen on it without a human.
+Without one, the attempt's result (its pod's termination message) decides:
+`refused` (the change broke policy before push) → Blocked; `failed` or
+`no-changes`, or a Job that failed without a result, → retried within the
+caps, else ExecutionFailed with the reason; a pod the cluster refused
+(admission) → ExecutionFailed at once, since a retry would be refused too; a
+finished attempt that leaves no new commit within the timeout →
+ExecutionFailed. Each ending gets the one "blocked" comment that says why:
+nothing else will happen on it without a human.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ from typing import TYPE_CHECKING
 
 from foundry.domain import comments as texts
 from foundry.domain.phases import Phase
-from foundry.operator.reconcile import agentio, comments, pr
+from foundry.agents.base import POD_REFUSED
+from foundry.operator.reconcile import agentio, comments, feedback, pr
 from foundry.operator.reconcile.dispatch import gate
 from foundry.operator.reconcile.outcome import Outcome, Stay, Transition
-from foundry.operator.reconcile.prtruth import fetch
+from foundry.operator.reconcile.prtruth import PRTruth, fetch
 from foundry.operator.reconcile.view import RunView
 
 if TYPE_CHECKING:
@@ -38,16 +43,28 @@ def watch_agent(deps: "Deps", run: RunView) -> Outcome:
     if job is None:  # not recorded (cannot normally happen): ask the provider
         job = {**_current(run), **agentio.state(deps, run, run.attempt)}
         jobs = agentio.with_job(jobs, job)
-    if job["state"] in ("failed", "missing"):  # missing: the Job was deleted under us
+    if job.get("reason") == POD_REFUSED:
+        # The same pod would be refused again: no retry. Deleting the Job stops the controller's attempts.
+        agentio.cancel(deps, run)
+        message = f"attempt {run.attempt}: the agent pod was refused by the cluster: {job.get('message') or ''}"
+        return _failed(deps, run, "AgentPodRefused", message.rstrip(": "),
+                       {**base, "agent": agentio.agent_status(run.agent, jobs)})
+    if job.get("outcome") == "refused":
+        why = f"attempt {run.attempt} was refused before push: {job.get('reason') or 'policy'}"
+        status = {**base, "agent": agentio.agent_status(run.agent, jobs)}
+        status["comments"] = comments.post(deps, run, "blocked", texts.blocked(run.issue_key, why))
+        return Transition(Phase.BLOCKED, "ChangeRefused", why, status=status, warning=True)
+    if job["state"] in ("failed", "missing") or job.get("outcome") in ("failed", "no-changes"):
+        why = _why(run.attempt, job)
         nxt = run.attempt + 1
         verdict = gate(deps, run, nxt)
         if not verdict.allowed:
-            return _failed(deps, run, "AgentFailed", f"attempt {run.attempt} failed; {verdict.reason}",
-                           {**base, "agent": {**run.agent, "jobs": jobs}})
-        record = agentio.start(deps, run, nxt)
-        agent = {**run.agent, "attempt": nxt, "jobs": agentio.with_job(jobs, record)}
-        return Stay(status={**base, "agent": agent}, audit="agent-retry",
-                    audit_detail={"failed_attempt": run.attempt, "attempt": nxt})
+            return _failed(deps, run, "AgentFailed", f"{why}; {verdict.reason}",
+                           {**base, "agent": agentio.agent_status(run.agent, jobs)})
+        record = agentio.start(deps, run, nxt, **_remediation(deps, run, truth))
+        agent = agentio.agent_status(run.agent, agentio.with_job(jobs, record), attempt=nxt)
+        return Stay(status={**base, "agent": agent, "message": f"{why}; retrying as attempt {nxt}"},
+                    audit="agent-retry", audit_detail={"failed_attempt": run.attempt, "attempt": nxt, "why": why})
     if job["state"] == "succeeded":
         finished = job.get("finishedAt")
         limit = timedelta(seconds=deps.config.timeouts.pr_wait_seconds)
@@ -56,8 +73,29 @@ def watch_agent(deps: "Deps", run: RunView) -> Outcome:
                            f"{run.branch} within {int(limit.total_seconds())}s", base)
     if jobs != run.jobs or base.get("pr") not in (None, run.pr):
         base.pop("agent", None)
-        return Stay(status={**base, "agent": {**run.agent, "jobs": jobs}})
+        return Stay(status={**base, "agent": agentio.agent_status(run.agent, jobs)})
     return Stay()
+
+
+def _why(attempt: int, job: dict) -> str:
+    """One line on how an attempt ended, from its result (or its Job when it left none)."""
+    reason = job.get("reason") or job.get("message")
+    if job.get("state") == "missing":
+        return f"attempt {attempt}'s Job disappeared"
+    verb = "made no changes" if job.get("outcome") == "no-changes" else "failed"
+    return f"attempt {attempt} {verb}: {reason}" if reason else f"attempt {attempt} {verb}"
+
+
+def _remediation(deps: "Deps", run: RunView, truth: PRTruth | None) -> dict:
+    """A retry on a branch that already has a PR works on that PR, told what fails on it."""
+    if truth is None:
+        return {}
+    failing = truth.checks == "failure" or truth.review == "changes_requested"
+    if not failing:
+        return {"pr_number": truth.number}
+    reason = "CI failed" if truth.checks == "failure" else "changes requested"
+    repo = deps.config.repositories[run.status["repo"]].github
+    return {"pr_number": truth.number, "feedback": feedback.gather(deps, repo, truth, reason)}
 
 
 def _failed(deps: "Deps", run: RunView, reason: str, message: str, status: dict) -> Transition:

@@ -8,40 +8,39 @@ write that records it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from foundry.agents.result import totals
 from foundry.operator.errors import RetryLater
 from foundry.operator.faults import crash_point
+from foundry.operator.reconcile import jobinput
 from foundry.operator.reconcile.view import RunView
 
 if TYPE_CHECKING:
     from foundry.operator.deps import Deps
 
 
-def job_input(deps: "Deps", run: RunView, attempt: int, *, feedback: str | None = None) -> dict[str, Any]:
-    repo_name = run.status["repo"]
-    repo = deps.config.repositories[repo_name]
-    return {
-        "run": run.name,
-        "issue": run.issue_key,
-        "attempt": attempt,
-        "repo": repo.github,
-        "baseBranch": repo.base_branch,
-        "branch": run.branch,
-        "plan": run.status.get("plan") or {},
-        "instructions": run.ticket.get("description") or "",
-        "constraints": {
-            "forbiddenPaths": list(deps.config.policy.forbidden_paths),
-            "maxChangedFiles": deps.config.policy.max_changed_files,
-        },
-        **({"feedback": feedback} if feedback else {}),
-    }
+def api_url(deps: "Deps") -> str:
+    """The GitHub API the operator itself uses (FOUNDRY_GITHUB_URL over github.api_url); the agent gets the same."""
+    return str(getattr(deps.github, "base_url", None) or deps.config.github.api_url)
 
 
-def start(deps: "Deps", run: RunView, attempt: int, *, feedback: str | None = None) -> dict[str, Any]:
+def job_input(deps: "Deps", run: RunView, attempt: int, *, pr_number: int | None = None,
+              feedback: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """input.json version 2 for attempt `attempt` (foundry.operator.reconcile.jobinput)."""
+    repo = deps.config.repositories[run.status["repo"]]
+    return jobinput.build(deps.config, run=run.name, issue_key=run.issue_key, attempt=attempt, repo=repo,
+                          branch=run.branch, api_url=api_url(deps), ticket=run.ticket,
+                          plan=run.status.get("plan") or {}, pr_number=pr_number, feedback=feedback)
+
+
+def start(deps: "Deps", run: RunView, attempt: int, *, pr_number: int | None = None,
+          feedback: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Start (or adopt) attempt `attempt`; returns the job record for status.agent.jobs."""
     try:
-        record = deps.agents.dispatch(run.body, attempt, job_input(deps, run, attempt, feedback=feedback))
+        record = deps.agents.dispatch(run.body, attempt,
+                                      job_input(deps, run, attempt, pr_number=pr_number, feedback=feedback))
     except RetryLater:
         raise
     except ConnectionError as err:
@@ -94,6 +93,14 @@ def end_attempt(deps: "Deps", run: RunView) -> list[dict[str, Any]]:
         cancel(deps, run)  # started but never recorded (a crash in between): it may be at work
         return jobs
     return cancel_running(deps, run, jobs)
+
+
+def agent_status(agent: Mapping[str, Any], jobs: list[dict[str, Any]], **changes: Any) -> dict[str, Any]:
+    """status.agent with `jobs`, and budgetUsed summed from their results (tokens and cost)."""
+    out = {**agent, **changes, "jobs": jobs}
+    if any("tokens" in j or "costUsd" in j for j in jobs) or "budgetUsed" in agent:
+        out["budgetUsed"] = totals(jobs)
+    return out
 
 
 def with_job(jobs: list[dict[str, Any]], record: dict[str, Any]) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ def gate(deps: "Deps", run: RunView, next_attempt: int):
         repo=run.status.get("repo"),
         risk_areas=list(run.status.get("riskAreas") or []),
         attempt=next_attempt,
-        budget_used=float(run.agent.get("budgetUsed") or 0.0),
+        spent=run.agent.get("budgetUsed"),
     )
 
 
@@ -34,7 +34,6 @@ def dispatch(deps: "Deps", run: RunView) -> Outcome:
     if not verdict.allowed:
         return Transition(Phase.BLOCKED, "PolicyDenied", verdict.reason, warning=True)
     record = agentio.start(deps, run, attempt)
-    agent = run.agent
-    agent.update({"attempt": attempt, "jobs": agentio.with_job(run.jobs, record)})
+    agent = agentio.agent_status(run.agent, agentio.with_job(run.jobs, record), attempt=attempt)
     return Transition(Phase.AGENT_RUNNING, "AgentStarted", f"attempt {attempt}: {record.get('name')}",
                       status={"agent": agent, "pr": {"branch": run.branch}})

@@ -2,11 +2,13 @@
 exists). GitHub is the truth; every decision is made on a fresh read.
 
 - merged → Complete; closed unmerged → Closed;
-- every new head SHA: the diff check (forbidden path → Blocked, sticky; risky
-  area not approved, too many files, files outside the plan → ReviewRequired);
+- every new head SHA: the diff check (a forbidden path, also as a rename's old
+  path or a deletion, or a workflow file → Blocked, sticky; risky area not
+  approved, too many files or lines, files outside the plan → ReviewRequired);
 - CI failed or changes requested → a new agent attempt on the same branch,
   keyed by the failing head SHA (the same failure seen twice makes one retry),
-  within the retry and budget caps, else ReviewRequired.
+  within the retry and budget caps, else ReviewRequired. The attempt is told
+  what fails (foundry.operator.reconcile.feedback).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING
 from foundry.domain import comments as texts
 from foundry.domain import policy
 from foundry.domain.phases import Phase
-from foundry.operator.reconcile import agentio, comments
+from foundry.operator.reconcile import agentio, comments, feedback
 from foundry.operator.reconcile.dispatch import gate
 from foundry.operator.reconcile.outcome import Outcome, Stay, Transition
 from foundry.operator.reconcile.prtruth import PRTruth, fetch
@@ -34,7 +36,7 @@ def synced(deps: "Deps", run: RunView, truth: PRTruth | None) -> dict:
         status["pr"] = truth.status(run.branch)
     jobs = agentio.refreshed_jobs(deps, run)
     if jobs != run.jobs:
-        status["agent"] = {**run.agent, "jobs": jobs}
+        status["agent"] = agentio.agent_status(run.agent, jobs)
     return status
 
 
@@ -57,14 +59,14 @@ def _stop_agent(deps: "Deps", run: RunView, base: dict) -> None:
     agent = base.get("agent", run.agent)
     jobs = agentio.cancel_running(deps, run, agent.get("jobs") or [])
     if jobs != (agent.get("jobs") or []):
-        base["agent"] = {**agent, "jobs": jobs}
+        base["agent"] = agentio.agent_status(agent, jobs)
 
 
 def judge(deps: "Deps", run: RunView, truth: PRTruth) -> Outcome:
     """Decide on an open PR whose head is not being remediated."""
     base = synced(deps, run, truth)
     verdict = policy.check_diff(deps.config, list(truth.files), run.status.get("plan") or {},
-                                list(run.status.get("riskAreas") or []))
+                                list(run.status.get("riskAreas") or []), changes=truth.changes)
     if verdict.kind == "blocked":
         _stop_agent(deps, run, base)
         base["comments"] = comments.post(deps, run, "blocked", texts.blocked(run.issue_key, verdict.reason))
@@ -98,9 +100,10 @@ def remediate(deps: "Deps", run: RunView, truth: PRTruth, base: dict) -> Outcome
         return _stay_or_move(run, Phase.REVIEW_REQUIRED, cap, f"{why}; {verdict.reason}", base)
     # One agent on the branch at a time: the new attempt replaces a running one.
     jobs = agentio.cancel_running(deps, run, base.get("agent", run.agent).get("jobs") or [])
-    record = agentio.start(deps, run, attempt, feedback=f"{why} on {truth.head_sha}")
-    agent = run.agent
-    agent.update({"attempt": attempt, "jobs": agentio.with_job(jobs, record)})
+    repo = deps.config.repositories[run.status["repo"]].github
+    record = agentio.start(deps, run, attempt, pr_number=truth.number,
+                           feedback=feedback.gather(deps, repo, truth, why))
+    agent = agentio.agent_status(run.agent, agentio.with_job(jobs, record), attempt=attempt)
     base.update({"agent": agent, "remediations": {**run.remediations, truth.head_sha: attempt}})
     return Transition(Phase.AGENT_RUNNING, "Remediating", f"{why} on {truth.head_sha[:12]}: attempt {attempt}",
                       status=base)

@@ -3,6 +3,7 @@ and summarised into plain values. `summarise_*` are pure."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,13 +24,16 @@ class PRTruth:
     files: tuple[str, ...]
     checks: str  # none | pending | success | failure
     review: str  # none | approved | changes_requested
+    # GitHub's file entries (filename, status, previous_filename, additions, deletions), for the policy check.
+    changes: tuple[Mapping[str, Any], ...] = ()
 
     def status(self, branch: str) -> dict[str, Any]:
         return {"number": self.number, "url": self.url, "branch": branch, "headSha": self.head_sha,
                 "state": self.state, "merged": self.merged, "checks": self.checks, "review": self.review}
 
 
-_FAILED = {"failure", "timed_out", "cancelled", "action_required", "startup_failure"}
+_FILE_FIELDS = ("filename", "status", "previous_filename", "additions", "deletions")
+FAILED_CONCLUSIONS = frozenset({"failure", "timed_out", "cancelled", "action_required", "startup_failure"})
 
 
 def summarise_checks(check_runs: list[dict[str, Any]]) -> str:
@@ -43,7 +47,7 @@ def summarise_checks(check_runs: list[dict[str, Any]]) -> str:
             latest[name] = cr
     if any(c.get("status") != "completed" for c in latest.values()):
         return "pending"
-    if any(c.get("conclusion") in _FAILED for c in latest.values()):
+    if any(c.get("conclusion") in FAILED_CONCLUSIONS for c in latest.values()):
         return "failure"
     return "success"
 
@@ -73,8 +77,10 @@ def fetch(deps: "Deps", run: RunView) -> PRTruth | None:
             return None
         number = int(pull["number"])
         head = pull["head"]["sha"]
-        files = tuple(f["filename"] for f in deps.github.list_pull_files(repo, number))
+        changes = tuple({k: f[k] for k in _FILE_FIELDS if k in f} for f in deps.github.list_pull_files(repo, number))
+        files = tuple(str(f["filename"]) for f in changes)
         checks = summarise_checks(deps.github.list_check_runs(repo, head))
         review = summarise_reviews(deps.github.list_reviews(repo, number), head)
     merged = bool(pull.get("merged") or pull.get("merged_at"))
-    return PRTruth(number, pull.get("html_url", ""), head, pull.get("state", "open"), merged, files, checks, review)
+    return PRTruth(number, pull.get("html_url", ""), head, pull.get("state", "open"), merged, files, checks, review,
+                   changes)

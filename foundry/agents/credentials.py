@@ -1,0 +1,75 @@
+"""Where the push credential of an attempt comes from.
+
+The job provider puts one token per attempt in Secret `<run>-a<n>-github`
+(owned by the Job, mounted only into the pod's `prepare` and `publish` steps).
+In production the token is a GitHub App installation token limited to the one
+repository with contents:write and pull_requests:write
+(foundry.connectors.github_app); for development the operator's static token
+(FOUNDRY_GITHUB_TOKEN) stands in. A token never goes into the job input, a
+log line, an Event or an exception message.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+ENV_STATIC_TOKEN = "FOUNDRY_GITHUB_TOKEN"
+
+
+@dataclass(frozen=True)
+class PushToken:
+    token: str = field(repr=False)  # never in a repr, so never in a log by accident
+    expires_at: datetime | None = None  # None: does not expire (a static token)
+
+    def expires_iso(self) -> str | None:
+        if self.expires_at is None:
+            return None
+        return self.expires_at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class TokenSource(Protocol):
+    def push_token(self, repo: str) -> PushToken:
+        """A token that may push to `repo` (owner/name) and open its pull requests."""
+        ...  # pragma: no cover - protocol
+
+
+class CredentialError(RuntimeError):
+    """No push credential can be had; the message says what to configure (never a token)."""
+
+
+@dataclass(frozen=True)
+class StaticTokenSource:
+    """The development fallback: the same token for every repository, no expiry."""
+
+    token: str = field(repr=False)
+
+    def push_token(self, repo: str) -> PushToken:
+        if not self.token:
+            raise CredentialError("no GitHub token for the agent: configure the GitHub App or set "
+                                  f"{ENV_STATIC_TOKEN}")
+        return PushToken(self.token)
+
+    @classmethod
+    def from_env(cls) -> "StaticTokenSource":
+        return cls(os.environ.get(ENV_STATIC_TOKEN, "").strip())
+
+
+class AppTokenSource:
+    """Repo-scoped installation tokens from the GitHub App client (foundry.connectors.github_app).
+
+    `app` is anything with `repo_token(repo)` returning an object (or dict)
+    with `token` and `expires_at` (a datetime or GitHub's ISO text)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def push_token(self, repo: str) -> PushToken:
+        issued = self.app.repo_token(repo)
+        token = issued["token"] if isinstance(issued, dict) else issued.token
+        expires = issued.get("expires_at") if isinstance(issued, dict) else getattr(issued, "expires_at", None)
+        if isinstance(expires, str):
+            expires = datetime.fromisoformat(expires.replace("Z", "+00:00"))
+        return PushToken(token, expires)
