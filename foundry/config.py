@@ -167,6 +167,17 @@ class GitHubSettings:
     # Where the agent clones and pushes: None derives it from api_url
     # (api.github.com → https://github.com, https://host/api/v3 → https://host, else api_url itself).
     git_url: str | None = None
+    # GitHub App authentication (foundry.connectors.github_app). Unset: the static token in
+    # $FOUNDRY_GITHUB_TOKEN (development). Set: app_id, installation_id and exactly one of
+    # private_key_file (a mounted Secret) / private_key_env (the PEM in that variable).
+    app_id: int | None = None
+    installation_id: int | None = None
+    private_key_file: str | None = None
+    private_key_env: str | None = None
+
+    @property
+    def uses_app(self) -> bool:
+        return self.app_id is not None
 
 
 @dataclass(frozen=True)
@@ -444,9 +455,22 @@ def _linear(o: "_Obj") -> LinearSettings:
 
 
 def _github(o: "_Obj") -> GitHubSettings:
-    s = GitHubSettings(api_url=o.str("api_url", GitHubSettings().api_url), git_url=o.opt_str("git_url"))
+    s = GitHubSettings(api_url=o.str("api_url", GitHubSettings().api_url), git_url=o.opt_str("git_url"),
+                       app_id=o.opt_int("app_id", minimum=1), installation_id=o.opt_int("installation_id", minimum=1),
+                       private_key_file=o.opt_str("private_key_file"), private_key_env=o.opt_str("private_key_env"))
     if s.git_url is not None and not re.match(r"^https?://[^\s/]+", s.git_url):
         raise ConfigError(f"{o.at('git_url')}: expected an http(s) URL, got {s.git_url!r}")
+    if (s.app_id is None) != (s.installation_id is None):
+        have, lack = ("app_id", "installation_id") if s.installation_id is None else ("installation_id", "app_id")
+        raise ConfigError(f"{o.at(lack)}: required with {have} (a GitHub App needs both)")
+    keys = [k for k in ("private_key_file", "private_key_env") if getattr(s, k) is not None]
+    if s.app_id is not None and len(keys) != 1:
+        raise ConfigError(f"{o.at('private_key_file')}: a GitHub App needs exactly one of private_key_file or "
+                          f"private_key_env, got {keys or 'neither'}")
+    if s.app_id is None and keys:
+        raise ConfigError(f"{o.at(keys[0])}: only meaningful with app_id and installation_id")
+    if s.private_key_env is not None and not _ENV_NAME.match(s.private_key_env):
+        raise ConfigError(f"{o.at('private_key_env')}: not an environment variable name: {s.private_key_env!r}")
     o.done()
     return s
 

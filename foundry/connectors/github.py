@@ -1,8 +1,15 @@
 """GitHub REST client: pull requests, their files, checks and reviews.
 
-Reads only; GitHub is the truth for PR state. Every GET is conditional when we
-have an ETag for the URL: a 304 answer costs no rate limit and we reuse the
-body we kept.
+The operator only reads (GitHub is the truth for PR state); the agent runner
+also opens and updates its pull request. Every GET is conditional when we have
+an ETag for the URL: a 304 answer costs no rate limit and we reuse the body we
+kept.
+
+The token is a string (a static token, or an installation token minted for one
+attempt) or a callable returning the current one (the operator's refreshing
+installation token, foundry.connectors.github_app.token_source): it is asked
+for on every request, and after a 401 the callable's `invalidate` (if any) is
+called and the request is sent once more with a fresh token.
 """
 
 from __future__ import annotations
@@ -38,10 +45,31 @@ class _Cached:
     link: str | None
 
 
+class PullRequestExists(BadResponse):
+    """GitHub refused to open a pull request: one is already open for that head branch."""
+
+
+class _TokenAuth(httpx.Auth):
+    """Authorization from a token callable, asked again (once) after a 401."""
+
+    def __init__(self, source: Callable[[], str]) -> None:
+        self._source = source
+
+    def auth_flow(self, request: httpx.Request):  # type: ignore[no-untyped-def]
+        token = self._source()
+        request.headers["Authorization"] = f"Bearer {token}"
+        response = yield request
+        invalidate = getattr(self._source, "invalidate", None)
+        if response.status_code == 401 and invalidate is not None:
+            invalidate(token)
+            request.headers["Authorization"] = f"Bearer {self._source()}"
+            yield request
+
+
 class GitHubClient:
     def __init__(
         self,
-        token: str,
+        token: str | Callable[[], str],
         *,
         base_url: str = DEFAULT_URL,
         timeout: float = 10.0,
@@ -59,16 +87,15 @@ class GitHubClient:
         self.per_page = per_page
         self._sleep = sleep
         self._clock = clock
-        self._http = httpx.Client(
-            timeout=timeout,
-            transport=transport,
-            headers={
-                "Authorization": f"Bearer {token}",
-                "Accept": "application/vnd.github+json",
-                "X-GitHub-Api-Version": API_VERSION,
-                "User-Agent": "foundry",
-            },
-        )
+        headers = {
+            "Accept": "application/vnd.github+json",
+            "X-GitHub-Api-Version": API_VERSION,
+            "User-Agent": "foundry",
+        }
+        if isinstance(token, str):
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(timeout=timeout, transport=transport, headers=headers,
+                                  auth=None if isinstance(token, str) else _TokenAuth(token))
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -121,6 +148,72 @@ class GitHubClient:
         open_ = [p for p in pulls if p.get("state") == "open"]
         return max(open_ or pulls, key=lambda p: p["number"])
 
+    def get_check_run(self, repo: str, check_run_id: int) -> dict[str, Any]:
+        target = _id_target(repo, "check run", check_run_id)
+        body, _ = self._get("get_check_run", target, f"/repos/{repo}/check-runs/{int(check_run_id)}")
+        return body
+
+    def list_check_run_annotations(self, repo: str, check_run_id: int) -> list[dict[str, Any]]:
+        """A check run's annotations: path, start_line, end_line, annotation_level, title, message, raw_details."""
+        target = _id_target(repo, "check run", check_run_id)
+        return self._get_all("list_check_run_annotations", target,
+                             f"/repos/{repo}/check-runs/{int(check_run_id)}/annotations")
+
+    def list_review_comments(self, repo: str, number: int) -> list[dict[str, Any]]:
+        """Every review comment on the PR's diff: path, line, body, user.login, pull_request_review_id."""
+        target = _pr_target(repo, number)
+        return self._get_all("list_review_comments", target, f"/repos/{repo}/pulls/{int(number)}/comments")
+
+    def list_comments_for_review(self, repo: str, number: int, review_id: int) -> list[dict[str, Any]]:
+        """The comments of one review (what a changes-requested review asked for, line by line)."""
+        target = _pr_target(repo, number)
+        _id_target(repo, "review", review_id)
+        return self._get_all("list_comments_for_review", target,
+                             f"/repos/{repo}/pulls/{int(number)}/reviews/{int(review_id)}/comments")
+
+    # -- writes (the runner's) ---------------------------------------------------
+
+    def create_pull(self, repo: str, *, head: str, base: str, title: str, body: str = "",
+                    draft: bool = True) -> dict[str, Any]:
+        """Open a pull request from branch `head` into `base`. PullRequestExists when one is open
+        for `head` already. Not retried after the request may have reached GitHub (a second
+        create would meet PullRequestExists; open_or_update_pull handles that)."""
+        _check_repo(repo)
+        _check_branch(head)
+        _check_branch(base)
+        if not title:
+            raise ValueError("a pull request needs a title")
+        payload = {"title": title, "head": head, "base": base, "body": body, "draft": bool(draft)}
+        return self._write("create_pull", f"{repo}:{head}", "POST", f"/repos/{repo}/pulls", payload,
+                           expect=201, retry_if=lambda e: e.retryable and not e.maybe_applied)
+
+    def update_pull(self, repo: str, number: int, *, title: str | None = None, body: str | None = None,
+                    state: str | None = None, base: str | None = None) -> dict[str, Any]:
+        """Change a pull request's title, body, state (open|closed) or base; only what is given."""
+        target = _pr_target(repo, number)
+        if state is not None and state not in ("open", "closed"):
+            raise ValueError(f"state must be open or closed, got {state!r}")
+        payload = {k: v for k, v in (("title", title), ("body", body), ("state", state), ("base", base))
+                   if v is not None}
+        # Setting fields to values is idempotent: every retryable failure is retried.
+        return self._write("update_pull", target, "PATCH", f"/repos/{repo}/pulls/{int(number)}", payload,
+                           expect=200, retry_if=lambda e: e.retryable)
+
+    def open_or_update_pull(self, repo: str, *, head: str, base: str, title: str, body: str = "",
+                            draft: bool = True) -> tuple[dict[str, Any], bool]:
+        """(pull request, created): the open PR for `head` gets `title` and `body`, else a new one
+        is opened (a draft by default). Safe to repeat and to race with another caller."""
+        existing = self.find_pull_by_branch(repo, head)
+        if existing is not None and existing.get("state") == "open":
+            return self.update_pull(repo, int(existing["number"]), title=title, body=body), False
+        try:
+            return self.create_pull(repo, head=head, base=base, title=title, body=body, draft=draft), True
+        except PullRequestExists:
+            existing = self.find_pull_by_branch(repo, head)
+            if existing is None or existing.get("state") != "open":
+                raise
+            return self.update_pull(repo, int(existing["number"]), title=title, body=body), False
+
     # -- transport ------------------------------------------------------------
 
     def _get_all(self, operation: str, target: str, path: str, params: dict[str, str] | None = None,
@@ -141,6 +234,30 @@ class GitHubClient:
             match = _LINK_NEXT.search(link or "")
             url = match.group(1) if match else None
         return items
+
+    def _write(self, operation: str, target: str, method: str, path: str, payload: dict[str, Any], *,
+               expect: int, retry_if: Callable[[Any], bool]) -> dict[str, Any]:
+        url = f"{self.base_url}{path}"
+
+        def once() -> dict[str, Any]:
+            response = send(self._http, operation, target, method, url, json=payload)
+            status = response.status_code
+            if status == 422:
+                message = _validation_message(response)
+                kind = PullRequestExists if "already exists" in message else BadResponse
+                raise kind(operation, target, f"GitHub refused it: {message}", status=status)
+            if status == expect:
+                remaining = response.headers.get("x-ratelimit-remaining")
+                if remaining is not None and remaining.isdigit():
+                    self.rate_remaining = int(remaining)
+                try:
+                    return response.json()
+                except ValueError as err:
+                    raise BadResponse(operation, target, f"response is not JSON: {response.text[:200]!r}") from err
+            body, _ = self._read(operation, target, url, response, None)  # raises the typed error
+            raise BadResponse(operation, target, f"unexpected status {status}", status=status)
+
+        return call_with_retry(once, self.retry, sleep=self._sleep, retry_if=retry_if)
 
     def _get(self, operation: str, target: str, path: str) -> tuple[Any, str | None]:
         return self._get_url(operation, target, f"{self.base_url}{path}")
@@ -216,6 +333,36 @@ def _message(response: httpx.Response) -> str:
     if isinstance(body, dict) and body.get("message"):
         return str(body["message"])
     return response.reason_phrase or f"HTTP {response.status_code}"
+
+
+def _validation_message(response: httpx.Response) -> str:
+    """GitHub's 422: "Validation Failed" plus the errors' own messages or fields."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200] or "HTTP 422"
+    if not isinstance(body, dict):
+        return "HTTP 422"
+    details = []
+    for err in body.get("errors") or []:
+        if isinstance(err, dict):
+            details.append(str(err.get("message") or f"{err.get('field')} {err.get('code')}"))
+        else:
+            details.append(str(err))
+    message = str(body.get("message") or "Validation Failed")
+    return f"{message}: {'; '.join(details)}" if details else message
+
+
+def _check_branch(branch: str) -> None:
+    if not isinstance(branch, str) or not branch or " " in branch or ".." in branch:
+        raise ValueError(f"bad branch name {branch!r}")
+
+
+def _id_target(repo: str, what: str, value: int) -> str:
+    _check_repo(repo)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{what} id must be a positive integer, got {value!r}")
+    return f"{repo} {what} {value}"
 
 
 def _check_repo(repo: str) -> None:
