@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help demo test venv binaries postgres node-runtime bench kind-e2e clean
+.PHONY: help demo test venv binaries postgres node-runtime bench kind-e2e agent-clis clean
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
@@ -25,13 +25,16 @@ binaries: ## build or reuse kube-apiserver, etcd, kubectl and helm (cached in ~/
 postgres: ## install PostgreSQL from Debian's packages if it is missing
 	@bash tools/ensure-postgres.sh >/dev/null
 
+agent-clis: ## install or reuse the pinned Claude Code, Codex and Aider (cached in ~/.cache/foundry)
+	@bash tools/agent-clis.sh >/dev/null
+
 node-runtime: ## install containerd, runc, CNI plugins and image tools from Debian's packages if missing (real node)
 	@bash tools/node-runtime.sh
 
-test: venv binaries postgres node-runtime ## run the whole test suite (real kube-apiserver, etcd and PostgreSQL)
+test: venv binaries postgres node-runtime agent-clis ## run the whole test suite (real kube-apiserver, etcd and PostgreSQL)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-demo: venv binaries ## run Foundry locally end to end: a ticket becomes a merged PR
+demo: venv binaries agent-clis ## run Foundry locally end to end: a ticket becomes a merged PR
 	$(VENV)/bin/foundry dev demo
 
 bench: venv binaries postgres ## print the benchmark figures (docs/benchmarks.md)

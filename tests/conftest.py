@@ -2,6 +2,7 @@ pytest_plugins = [
     "foundry.testing.pytest_postgres",
     "foundry.testing.pytest_kube",
     "foundry.testing.pytest_crds",
+    "foundry.testing.pytest_agents",
 ]
 
 import pytest  # noqa: E402 - after pytest_plugins, which pytest reads first
