@@ -28,10 +28,17 @@ def db() -> None:
 
 @db.command()
 @url_option
-def upgrade(database_url: str | None) -> None:
+@click.option("--wait", "wait_seconds", type=click.FloatRange(min=0), default=0, show_default=True,
+              help="Seconds to wait for the database to accept connections first (a database that is still "
+                   "starting); other errors fail at once.")
+def upgrade(database_url: str | None, wait_seconds: float) -> None:
     """Migrate the database to the latest schema (safe to run from several processes at once)."""
     url = _resolve(database_url)
     with _plain_errors(url):
+        if wait_seconds:
+            from foundry.db.reachable import wait_for_database
+
+            wait_for_database(url, wait_seconds, say=lambda msg: click.echo(msg, err=True))
         migrate.upgrade(url)
         click.echo(f"database at {migrate.current_revision(url)} (head)")
 
