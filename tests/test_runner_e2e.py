@@ -10,7 +10,6 @@ three steps in one (`foundry agent run` without --step), like the local provider
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
@@ -24,7 +23,7 @@ import pytest
 from foundry.testing.github_server import GitHubServer
 from foundry.testing.model_server import Final, ModelServer, Patch, ToolCall, Usage
 from foundry.testing.runner_kit import (
-    BASE_FILES, PLAN_TEXT, command_runner, fresh_clone, git, job_input, trailers, write_edit_script,
+    BASE_FILES, PLAN_TEXT, basic_auth, command_runner, fresh_clone, git, job_input, trailers, write_edit_script,
 )
 
 TOKEN = "ghs_e2eRunnerToken0123456789abcdefXYZ"
@@ -106,14 +105,6 @@ class Attempt:
                 argv = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
                 found.append(f"{proc.name} {argv[:200]}")
         return found
-
-
-def basic_auth(token: str) -> dict[str, str]:
-    """Environment giving a test's own git the token as an HTTP header (not the runner's way; the runner's
-    helper is what is under test)."""
-    value = base64.b64encode(f"x-access-token:{token}".encode()).decode()
-    return {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
-            "GIT_CONFIG_VALUE_0": f"Authorization: Basic {value}"}
 
 
 def edit_script(name: str, repo: Path) -> list:

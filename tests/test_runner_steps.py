@@ -1,8 +1,10 @@
-"""The runner's three steps with the `command` runner, against real git repositories.
+"""The runner's three steps with the `command` runner, against real git over smart HTTP.
 
 Each step runs with a fresh Context, as each runs in its own container in the
-pod; what the remote holds is read back with a fresh `git clone`. The origin
-refuses non-fast-forward pushes and deletions, so any force would fail loudly.
+pod. The remote is the GitHub stand-in: bare repositories served by `git
+http-backend`, anonymous git refused (so every clone and push went through the
+runner's credential helper), non-fast-forward updates refused and recorded;
+what it holds is read back with a fresh `git clone`.
 """
 
 from __future__ import annotations
@@ -22,62 +24,41 @@ from foundry.runner import result as R
 from foundry.runner.jobinput import parse
 from foundry.runner.layout import Layout
 from foundry.runner.steps import Context, agent, prepare, publish, run_all
+from foundry.testing.github_server import GitHubServer
 from foundry.testing.runner_kit import (
-    PLAN_TEXT, command_runner, fresh_clone, git, job_input, make_origin, remote_sha, trailers, write_edit_script,
+    BASE_FILES, PLAN_TEXT, basic_auth, command_runner, fresh_clone, git, job_input, make_origin, remote_sha, trailers,
+    write_edit_script,
 )
 
 TOKEN = "ghs_runnerTestToken0123456789abcdef"
+REPO = "acme/api"
 RUN = "linear-acme-42-1"
 BRANCH = f"foundry/{RUN}"
 FIXED = 'def greet(name: str) -> str:\n    return f"Hello, {name.strip()}!"\n'
 
 
-class Pulls:
-    """An in-process PullsApi that records calls (the HTTP one is exercised in test_runner_e2e)."""
-
-    def __init__(self) -> None:
-        self.pulls: dict[int, dict[str, Any]] = {}
-        self.calls: list[str] = []
-
-    def find_open_pull(self, repo: str, branch: str) -> dict[str, Any] | None:
-        self.calls.append("find")
-        return next((p for p in self.pulls.values() if p["head"] == branch), None)
-
-    def create_pull(self, repo: str, *, title: str, head: str, base: str, body: str, draft: bool) -> dict[str, Any]:
-        self.calls.append("create")
-        number = len(self.pulls) + 1
-        self.pulls[number] = {"number": number, "title": title, "head": head, "base": base, "body": body,
-                              "draft": draft, "html_url": f"https://github.test/{repo}/pull/{number}"}
-        return self.pulls[number]
-
-    def update_pull(self, repo: str, number: int, *, body: str) -> dict[str, Any]:
-        self.calls.append("update")
-        self.pulls[number]["body"] = body
-        return self.pulls[number]
-
-
 class Bed:
-    """An origin repository, a token file, an edit script and a PR recorder for one test."""
+    """The stand-in with one repository, a token file and an edit script, for one test."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, gh: GitHubServer) -> None:
         self.tmp = tmp
-        self.origin = make_origin(tmp / "origin.git")
-        self.url = self.origin.as_uri()
+        self.gh = gh
+        gh.add_repo(REPO, files=BASE_FILES)
+        self.url = gh.git_url(REPO)
         self.script = write_edit_script(tmp)
         self.token_file = tmp / "credentials" / "token"
         self.token_file.parent.mkdir()
         self.token_file.write_text(TOKEN + "\n")
-        self.pulls = Pulls()
         self.attempts = 0
 
     def context(self, raw: dict[str, Any], attempt_dir: Path) -> tuple[Context, io.StringIO]:
         layout = Layout(attempt_dir / "work", attempt_dir / "publish", self.token_file)
         out = io.StringIO()
         env = {"PATH": os.environ["PATH"], "FOUNDRY_GITHUB_TOKEN_FILE": str(self.token_file)}
-        return Context(job=parse(raw), layout=layout, env=env, out=out, pulls=lambda url, tok: self.pulls), out
+        return Context(job=parse(raw), layout=layout, env=env, out=out), out
 
     def input(self, ops: dict[str, Any], **kw: Any) -> dict[str, Any]:
-        return job_input(run=RUN, git_url=self.url, api_url="https://api.github.test",
+        return job_input(run=RUN, repo=REPO, git_url=self.url, api_url=self.gh.url,
                          runner=command_runner(self.script, ops, self.tmp), **kw)
 
     def attempt(self, ops: dict[str, Any], **kw: Any) -> tuple[list[R.Result], Layout, str]:
@@ -97,17 +78,27 @@ class Bed:
         assert layout is not None
         return results, layout, "".join(transcript)
 
+    def branch(self, name: str = BRANCH) -> str | None:
+        return self.gh.repos[REPO].branches.get(name)
+
+    def pulls(self) -> list[Any]:
+        return [p for p in self.gh.pulls.values() if p.repo == REPO and p.head_ref == BRANCH]
+
+    def pushes(self) -> list[Any]:
+        return [u for u in self.gh.ref_updates_for(REPO, BRANCH) if u.via == "git"]
+
     def check_out(self, name: str = "check") -> Path:
-        return fresh_clone(self.url, BRANCH, self.tmp / name)
+        return fresh_clone(self.url, BRANCH, self.tmp / name, env=basic_auth(TOKEN))
 
 
 @pytest.fixture
-def bed(tmp_path: Path) -> Bed:
-    return Bed(tmp_path)
+def bed(tmp_path: Path):
+    with GitHubServer(token=TOKEN, require_auth=True, git_root=tmp_path / "github") as gh:
+        yield Bed(tmp_path, gh)
 
 
 def test_three_steps_push_one_commit_with_trailers_and_author(bed: Bed) -> None:
-    base = remote_sha(bed.url, "main")
+    base = bed.branch("main")
     results, layout, transcript = bed.attempt({"write": {"greeter.py": FIXED, "test_greeter.py": "assert True\n"},
                                                "say": "Stripped the name."})
     assert [r.outcome for r in results] == ["ok", "ok", "pushed"], results[-1].reason
@@ -123,11 +114,13 @@ def test_three_steps_push_one_commit_with_trailers_and_author(bed: Bed) -> None:
     assert trailers(clone) == {"Foundry-Run": RUN, "Foundry-Attempt": "1", "Foundry-Issue": "ACME-42"}
     assert git("log", "-1", "--format=%s", cwd=clone).strip() == "ACME-42: Greet people by name"
     assert (final.filesChanged, final.linesAdded, final.linesRemoved) == (2, 2, 1)
-    assert final.pr == {"number": 1, "url": "https://github.test/acme/api/pull/1", "created": True}
-    pull = bed.pulls.pulls[1]
-    assert pull["draft"] is True and pull["head"] == BRANCH and pull["base"] == "main"
-    assert "https://linear.app/acme/issue/ACME-42" in pull["body"] and PLAN_TEXT.strip() in pull["body"]
-    assert remote_sha(bed.url, "main") == base  # main untouched
+    [pull] = bed.pulls()
+    assert final.pr == {"number": pull.number, "url": f"https://github.com/{REPO}/pull/{pull.number}", "created": True}
+    assert pull.draft and pull.base_ref == "main" and pull.title == "ACME-42: Greet people by name"
+    assert "https://linear.app/acme/issue/ACME-42" in pull.body and PLAN_TEXT.strip() in pull.body
+    assert "Stripped the name." in pull.body and final.summary == "Stripped the name."
+    assert bed.branch("main") == base  # main untouched
+    assert [(u.old, u.new, u.accepted, u.forced) for u in bed.pushes()] == [("0" * 40, head, True, False)]
     assert f"pushed {head} to {BRANCH}" in transcript
     prompt = (layout.state / "prompt.md").read_text()
     assert PLAN_TEXT.strip() in prompt and "BEGIN UNTRUSTED TICKET" in prompt
@@ -149,8 +142,11 @@ def test_a_remediation_clones_the_branch_and_adds_a_second_commit_without_force(
     assert git("rev-list", "--count", "origin/main..HEAD", cwd=clone).strip() == "2"
     assert trailers(clone)["Foundry-Attempt"] == "2"
     assert "or 'there'" in (clone / "greeter.py").read_text()
-    assert second[-1].pr == {"number": 1, "url": "https://github.test/acme/api/pull/1", "created": False}
-    assert bed.pulls.calls == ["find", "create", "update"]
+    [pull] = bed.pulls()
+    assert second[-1].pr == {**first[-1].pr, "created": False} and first[-1].pr["number"] == pull.number
+    assert "Attempt 2" in pull.body and pull.draft
+    assert [(u.old, u.new, u.accepted, u.forced) for u in bed.pushes()] == [
+        ("0" * 40, sha1, True, False), (sha1, second[-1].headSha, True, False)]
     assert "greeter.py:2 empty name" in (layout.state / "prompt.md").read_text()
 
 
@@ -197,8 +193,7 @@ def test_a_refused_change_is_not_pushed(bed: Bed, ops: dict, rule_text: str) -> 
     assert final.outcome == "refused" and final.exit_code == 3
     assert final.reason.startswith("policy refused the change: ") and rule_text in final.reason
     assert final.headSha is None
-    assert remote_sha(bed.url, BRANCH) is None
-    assert bed.pulls.calls == []
+    assert bed.branch() is None and bed.pushes() == [] and bed.pulls() == []
     assert "refused (" in transcript
 
 
@@ -206,23 +201,23 @@ def test_a_refused_remediation_leaves_the_branch_where_it_was(bed: Bed) -> None:
     first, _, _ = bed.attempt({"write": {"greeter.py": FIXED}})
     second, _, _ = bed.attempt({"write": {"secrets/key.txt": "k\n"}}, attempt=2, pr=1)
     assert second[-1].outcome == "refused" and "secrets/key.txt matches forbidden path secrets/**" in second[-1].reason
-    assert remote_sha(bed.url, BRANCH) == first[-1].headSha
+    assert bed.branch() == first[-1].headSha and len(bed.pushes()) == 1
 
 
 def test_no_changes_pushes_nothing(bed: Bed) -> None:
     results, _, _ = bed.attempt({"write": {"README.md": "# api\n"}})  # same content as before
     final = results[-1]
     assert (final.outcome, final.exit_code, final.reason) == ("no-changes", 2, "the agent changed no files")
-    assert remote_sha(bed.url, BRANCH) is None and bed.pulls.calls == []
+    assert bed.branch() is None and bed.pushes() == [] and bed.pulls() == []
 
 
 def test_a_clone_that_fails_says_so(bed: Bed, tmp_path: Path) -> None:
     raw = bed.input({})
-    raw["git"]["url"] = (tmp_path / "no-such.git").as_uri()
+    raw["git"]["url"] = f"{bed.gh.url}/acme/no-such.git"
     ctx, out = bed.context(raw, tmp_path / "a")
     res = prepare(ctx)
-    assert res.outcome == "failed" and res.reason.startswith("clone failed: file://")
-    assert "does not appear to be a git repository" in res.reason
+    assert res.outcome == "failed" and res.reason.startswith(f"clone failed: {bed.gh.url}/acme/no-such.git (branch ")
+    assert "not found" in res.reason.lower()
     assert res.reason in out.getvalue()
 
 
@@ -234,26 +229,20 @@ def test_a_remediation_whose_branch_is_gone_says_so(bed: Bed, tmp_path: Path) ->
 
 def test_a_push_the_remote_rejects_is_a_failure_with_git_s_reason(bed: Bed) -> None:
     # Someone else's commit already sits on the branch: a first attempt's commit does not fast-forward it.
-    other = bed.tmp / "other"
-    git("clone", "--quiet", bed.url, str(other))
-    (other / "x.txt").write_text("x\n")
-    git("add", "x.txt", cwd=other)
-    git("commit", "--quiet", "-m", "elsewhere", cwd=other)
-    git("push", "--quiet", "origin", f"HEAD:refs/heads/{BRANCH}", cwd=other)
-    theirs = remote_sha(bed.url, BRANCH)
+    theirs = bed.gh.commit(REPO, BRANCH, {"x.txt": "x\n"}, "elsewhere")
     results, _, _ = bed.attempt({"write": {"greeter.py": FIXED}})
     final = results[-1]
     assert final.outcome == "failed" and final.reason.startswith(f"push to {BRANCH} refused: ")
     assert "rejected" in final.reason or "non-fast-forward" in final.reason
-    assert remote_sha(bed.url, BRANCH) == theirs
-    assert bed.pulls.calls == []
+    assert bed.branch() == theirs and bed.pulls() == []
+    assert bed.pushes() == []  # git saw the branch moved and sent nothing: no force, no partial update
 
 
 def test_a_failing_command_fails_the_attempt_and_publish_never_runs(bed: Bed) -> None:
     results, _, _ = bed.attempt({"run": [["false"]]})
     assert [r.outcome for r in results] == ["ok", "failed"]
     assert results[-1].step == "agent" and results[-1].reason
-    assert remote_sha(bed.url, BRANCH) is None
+    assert bed.branch() is None
 
 
 def test_publish_refuses_to_run_after_a_failed_agent_step(bed: Bed, tmp_path: Path) -> None:
@@ -290,6 +279,8 @@ def test_the_result_fits_in_4_kib_and_keeps_its_fields() -> None:
 def test_the_token_stays_out_of_the_work_tree_argv_result_and_transcript(bed: Bed) -> None:
     results, layout, transcript = bed.attempt({"write": {"greeter.py": FIXED}})
     assert results[-1].outcome == "pushed"
+    # The stand-in refuses anonymous git: the clone and the push authenticated with the token, via the helper.
+    assert [u.actor for u in bed.pushes()] == ["foundry-agent"]
     # The helper git runs is the packaged script, outside the work tree, and argv never holds the token.
     remote = gitops.Remote("https://github.test/acme/api.git", str(bed.token_file))
     argv = gitops.Git(scratch=bed.tmp).argv(["push"], remote)

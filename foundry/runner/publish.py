@@ -11,9 +11,7 @@ draft PR is opened, or the existing one's body is updated.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from foundry.domain.changes import Change, ChangeVerdict, check_changes
 from foundry.runner import gitops
@@ -103,12 +101,10 @@ def commit_and_push(git: gitops.Git, layout: Layout, job: JobInput, built: Built
     return sha
 
 
-def open_pull(api_factory: Callable[[], PullsApi], job: JobInput, summary: str) -> PullRef:
-    api = api_factory()
+def open_pull(api: PullsApi, job: JobInput, summary: str) -> PullRef:
+    """Open the draft PR, or update the attempt's PR; closes `api` either way."""
     try:
         return open_or_update(api, job.repo, number=job.pr_number, branch=job.branch, base=job.base_branch,
                               title=pr_title(job), body=pr_body(job, summary))
     finally:
-        close: Any = getattr(api, "close", None)
-        if callable(close):
-            close()
+        api.close()

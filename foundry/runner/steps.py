@@ -197,7 +197,7 @@ def outcome_from_report(report: Any, runner: str) -> AgentOutcome:
 def publish(ctx: Context) -> R.Result:
     # Imported here: only publish talks to GitHub's API (httpx is slow to import for the other steps).
     from foundry.runner.publish import build, commit_and_push, open_pull
-    from foundry.runner.pulls import PullsError, RestPulls
+    from foundry.runner.pulls import PullsError, client
 
     job, layout = ctx.job, ctx.layout
     fields: dict[str, Any] = {}
@@ -232,9 +232,8 @@ def publish(ctx: Context) -> R.Result:
         fields["headSha"] = sha
         ctx.log("publish", f"pushed {sha} to {job.branch} ({built.verdict.reason})")
         token = _read_token(layout.token_file, required=True)
-        factory = ctx.pulls or (lambda url, tok: RestPulls(url, tok))
         try:
-            pr = open_pull(lambda: factory(job.git.api_url, token), job, summary)
+            pr = open_pull((ctx.pulls or client)(job.git.api_url, token), job, summary)
         except PullsError as err:
             raise StepError(f"pushed {sha[:12]} to {job.branch}, but {err}") from None
         ctx.log("publish", f"pull request #{pr.number} {'opened (draft)' if pr.created else 'updated'}: {pr.url}")

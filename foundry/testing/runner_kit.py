@@ -9,6 +9,7 @@ Everything is real git run as a subprocess with no user or system config.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -130,3 +131,11 @@ def remote_sha(url: str, branch: str, env: dict[str, str] | None = None) -> str 
 def trailers(clone: Path, rev: str = "HEAD") -> dict[str, str]:
     text = git("log", "-1", "--format=%(trailers:only,unfold)", rev, cwd=clone)
     return dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
+
+
+def basic_auth(token: str) -> dict[str, str]:
+    """Environment that gives a test's own git the token as an HTTP header (for reading back what the
+    runner pushed; the runner itself authenticates through its credential helper)."""
+    value = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+    return {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
+            "GIT_CONFIG_VALUE_0": f"Authorization: Basic {value}"}
