@@ -2,8 +2,7 @@
 
 The request body is streamed to the backend's stdin and its answer streamed back,
 so a large clone or push never sits in memory. A gzip request body (git sends
-one for a large fetch negotiation) is passed through with its Content-Encoding:
-http-backend inflates it itself.
+one for a large fetch negotiation) is inflated by aiohttp on the way in.
 """
 
 from __future__ import annotations
@@ -49,10 +48,11 @@ async def run_backend(request: web.Request, *, project_root: Path, path_info: st
         GIT_COMMITTER_NAME=remote_user, GIT_COMMITTER_EMAIL=f"{remote_user}@users.noreply.github.com",
         **extra_env,
     )
-    for header, var in (("Content-Encoding", "HTTP_CONTENT_ENCODING"), ("Git-Protocol", "HTTP_GIT_PROTOCOL")):
-        if header in request.headers:
-            env[var] = request.headers[header]
-    if request.content_length is not None:
+    if "Git-Protocol" in request.headers:
+        env["HTTP_GIT_PROTOCOL"] = request.headers["Git-Protocol"]
+    # aiohttp inflates a gzip or deflate request body as it reads it, so the backend gets it
+    # plain: no Content-Encoding for it, and no Content-Length (that counted the compressed bytes).
+    if request.content_length is not None and "Content-Encoding" not in request.headers:
         env["CONTENT_LENGTH"] = str(request.content_length)
     proc = await asyncio.create_subprocess_exec(GIT, "http-backend", stdin=asyncio.subprocess.PIPE,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

@@ -189,3 +189,16 @@ def _check_permissions(perms: Mapping[str, str]) -> None:
     for name, level in perms.items():
         if level not in LEVELS:
             raise ValueError(f"permission {name!r} must be read, write or admin, got {level!r}")
+
+
+def generate_app_key(bits: int = 2048) -> tuple[str, str]:
+    """(private PEM, public PEM) of a fresh RSA key, like the one GitHub gives an App."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return private, public
