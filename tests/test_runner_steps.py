@@ -332,3 +332,37 @@ def test_the_cli_reports_a_bad_input_as_a_failed_result(tmp_path: Path) -> None:
     assert done.returncode == 1
     data = R.read(tmp_path / "result.json")
     assert data["outcome"] == "failed" and data["reason"].startswith("input.json: ")
+
+
+def test_a_work_tree_swapped_for_a_symlink_is_not_published(bed: Bed) -> None:
+    # The agent points the work tree at the credentials directory, hoping publish commits the token.
+    swap = f"cd .. && mv repo repo.orig && ln -s {bed.token_file.parent} repo"
+    results, _, transcript = bed.attempt({"run": [["sh", "-c", swap]]})
+    final = results[-1]
+    assert (final.step, final.outcome) == ("publish", "failed")
+    assert "is not a directory (a symlink or a file was put in its place)" in final.reason
+    assert bed.branch() is None and bed.pushes() == []
+    assert TOKEN not in transcript and TOKEN not in R.encode(final)
+
+
+def test_an_agent_record_replaced_by_a_symlink_is_not_read(bed: Bed, tmp_path: Path) -> None:
+    raw = bed.input({"write": {"greeter.py": FIXED}})
+    for step in (prepare, agent):
+        assert step(bed.context(raw, tmp_path / "a")[0]).outcome == "ok"
+    record = tmp_path / "a" / "work" / "state" / "agent.json"
+    record.unlink()
+    record.symlink_to(bed.token_file)
+    ctx, out = bed.context(raw, tmp_path / "a")
+    res = publish(ctx)
+    assert res.outcome == "failed" and "cannot be opened as a plain file" in res.reason
+    assert TOKEN not in out.getvalue() and bed.branch() is None
+
+
+def test_a_nested_repository_is_refused(bed: Bed) -> None:
+    nested = ("mkdir vendored && cd vendored && git init --quiet && echo x > x && git add x && "
+              "git -c user.name=a -c user.email=a@b commit --quiet -m x")
+    results, _, _ = bed.attempt({"write": {"greeter.py": FIXED}, "run": [["sh", "-c", nested]]})
+    final = results[-1]
+    assert final.outcome == "refused" and final.reason.startswith(
+        "policy refused the change: vendored is a nested git repository")
+    assert bed.branch() is None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import stat
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -173,6 +174,15 @@ def snapshot_tree(git: Git, git_dir: Path, base: str, work_tree: Path, index_fil
     The work tree's own .git (its commits, config, hooks, index) is never
     read: git skips any path named .git, and the index is ours.
     """
+    try:
+        st = os.lstat(work_tree)
+    except OSError as err:
+        raise GitError("reading the work tree's files failed", f"fatal: {work_tree}: {err.strerror}", None) from None
+    if not stat.S_ISDIR(st.st_mode):
+        # A work tree swapped for a symlink would make publish read (and commit) whatever it points at,
+        # the credentials mounted in the publish container included.
+        raise GitError("reading the work tree's files failed",
+                       f"fatal: {work_tree} is not a directory (a symlink or a file was put in its place)", None)
     env = {"GIT_INDEX_FILE": str(index_file)}
     gd = f"--git-dir={git_dir}"
     git.run("reading the base tree failed", gd, "read-tree", base, env=env)
@@ -190,11 +200,27 @@ def commit_and_tree(git: Git, git_dir: Path, ref: str) -> tuple[str, str]:
     return out[0], out[1]
 
 
-def diff_changes(git: Git, git_dir: Path, old_tree: str, new_tree: str) -> list[Change]:
-    """The file changes between two trees, renames detected, with line counts (binary files: 0)."""
+GITLINK_MODE = "160000"
+
+
+def diff_changes(git: Git, git_dir: Path, old_tree: str, new_tree: str) -> tuple[list[Change], list[str]]:
+    """The file changes between two trees, renames detected, with line counts (binary files: 0),
+    and the paths that became gitlinks (a nested repository the agent left in the work tree)."""
     out = git.run("diffing the change failed", f"--git-dir={git_dir}", "diff-tree", "-r", "-M", "-z",
                   "--no-commit-id", "--raw", "--numstat", old_tree, new_tree)
-    return parse_raw_numstat(out)
+    return parse_raw_numstat(out), new_gitlinks(out)
+
+
+def new_gitlinks(text: str) -> list[str]:
+    """Paths whose new side is a gitlink (mode 160000) in `diff-tree -z --raw` output."""
+    fields = text.split("\0")
+    found = []
+    for i, head in enumerate(fields):
+        if head.startswith(":"):
+            parts = head[1:].split()
+            if len(parts) >= 5 and parts[1] == GITLINK_MODE:
+                found.append(fields[i + 2] if parts[4][0] in "RC" else fields[i + 1])
+    return found
 
 
 def parse_raw_numstat(text: str) -> list[Change]:

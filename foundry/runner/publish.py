@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from foundry.domain.changes import Change, ChangeVerdict, check_changes
+from foundry.domain.changes import Change, ChangeVerdict, Violation, check_changes
 from foundry.runner import gitops
 from foundry.runner.jobinput import JobInput
 from foundry.runner.layout import Layout
@@ -25,6 +25,7 @@ SUMMARY_CAP = 4000
 PR_TITLE_CAP = 200
 # GitHub refuses a PR body over 65,536 characters; keep clear of it.
 PR_BODY_CAP = 60000
+RULE_NESTED_REPO = "nested-repository"
 _TRAILER_LIKE = re.compile(r"^\s*foundry-[a-z-]+\s*:", re.IGNORECASE)
 
 
@@ -53,8 +54,13 @@ class Built:
 def build(git: gitops.Git, layout: Layout, job: JobInput, base: str, base_tree: str) -> Built:
     """Snapshot the work tree's files onto `base` and judge the change (no commit, no push yet)."""
     tree = gitops.snapshot_tree(git, layout.git_dir, base, layout.repo, layout.index)
-    changes = [] if tree == base_tree else gitops.diff_changes(git, layout.git_dir, base_tree, tree)
-    return Built(base, tree, changes, check_changes(changes, job.constraints))
+    changes, gitlinks = ([], []) if tree == base_tree else gitops.diff_changes(git, layout.git_dir, base_tree, tree)
+    verdict = check_changes(changes, job.constraints)
+    if gitlinks:  # git would commit a pointer to a repository nobody can fetch: never what a plan asks for
+        nested = tuple(Violation(RULE_NESTED_REPO, f"{path} is a nested git repository (the runner commits files, "
+                                                   "not submodules)", path) for path in gitlinks)
+        verdict = ChangeVerdict(False, nested + verdict.violations, verdict.files, verdict.lines)
+    return Built(base, tree, changes, verdict)
 
 
 def commit_message(job: JobInput, summary: str) -> str:

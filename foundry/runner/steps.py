@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -246,7 +247,7 @@ def publish(ctx: Context) -> R.Result:
 
 def _agent_state(layout: Layout) -> dict[str, Any]:
     """agent.json, read as untrusted input (the CLI could have written it): known fields, checked types."""
-    raw = _read_json(layout.state / AGENT_STATE, "the agent step's record")
+    raw = _read_untrusted_json(layout.state / AGENT_STATE, "the agent step's record")
     state: dict[str, Any] = {"ok": raw.get("ok") is True, "reason": str(raw.get("reason") or "")[:1000],
                              "summary": str(raw.get("summary") or "")[:_SUMMARY_CAP]}
     state.update(_usage(raw))
@@ -331,6 +332,32 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
         raise StepError(f"{what} is missing ({path}): did the earlier step run?") from None
     except (OSError, ValueError) as err:
         raise StepError(f"{what} ({path}) is unreadable: {err}") from None
+    if not isinstance(data, dict):
+        raise StepError(f"{what} ({path}) is not a JSON object")
+    return data
+
+
+def _read_untrusted_json(path: Path, what: str, limit: int = 64 << 10) -> dict[str, Any]:
+    """A JSON object from a file the agent could have replaced: a regular file only (no symlink to
+    a credential, no FIFO to block on), at most `limit` bytes."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise StepError(f"{what} is missing ({path}): did the earlier step run?") from None
+    except OSError as err:
+        raise StepError(f"{what} ({path}) cannot be opened as a plain file: {err.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StepError(f"{what} ({path}) is not a regular file")
+        raw = os.read(fd, limit + 1)
+    finally:
+        os.close(fd)
+    if len(raw) > limit:
+        raise StepError(f"{what} ({path}) is larger than {limit} bytes")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise StepError(f"{what} ({path}) is not JSON ({type(err).__name__})") from None
     if not isinstance(data, dict):
         raise StepError(f"{what} ({path}) is not a JSON object")
     return data
