@@ -91,11 +91,19 @@ def throttle_token_refresh(cfg: client.Configuration, every: float = 1.0) -> Non
     cfg.refresh_api_key_hook = throttled
 
 
-def _require_env(name: str) -> str:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        raise DepsError(f"{name} is not set; the operator needs it to reach {name.split('_')[1].title()}")
-    return value
+def _client_or_unconfigured(env: str, chart_value: str, service: str, make: Callable[[str], Any]) -> Any:
+    """The real client when its credential is set; else one that refuses each call (retryably) saying
+    which setting is missing, so the operator still starts and reports (foundry.connectors.unconfigured)."""
+    value = os.environ.get(env, "").strip()
+    if value:
+        return make(value)
+    import logging
+
+    from foundry.connectors.unconfigured import UnconfiguredClient
+
+    client_ = UnconfiguredClient(service, env, chart_value)
+    logging.getLogger("foundry.operator").warning("%s; runs that need %s wait for it", client_.reason, service)
+    return client_
 
 
 def build_deps(config_path: str | None = None) -> Deps:
@@ -116,8 +124,10 @@ def build_deps(config_path: str | None = None) -> Deps:
     return Deps(
         api=api,
         engine=make_engine(),
-        linear=LinearClient(_require_env(ENV_LINEAR_KEY), url=linear_url),
-        github=GitHubClient(_require_env(ENV_GITHUB_TOKEN), base_url=github_url),
+        linear=_client_or_unconfigured(ENV_LINEAR_KEY, "secrets.linearApiKey", "Linear",
+                                       lambda key: LinearClient(key, url=linear_url)),
+        github=_client_or_unconfigured(ENV_GITHUB_TOKEN, "secrets.githubToken", "GitHub",
+                                       lambda token: GitHubClient(token, base_url=github_url)),
         config=cfg,
         agents=make_provider(cfg, api),
     )
