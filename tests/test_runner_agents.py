@@ -116,8 +116,8 @@ def model():
 
 
 CLIS = ["claude-code", "codex", "aider"]
-# Aider spends 5-15 s starting up on a busy two-core machine.
-STARTUP = {"claude-code": 20, "codex": 20, "aider": 60}
+# Aider spends 5-30 s starting up on a busy two-core machine (Python imports litellm).
+STARTUP = {"claude-code": 20, "codex": 20, "aider": 90}
 
 
 def run(name: str, model: ModelServer, repo: Path, home: Path, bin_dir: Path, *, timeout: int = 120,
