@@ -366,3 +366,25 @@ def test_a_nested_repository_is_refused(bed: Bed) -> None:
     assert final.outcome == "refused" and final.reason.startswith(
         "policy refused the change: vendored is a nested git repository")
     assert bed.branch() is None
+
+
+def test_a_bad_token_fails_the_clone_with_git_s_reason_and_never_shows_the_token(bed: Bed) -> None:
+    bed.token_file.write_text("ghs_notAValidToken000000000000")
+    results, _, transcript = bed.attempt({"write": {"greeter.py": FIXED}})
+    final = results[-1]
+    assert (final.step, final.outcome) == ("prepare", "failed")
+    assert final.reason.startswith(f"clone failed: {bed.url} (branch main): ") and "Authentication failed" in final.reason
+    assert "ghs_notAValidToken" not in transcript + R.encode(final)
+
+
+def test_a_pr_github_refuses_after_the_push_is_a_failure_that_names_the_pushed_commit(bed: Bed) -> None:
+    # The token may push (contents: write) but not open pull requests.
+    limited = "ghs_contentsOnly0123456789abcdef"
+    bed.gh.register_token(limited, login="foundry-agent", permissions={"contents": "write", "metadata": "read"})
+    bed.token_file.write_text(limited)
+    results, _, _ = bed.attempt({"write": {"greeter.py": FIXED}})
+    final = results[-1]
+    assert (final.step, final.outcome) == ("publish", "failed")
+    assert final.headSha == bed.branch() and final.headSha
+    assert final.reason.startswith(f"pushed {final.headSha[:12]} to {BRANCH}, but opening the pull request failed: ")
+    assert bed.pulls() == []
