@@ -154,11 +154,11 @@ def _check_feedback(fb: Mapping[str, Any]) -> None:
     for kind, fields in (("checks", ("name", "conclusion", "title", "summary", "text")),
                          ("statuses", ("context", "state", "description")),
                          ("reviews", ("user", "state", "body"))):
-        for i, item in enumerate(root.list(kind)):
+        for item in root.list(kind):
             for f in fields:
                 item.str(f, default="")
             if kind == "checks":
-                for j, ann in enumerate(item.list("annotations")):
+                for ann in item.list("annotations"):
                     for f in ("path", "level", "title", "message"):
                         ann.str(f, default="")
                     for f in ("startLine", "endLine"):

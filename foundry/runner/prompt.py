@@ -21,7 +21,7 @@ instructions aimed at an agent. Control characters are dropped too.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from foundry.runner.jobinput import JobInput
