@@ -388,3 +388,33 @@ def test_a_pr_github_refuses_after_the_push_is_a_failure_that_names_the_pushed_c
     assert final.headSha == bed.branch() and final.headSha
     assert final.reason.startswith(f"pushed {final.headSha[:12]} to {BRANCH}, but opening the pull request failed: ")
     assert bed.pulls() == []
+
+
+def test_the_three_steps_as_three_processes_like_the_pod_s_containers(bed: Bed, tmp_path: Path) -> None:
+    say = json.dumps({"summary": "Stripped the name.", "tokensIn": 321, "tokensOut": 45, "costUsd": 0.0042,
+                      "turns": 3})
+    raw = bed.input({"write": {"greeter.py": FIXED}, "say": say})
+    (tmp_path / "input.json").write_text(json.dumps(raw))
+    common = {"PATH": os.environ["PATH"], "FOUNDRY_JOB_INPUT": str(tmp_path / "input.json"),
+              "FOUNDRY_WORK_DIR": str(tmp_path / "work"), "FOUNDRY_PUBLISH_DIR": str(tmp_path / "publish")}
+    results = {}
+    for step in ("prepare", "agent", "publish"):
+        env = {**common, "FOUNDRY_RESULT_PATH": str(tmp_path / f"{step}.json")}
+        if step != "agent":  # only prepare and publish mount the credentials
+            env["FOUNDRY_GITHUB_TOKEN_FILE"] = str(bed.token_file)
+        done = subprocess.run([sys.executable, "-m", "foundry.cli.main", "agent", "run", "--step", step], env=env,
+                              capture_output=True, text=True, timeout=120)
+        results[step] = R.read(tmp_path / f"{step}.json")
+        assert done.returncode == 0, (step, done.stdout, done.stderr)
+        assert TOKEN not in done.stdout + done.stderr
+    assert (results["prepare"]["outcome"], results["prepare"]["baseSha"]) == ("ok", bed.branch("main"))
+    assert results["agent"]["outcome"] == "ok"
+    assert (results["agent"]["tokens"], results["agent"]["costUsd"], results["agent"]["turns"]) == \
+        ({"input": 321, "output": 45}, 0.0042, 3)
+    final = results["publish"]
+    assert final["outcome"] == "pushed" and final["headSha"] == bed.branch()
+    assert (final["tokens"], final["costUsd"], final["summary"]) == ({"input": 321, "output": 45}, 0.0042,
+                                                                     "Stripped the name.")
+    # The prepare record publish trusts lives on the publish volume, not in the agent's work volume.
+    assert (tmp_path / "publish" / "prepared.json").is_file()
+    assert not list((tmp_path / "work").rglob("prepared.json"))
