@@ -425,3 +425,26 @@ def test_aider_output_reading(tmp_path):
                        "Edited the greeting.\n\nREADME.md\n```\n<<<<<<< SEARCH\nhello\n=======\nhi\n>>>>>>> REPLACE\n"
                        "```\n\n> Applied edit to README.md\n")
     assert last_reply_prose(history) == "Edited the greeting."
+
+
+# ------------------------------------------------------------------ the install script
+
+
+def test_install_script_is_idempotent_under_concurrency_and_pins_what_it_installs(agent_bin_dir, tmp_path):
+    script = Path(__file__).resolve().parents[1] / "tools" / "agent-clis.sh"
+    pins = dict(line.split() for line in subprocess.run(["bash", str(script), "--versions"], capture_output=True,
+                                                        text=True, check=True).stdout.splitlines())
+    assert set(pins) == {"claude-code", "codex", "aider"}
+    # Two runs at once on a complete install: both reuse it (the lock serialises them).
+    runs = [subprocess.Popen(["bash", str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in runs]
+    assert [p.returncode for p in runs] == [0, 0], outs
+    assert {o.strip().splitlines()[-1] for o, _ in outs} == {str(agent_bin_dir.parent)}
+    assert all("installing" not in err for _, err in outs), outs
+    assert subprocess.run(["bash", str(script), "--check"], capture_output=True).returncode == 0
+    for exe, name in (("claude", "claude-code"), ("codex", "codex"), ("aider", "aider")):
+        out = subprocess.run([str(agent_bin_dir / exe), "--version"], capture_output=True, text=True, timeout=120,
+                             env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                                  "DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"})
+        assert pins[name] in out.stdout, (exe, out.stdout, out.stderr)

@@ -166,11 +166,13 @@ def test_request_log_keeps_headers_and_bodies_and_rejects_bad_bodies(model):
     bad = httpx.post(f"{model.url}/v1/messages", content=b"not json", timeout=5)
     assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
     anthropic(model, [{"role": "user", "content": "LOG-MARK"}])
-    log = model.requests
+    log = model.requests[:3]
     assert [(r.method, r.path, r.api) for r in log] == [("HEAD", "/", None), ("POST", "/v1/messages", None),
                                                          ("POST", "/v1/messages", "messages")]
     assert log[2].query == "beta=true" and log[2].headers["x-api-key"] == "sk-test"
     assert log[2].body["messages"][0]["content"] == "LOG-MARK"
+    assert httpx.post(f"{model.url}/v1/messages/count_tokens", json={}, timeout=5).status_code == 404
+    assert model.requests[-1].path == "/v1/messages/count_tokens"  # unserved calls are logged too
     model.set_script([Final("fresh")])
     assert model.requests == []
     assert sse_events(anthropic(model, [{"role": "user", "content": "x"}]).text)[3][1]["delta"]["text"] == "fresh"

@@ -168,7 +168,12 @@ class ModelServer(ServerThread):
             await held.wait()
             return web.json_response({"type": "error", "error": {"type": "api_error", "message": "released"}},
                                      status=503)
-        return await handler(request)
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            # A path or method the stand-in does not serve: log it, so a test sees the CLI asked.
+            self._log(request, body, None, None)
+            raise
 
     def _log(self, request: web.Request, body: Any, api: str | None, step: int | None) -> None:
         entry = LoggedRequest(request.method, request.path, request.query_string,
