@@ -12,8 +12,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -418,3 +420,29 @@ def test_the_three_steps_as_three_processes_like_the_pod_s_containers(bed: Bed, 
     # The prepare record publish trusts lives on the publish volume, not in the agent's work volume.
     assert (tmp_path / "publish" / "prepared.json").is_file()
     assert not list((tmp_path / "work").rglob("prepared.json"))
+
+
+def test_sigterm_stops_the_cli_and_everything_it_started_and_leaves_a_result(bed: Bed, tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    raw = bed.input({"run": [["sh", "-c", f"sleep 300 & echo $! > {marker}; wait"]]})
+    (tmp_path / "input.json").write_text(json.dumps(raw))
+    env = {"PATH": os.environ["PATH"], "FOUNDRY_JOB_INPUT": str(tmp_path / "input.json"),
+           "FOUNDRY_WORK_DIR": str(tmp_path / "w"), "FOUNDRY_PUBLISH_DIR": str(tmp_path / "p"),
+           "FOUNDRY_GITHUB_TOKEN_FILE": str(bed.token_file), "FOUNDRY_RESULT_PATH": str(tmp_path / "result.json")}
+    proc = subprocess.Popen([sys.executable, "-m", "foundry.cli.main", "agent", "run"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while not (marker.is_file() and marker.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    sleeper = int(marker.read_text())
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 1, out
+    data = R.read(tmp_path / "result.json")
+    assert (data["step"], data["outcome"]) == ("agent", "failed")
+    assert data["reason"].startswith("stopped by SIGTERM during the agent step")
+    time.sleep(0.2)
+    state = Path(f"/proc/{sleeper}/stat").read_text().rsplit(")", 1)[1].split()[0] \
+        if Path(f"/proc/{sleeper}").exists() else "gone"
+    assert state in ("gone", "Z"), f"the CLI's child {sleeper} still runs ({state})"
+    assert bed.branch() is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import click
@@ -65,8 +66,17 @@ def run(step: str | None, input_path: str) -> None:
         emit(res)
         sys.exit(res.exit_code)
     ctx = Context(job=job, layout=layout, env=dict(os.environ))
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         res = run_step(ctx, step) if step else run_all(ctx, on_result=emit)
+    except Terminated as stop:
+        killed = _kill_descendants()
+        res = R.Result(step=ctx.current or step or "prepare", outcome=R.FAILED, branch=job.branch,
+                       reason=f"stopped by {stop} during the {ctx.current or step} step (the attempt was cancelled "
+                              f"or ran past its deadline); {killed} process(es) it had started were killed")
+        emit(res)
+        click.echo(f"[foundry] {res.step}: failed: {res.reason}")
+        sys.exit(res.exit_code)
     except Exception as err:  # the last line of defence: a result, not only a traceback
         res = R.Result(step=step or "prepare", outcome=R.FAILED, branch=job.branch,
                        reason=f"internal error in the runner: {type(err).__name__}: {err}")
@@ -79,6 +89,24 @@ def run(step: str | None, input_path: str) -> None:
         line = line.replace(secret, "***")
     click.echo(line)
     sys.exit(res.exit_code)
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (Kubernetes stopping the pod). A BaseException, so no step's handler swallows it."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    # As a container's PID 1 the runner would otherwise ignore SIGTERM and wait for SIGKILL.
+    raise Terminated(signal.Signals(signum).name)
+
+
+def _kill_descendants() -> int:
+    """SIGKILL everything this process started (the CLI runs in a session of its own)."""
+    from foundry.runner.agents import proctree
+
+    me = os.getpid()
+    procs = [p for p in proctree.related(me) if p.pid != me]
+    return proctree.signal_all(procs, signal.SIGKILL)
 
 
 def _token(layout: Layout) -> list[str]:

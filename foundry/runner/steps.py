@@ -74,6 +74,7 @@ class Context:
     run_agent: AgentCall | None = None
     pulls: "Callable[[str, str], PullsApi] | None" = None  # (api_url, token) -> PullsApi
     git_timeout: float = gitops.DEFAULT_TIMEOUT
+    current: str = ""  # the step running now (for a result written when the process is stopped)
 
     def log(self, step: str, message: str) -> None:
         self.out.write(f"[foundry {step}] {_scrub(message, self.secrets())}\n")
@@ -159,7 +160,7 @@ def agent(ctx: Context) -> R.Result:
     ctx.log("agent", (f"the CLI finished in {time.monotonic() - started:.1f} s" if outcome.ok
                       else f"the CLI failed: {outcome.reason}"))
     res = base_result(ctx, "agent", R.OK if outcome.ok else R.FAILED, "" if outcome.ok else outcome.reason,
-                      **_usage(state))
+                      summary=outcome.summary, **_usage(state))
     if outcome.runner:
         res.runner = outcome.runner
     return res
@@ -274,6 +275,7 @@ def _usage(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def run_step(ctx: Context, step: str) -> R.Result:
+    ctx.current = step
     return {"prepare": prepare, "agent": agent, "publish": publish}[step](ctx)
 
 
