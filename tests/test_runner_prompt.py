@@ -184,3 +184,24 @@ def test_remediation_is_recognised_from_pr_or_feedback() -> None:
     assert job(pr={"number": 7}).remediation
     assert job(feedback=FEEDBACK).remediation
     assert job(pr={"number": 7}).pr_number == 7
+
+
+def test_huge_feedback_and_ticket_are_cut_to_fit_one_argument_but_the_plan_never_is() -> None:
+    from foundry.runner.agents.base import MAX_PROMPT_BYTES
+
+    log = "E" * 50_000
+    fb = {"reason": "CI failed", "headSha": "b" * 40,
+          "checks": [{"name": f"check-{i}", "conclusion": "failure", "title": log, "summary": log, "text": log,
+                      "annotations": [{"path": "a.py", "startLine": n, "message": "x" * 100} for n in range(80)]}
+                     for i in range(20)],
+          "statuses": [{"context": "ci", "state": "failure", "description": "d"}],
+          "reviews": [{"user": "u", "state": "CHANGES_REQUESTED", "body": log,
+                       "comments": [{"path": "a.py", "line": 1, "body": log}] * 60}]}
+    prompt = build_prompt(job(attempt=2, feedback=fb, ticket={**INPUT["ticket"], "description": log * 2}), "/w")
+    assert len(prompt.encode()) < MAX_PROMPT_BYTES
+    assert PLAN_TEXT.rstrip() in prompt
+    assert "#### Check `check-19`: failure" in prompt  # every check is named, each output cut
+    assert prompt.count("… (cut here)") >= 20 and "… and 20 more comments" in prompt
+    assert prompt.count("- a.py:") == 60 + 40  # annotations and review comments, each list capped overall
+    assert "- … and 80 more" in prompt  # a check whose annotations no longer fit says how many
+    assert prompt.rstrip().endswith(END_TICKET)
