@@ -118,7 +118,9 @@ class GitHubApp:
         self._clock = clock
         self._http = httpx.Client(timeout=timeout, transport=transport, headers={
             "Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION, "User-Agent": "foundry"})
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the counter
+        # Held while the operator token is checked and minted: one mint however many threads ask.
+        self._operator_lock = threading.Lock()
         self._operator: InstallationToken | None = None
         #: How many tokens this object minted (for metrics and tests).
         self.minted = 0
@@ -170,7 +172,7 @@ class GitHubApp:
     def operator_token(self) -> str:
         """The operator's own token, cached and minted again `refresh_margin` before expiry
         (or half-way through its life, if that is shorter)."""
-        with self._lock:
+        with self._operator_lock:
             current = self._operator
             if current is not None and not self._due(current):
                 return current.token
@@ -180,7 +182,7 @@ class GitHubApp:
 
     def invalidate_operator_token(self, token: str | None = None) -> None:
         """Forget the cached operator token (GitHub refused it: revoked, or the clock lied)."""
-        with self._lock:
+        with self._operator_lock:
             if self._operator is not None and (token is None or self._operator.token == token):
                 self._operator = None
 
