@@ -86,13 +86,16 @@ def encode(result: Result, secrets: Iterable[str] = ()) -> str:
 def write(result: Result, *, env: Mapping[str, str] | None = None, secrets: Iterable[str] = ()) -> Path:
     """Write the result to $FOUNDRY_RESULT_PATH (else /dev/termination-log); the path written."""
     env = os.environ if env is None else env
-    path = Path(env.get(ENV_PATH) or DEFAULT_PATH)
+    override = env.get(ENV_PATH)
+    path = Path(override or DEFAULT_PATH)
     text = encode(result, secrets)
-    if path.parent.is_dir() and not path.is_char_device():
+    if override:
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)  # a reader never sees half a result
+        os.replace(tmp, path)  # a reader (the local provider) never sees half a result
     else:
+        # The kubelet bind-mounts /dev/termination-log: it can only be written in place (a rename onto
+        # a mount point fails), and it is read once the container has exited.
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(text)
     return path

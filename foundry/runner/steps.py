@@ -75,14 +75,18 @@ class Context:
     pulls: "Callable[[str, str], PullsApi] | None" = None  # (api_url, token) -> PullsApi
     git_timeout: float = gitops.DEFAULT_TIMEOUT
     current: str = ""  # the step running now (for a result written when the process is stopped)
+    _secrets: list[str] | None = field(default=None, init=False, repr=False)
 
     def log(self, step: str, message: str) -> None:
         self.out.write(f"[foundry {step}] {_scrub(message, self.secrets())}\n")
         self.out.flush()
 
     def secrets(self) -> list[str]:
-        token = _read_token(self.layout.token_file, required=False)
-        return [token] if token else []
+        """What must never be printed: the token, when this step can read it (read once)."""
+        if self._secrets is None:
+            token = _read_token(self.layout.token_file, required=False)
+            self._secrets = [token] if token else []
+        return self._secrets
 
     def remote(self) -> gitops.Remote:
         token_file = self.layout.token_file
