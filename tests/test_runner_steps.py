@@ -446,3 +446,12 @@ def test_sigterm_stops_the_cli_and_everything_it_started_and_leaves_a_result(bed
         if Path(f"/proc/{sleeper}").exists() else "gone"
     assert state in ("gone", "Z"), f"the CLI's child {sleeper} still runs ({state})"
     assert bed.branch() is None
+
+
+def test_outside_a_pod_the_folders_default_to_the_current_directory(tmp_path: Path) -> None:
+    layout = Layout.from_env({}, cwd=tmp_path)
+    assert not Path("/foundry/work").exists()  # this machine is not a pod
+    assert (layout.repo, layout.git_dir) == (tmp_path / "work" / "repo", tmp_path / "publish" / "repo.git")
+    assert layout.token_file == Path("/foundry/credentials/token")
+    moved = Layout.from_env({"FOUNDRY_WORK_DIR": "/w", "FOUNDRY_PUBLISH_DIR": "/p", "FOUNDRY_GITHUB_TOKEN_FILE": "/t"})
+    assert (moved.work, moved.publish, moved.token_file) == (Path("/w"), Path("/p"), Path("/t"))

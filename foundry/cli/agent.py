@@ -41,8 +41,10 @@ def run(step: str | None, input_path: str) -> None:
     Environment:
       FOUNDRY_JOB_INPUT          input.json (default /foundry/input/input.json)
       FOUNDRY_GITHUB_TOKEN_FILE  the push token (default /foundry/credentials/token)
-      FOUNDRY_WORK_DIR           work tree, CLI home, state (default /foundry/work)
-      FOUNDRY_PUBLISH_DIR        pristine git directory (default /foundry/publish)
+      FOUNDRY_WORK_DIR           work tree, CLI home, state (default /foundry/work,
+                                 outside a pod ./work)
+      FOUNDRY_PUBLISH_DIR        pristine git directory (default /foundry/publish,
+                                 outside a pod ./publish)
       FOUNDRY_RESULT_PATH        where the result JSON goes (default /dev/termination-log)
 
     \b

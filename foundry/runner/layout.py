@@ -1,7 +1,8 @@
 """Where an attempt's files live (docs/agent-contract.md, "Paths and environment").
 
 In a pod these are the contract's fixed mounts; outside one (the local
-provider, tests) $FOUNDRY_WORK_DIR and $FOUNDRY_PUBLISH_DIR move them.
+provider, tests) $FOUNDRY_WORK_DIR and $FOUNDRY_PUBLISH_DIR move them, and
+without those `work/` and `publish/` in the current directory are used.
 
 Trust follows the volumes: `work` is writable by the agent CLI, so nothing
 publish relies on is kept there except the work tree's files themselves;
@@ -34,10 +35,15 @@ class Layout:
     token_file: Path
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Layout":
+    def from_env(cls, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> "Layout":
+        """The pod's mounts; outside a pod (no /foundry/work), `work/` and `publish/` in the current
+        directory (the local provider starts the runner in the attempt's folder), unless set."""
         env = os.environ if env is None else env
-        return cls(Path(env.get(ENV_WORK) or DEFAULT_WORK), Path(env.get(ENV_PUBLISH) or DEFAULT_PUBLISH),
-                   Path(env.get(ENV_TOKEN_FILE) or DEFAULT_TOKEN_FILE))
+        here = Path(cwd or os.getcwd())
+        in_pod = Path(DEFAULT_WORK).is_dir()
+        work = env.get(ENV_WORK) or (DEFAULT_WORK if in_pod else str(here / "work"))
+        publish = env.get(ENV_PUBLISH) or (DEFAULT_PUBLISH if in_pod else str(here / "publish"))
+        return cls(Path(work), Path(publish), Path(env.get(ENV_TOKEN_FILE) or DEFAULT_TOKEN_FILE))
 
     @property
     def repo(self) -> Path:
