@@ -449,9 +449,11 @@ def test_sigterm_stops_the_cli_and_everything_it_started_and_leaves_a_result(bed
 
 
 def test_outside_a_pod_the_folders_default_to_the_current_directory(tmp_path: Path) -> None:
-    layout = Layout.from_env({}, cwd=tmp_path)
-    assert not Path("/foundry/work").exists()  # this machine is not a pod
+    layout = Layout.from_env({}, cwd=tmp_path, in_pod=False)
     assert (layout.repo, layout.git_dir) == (tmp_path / "work" / "repo", tmp_path / "publish" / "repo.git")
     assert layout.token_file == Path("/foundry/credentials/token")
+    pod = Layout.from_env({}, cwd=tmp_path, in_pod=True)
+    assert (pod.repo, pod.home, pod.git_dir) == (Path("/foundry/work/repo"), Path("/foundry/work/home"),
+                                                 Path("/foundry/publish/repo.git"))
     moved = Layout.from_env({"FOUNDRY_WORK_DIR": "/w", "FOUNDRY_PUBLISH_DIR": "/p", "FOUNDRY_GITHUB_TOKEN_FILE": "/t"})
     assert (moved.work, moved.publish, moved.token_file) == (Path("/w"), Path("/p"), Path("/t"))

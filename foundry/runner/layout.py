@@ -35,12 +35,13 @@ class Layout:
     token_file: Path
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> "Layout":
+    def from_env(cls, env: Mapping[str, str] | None = None, cwd: Path | None = None,
+                 in_pod: bool | None = None) -> "Layout":
         """The pod's mounts; outside a pod (no /foundry/work), `work/` and `publish/` in the current
         directory (the local provider starts the runner in the attempt's folder), unless set."""
         env = os.environ if env is None else env
         here = Path(cwd or os.getcwd())
-        in_pod = Path(DEFAULT_WORK).is_dir()
+        in_pod = Path(DEFAULT_WORK).is_dir() if in_pod is None else in_pod
         work = env.get(ENV_WORK) or (DEFAULT_WORK if in_pod else str(here / "work"))
         publish = env.get(ENV_PUBLISH) or (DEFAULT_PUBLISH if in_pod else str(here / "publish"))
         return cls(Path(work), Path(publish), Path(env.get(ENV_TOKEN_FILE) or DEFAULT_TOKEN_FILE))
