@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -448,3 +449,48 @@ def test_binds_the_address_it_is_given(tmp_path: Path) -> None:
         clone(Git(None), gh, REPO, tmp_path / "w")
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"http://127.0.0.1:{gh.port}/repos/{REPO}/pulls")
+
+
+def test_concurrent_pushes_and_control_commits_keep_model_and_git_in_step(gh: GitHubServer, tmp_path: Path) -> None:
+    """Six pushes at once (four branches, two racing for one) while the control API commits
+    elsewhere: git and the model agree after, and the race has one winner on record."""
+    git = Git(STATIC)
+    base = clone(git, gh, REPO, tmp_path / "base")
+    works = []
+    for i, branch in enumerate(["c/0", "c/1", "c/2", "c/3", "race", "race"]):
+        work = tmp_path / f"w{i}"
+        shutil.copytree(base, work)
+        commit_file(git, work, f"f{i}.txt", f"{i}\n", f"commit {i}")
+        works.append((work, branch))
+    results: dict[int, subprocess.CompletedProcess] = {}
+    barrier = threading.Barrier(len(works) + 1)
+
+    def push(i: int, work: Path, branch: str) -> None:
+        barrier.wait()
+        results[i] = git("push", "origin", f"HEAD:refs/heads/{branch}", cwd=work, check=False)
+
+    def control() -> None:
+        barrier.wait()
+        for n in range(5):
+            gh.commit(REPO, "control", {"n.txt": f"{n}\n"}, f"control {n}")
+
+    threads = [threading.Thread(target=push, args=(i, w, b)) for i, (w, b) in enumerate(works)]
+    threads.append(threading.Thread(target=control))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert all(results[i].returncode == 0 for i in range(4)), [results[i].stderr for i in range(4)]
+    race = [results[4].returncode, results[5].returncode]
+    assert sorted(race) == [0, 1], race  # exactly one racer wins
+    refs = {ref[len("refs/heads/"):]: sha for ref, sha in gh.stores[REPO].refs().items()}
+    assert refs == gh.repos[REPO].branches
+    for i in range(4):
+        assert gh.files_at(REPO, f"c/{i}")[f"f{i}.txt"] == f"{i}\n"
+    assert gh.files_at(REPO, "control")["n.txt"] == "4\n"
+    raced = [u for u in gh.ref_updates_for(REPO, "race") if u.via == "git"]
+    assert sum(u.accepted for u in raced) == 1 and raced and all(u.actor == "dev" for u in raced)
+    winner = next(u for u in raced if u.accepted)
+    # The loser was refused by git itself (stale ref) or lost the ref lock: never recorded as applied.
+    assert all(u.reason in ('accepted', 'failed') for u in raced)
+    assert refs["race"] == winner.new

@@ -150,7 +150,7 @@ class RefUpdate:
     new: str
     forced: bool  # new does not descend from old
     accepted: bool
-    reason: str  # accepted | non-fast-forward | protected
+    reason: str  # accepted | non-fast-forward | protected | failed (allowed, but a concurrent push won)
     actor: str
     via: str  # git | control
     at: str
