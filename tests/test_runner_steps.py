@@ -457,3 +457,14 @@ def test_outside_a_pod_the_folders_default_to_the_current_directory(tmp_path: Pa
                                                  Path("/foundry/publish/repo.git"))
     moved = Layout.from_env({"FOUNDRY_WORK_DIR": "/w", "FOUNDRY_PUBLISH_DIR": "/p", "FOUNDRY_GITHUB_TOKEN_FILE": "/t"})
     assert (moved.work, moved.publish, moved.token_file) == (Path("/w"), Path("/p"), Path("/t"))
+
+
+def test_the_work_tree_has_no_remote_and_an_identity_for_clis_that_commit(bed: Bed, tmp_path: Path) -> None:
+    ctx, _ = bed.context(bed.input({}), tmp_path / "a")
+    assert prepare(ctx).outcome == "ok"
+    repo = ctx.layout.repo
+    assert git("remote", cwd=repo).strip() == ""
+    assert git("config", "user.name", cwd=repo).strip() == "Foundry agent"
+    assert git("log", "-1", "--format=%H", cwd=repo).strip() == bed.branch("main")
+    config = (repo / ".git" / "config").read_text()
+    assert bed.gh.url not in config and TOKEN not in config and "credential" not in config

@@ -130,6 +130,7 @@ def main() -> int:
                     if i:
                         times[name].append(t)
                     shutil.rmtree(work, ignore_errors=True)
+        print(f"load average during the runs: {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} cores")
         for name, ts in times.items():
             print(describe(name, ts))
         bare = statistics.median(times["bare git"])

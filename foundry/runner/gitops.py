@@ -157,10 +157,9 @@ def checkout_work_tree(git: Git, git_dir: Path, branch: str, work_tree: Path) ->
     CLI that insists on committing (Aider) can; publish ignores its commits.
     """
     git.run("checking out the work tree failed", "clone", "--quiet", "--no-hardlinks", "--no-tags",
-            "--single-branch", "--branch", branch, "--", str(git_dir), str(work_tree))
+            "--single-branch", "--branch", branch, "-c", f"user.name={AUTHOR_NAME}",
+            "-c", f"user.email={AUTHOR_EMAIL}", "--", str(git_dir), str(work_tree))
     git.run("configuring the work tree failed", "-C", str(work_tree), "remote", "remove", "origin")
-    for key, value in (("user.name", AUTHOR_NAME), ("user.email", AUTHOR_EMAIL)):
-        git.run("configuring the work tree failed", "-C", str(work_tree), "config", key, value)
 
 
 def rev_parse(git: Git, git_dir: Path, ref: str) -> str:
