@@ -306,7 +306,10 @@ def test_timeout_kills_what_the_command_started_even_in_its_own_session(tmp_path
 def test_leftovers_of_a_command_that_exited_are_killed(tmp_path):
     repo = make_repo(tmp_path)
     marker = f"{int(time.time() * 1000) % 100000 + 800000}"
-    spec = AgentSpec("command", command=("sh", "-c", f"sleep {marker} & setsid sleep {marker}1 & sleep 0.5; echo ok"))
+    # The last one is started by a shell that exits at once: it leaves the CLI's group, session
+    # and tree before anyone could see it (only a subreaper inherits it).
+    spec = AgentSpec("command", command=("sh", "-c", f"sleep {marker} & setsid sleep {marker}1 & "
+                                         f"sh -c 'setsid sleep {marker}2 &'; sleep 0.5; echo ok"))
     report = run_agent(spec, workdir=repo, home=tmp_path / "home", prompt="p", env={"PATH": "/usr/bin:/bin"})
     assert report.ok and report.summary == "ok"
     time.sleep(0.2)
@@ -448,3 +451,32 @@ def test_install_script_is_idempotent_under_concurrency_and_pins_what_it_install
                              env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
                                   "DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"})
         assert pins[name] in out.stdout, (exe, out.stdout, out.stderr)
+
+
+PID1_PY = """\
+import os, sys, time
+from pathlib import Path
+from foundry.runner.agents import AgentSpec, run_agent
+assert os.getpid() == 1, os.getpid()
+spec = AgentSpec("command", command=("sh", "-c", "sleep 300 & setsid sleep 301 & (sleep 0.2; exit 0) & echo done"))
+report = run_agent(spec, workdir=Path(sys.argv[1]), home=Path(sys.argv[2]), prompt="p", env={"PATH": "/usr/bin:/bin"})
+time.sleep(0.5)
+left = []
+for pid in os.listdir("/proc"):
+    if pid.isdigit() and pid != "1":
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        left.append(stat[stat.rindex("(") - 1:].strip())
+print(report.ok, report.summary, left)
+"""
+
+
+def test_as_a_containers_pid_1_the_runner_leaves_no_zombie(tmp_path):
+    # In a pod the runner is PID 1: the CLI's orphans are reparented to it, and only it can reap them.
+    repo, home = make_repo(tmp_path), tmp_path / "home"
+    script = tmp_path / "pid1.py"
+    script.write_text(PID1_PY)
+    proc = subprocess.run(["unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc",
+                           sys.executable, str(script), str(repo), str(home)],
+                          capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "True done []", proc.stdout

@@ -3,7 +3,9 @@
 Every stdout line goes to the adapter's parser (it reads usage and the summary even
 past the cap); what is kept, in the transcript, stops at the cap with a note. On
 timeout the whole tree gets SIGTERM, then SIGKILL after a short grace; after any
-exit, whatever the CLI left running is killed, so nothing outlives the attempt.
+exit, whatever the CLI left running is killed, so nothing outlives the attempt: the
+CLI runs under reaper.py (a child subreaper that inherits even processes that left
+its session), and this module kills the group, the session and what it sampled.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -20,6 +23,7 @@ from typing import IO, Callable, Sequence
 
 from foundry.runner.agents import proctree
 
+REAPER = Path(__file__).with_name("reaper.py")
 READ_CHUNK = 64 << 10
 LINE_MAX = 16 << 20  # longest stdout line handed to a parser (a JSON result); longer is dropped
 TERM_GRACE_SECONDS = 2.0
@@ -121,14 +125,22 @@ def run_process(argv: Sequence[str], *, cwd: Path, env: dict[str, str], timeout:
     outcome = Outcome()
     sink = _Transcript(transcript, cap, outcome)
     started = time.monotonic()
+    name = Path(argv[0]).name
+    if not os.access(argv[0], os.X_OK):
+        outcome.start_error = f"{argv[0]}: not an executable file"
+        return outcome
+    # The CLI runs under reaper.py, a child subreaper that inherits and kills whatever the
+    # CLI's tree leaves behind (even in sessions of their own); the sampling below is the
+    # second line, for a reaper killed before it could sweep.
+    wrapped = [sys.executable, "-I", "-S", str(REAPER), "--", *argv]
     try:
-        proc = subprocess.Popen(list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        proc = subprocess.Popen(wrapped, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, start_new_session=True)
     except OSError as err:
         outcome.start_error = f"{argv[0]}: {err.strerror or err}"
         return outcome
     outcome.pid = proc.pid
-    sink.note(f"started {Path(argv[0]).name} (pid {proc.pid}, process group {proc.pid}), limit {timeout:g} s, "
+    sink.note(f"started {name} (pid {proc.pid}, process group {proc.pid}), limit {timeout:g} s, "
               f"output cap {cap} bytes")
     assert proc.stdout is not None and proc.stderr is not None
     stop = threading.Event()
@@ -181,7 +193,7 @@ def run_process(argv: Sequence[str], *, cwd: Path, env: dict[str, str], timeout:
         proctree.reap_orphans()
     if outcome.dropped_bytes:
         sink.note(f"dropped {outcome.dropped_bytes} bytes of output past the cap of {cap} bytes")
-    sink.note(f"{Path(argv[0]).name} " + ("timed out" if outcome.timed_out else
+    sink.note(f"{name} " + ("timed out" if outcome.timed_out else
                                           "stopped" if outcome.aborted else f"exited {proc.returncode}")
               + f" after {outcome.duration:.1f} s")
     return outcome
