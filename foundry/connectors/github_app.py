@@ -253,8 +253,8 @@ def app_from_settings(settings: Any, env: Mapping[str, str] | None = None, **kwa
     if getattr(settings, "app_id", None) is None:
         return None
     pem, source = private_key_from(settings, env)
-    return GitHubApp(settings.app_id, settings.installation_id, pem, base_url=settings.api_url,
-                     key_source=source, **kwargs)
+    kwargs.setdefault("base_url", settings.api_url)  # a caller may override it ($FOUNDRY_GITHUB_URL)
+    return GitHubApp(settings.app_id, settings.installation_id, pem, key_source=source, **kwargs)
 
 
 def token_source(app: GitHubApp) -> Callable[[], str]:

@@ -290,11 +290,6 @@ class BareRepo:
             self.load([commit])
         return self._flat[commit]
 
-    def is_ancestor(self, older: str, newer: str) -> bool:
-        done = subprocess.run([GIT, f"--git-dir={self.path}", "merge-base", "--is-ancestor", older, newer],
-                              capture_output=True, env=git_env(), timeout=60)
-        return done.returncode == 0
-
     def diff(self, base: str, head: str) -> list[dict[str, object]]:
         """The files changed from `base` to `head` in the fields GitHub's pulls/files returns,
         renames detected the way git does (status `renamed` with `previous_filename`)."""

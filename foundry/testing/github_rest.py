@@ -81,8 +81,7 @@ class RestWrites:
         if any(p.repo == repo.full_name and p.head_ref == head and p.state == "open" for p in self.pulls.values()):
             raise Invalid("Validation Failed", [{"resource": "PullRequest", "code": "custom",
                                                  "message": f"A pull request already exists for {repo.owner}:{head}."}])
-        store = self.stores[repo.full_name]
-        if store.is_ancestor(repo.branches[head], repo.branches[base]):
+        if self._descends(repo.branches[base], repo.branches[head]):  # head is already in base
             raise Invalid("Validation Failed", [{"resource": "PullRequest", "code": "custom",
                                                  "message": f"No commits between {base} and {head}"}])
         draft = body.get("draft", False)
