@@ -2,6 +2,7 @@ pytest_plugins = [
     "foundry.testing.pytest_postgres",
     "foundry.testing.pytest_kube",
     "foundry.testing.pytest_crds",
+    "foundry.testing.pytest_node",
     "foundry.testing.pytest_agents",
 ]
 

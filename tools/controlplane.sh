@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Provide kube-apiserver, etcd, kubectl and helm at the versions Foundry pins.
+# Provide kube-apiserver, etcd, kubectl and helm at the versions Foundry pins,
+# plus the node binaries (kubelet, kube-controller-manager, kube-scheduler,
+# kube-proxy) that the real-node test bed runs.
 #
 # Order of preference, per binary:
 #   1. $KUBEBUILDER_ASSETS/<bin> at the pinned version
@@ -20,6 +22,10 @@ K8S_VERSION="${FOUNDRY_K8S_VERSION:-1.35.4}"
 ETCD_VERSION="${FOUNDRY_ETCD_VERSION:-3.6.6}"
 HELM_VERSION="${FOUNDRY_HELM_VERSION:-3.22.0}"
 
+K8S_MINOR=${K8S_VERSION#*.}; K8S_MINOR=${K8S_MINOR%%.*}
+ALL_BINS="kube-apiserver etcd kubectl helm kubelet kube-controller-manager kube-scheduler kube-proxy"
+NODE_CMDS="kubelet kube-controller-manager kube-scheduler kube-proxy"
+
 CACHE_ROOT="${FOUNDRY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/foundry}"
 DEST="$CACHE_ROOT/k8s/v$K8S_VERSION"
 WORK="$CACHE_ROOT/build"
@@ -38,10 +44,13 @@ version_ok() {
   local bin=$1 path=$2 out
   [ -x "$path" ] || return 1
   case "$bin" in
-    kube-apiserver) out=$("$path" --version 2>/dev/null) || return 1; [[ "$out" == "Kubernetes v$K8S_VERSION"* ]] ;;
+    kube-apiserver|kubelet|kube-controller-manager|kube-scheduler|kube-proxy)
+      out=$("$path" --version 2>/dev/null) || return 1; [[ "$out" == "Kubernetes v$K8S_VERSION"* ]] ;;
     kubectl) out=$("$path" version --client -o json 2>/dev/null) || return 1; [[ "$out" == *"\"gitVersion\": \"v$K8S_VERSION\""* ]] ;;
     etcd) out=$("$path" --version 2>/dev/null) || return 1; [[ "$out" == *"etcd Version: $ETCD_VERSION"* ]] ;;
-    helm) out=$("$path" version --short 2>/dev/null) || return 1; [[ "$out" == "v$HELM_VERSION"* ]] ;;
+    # A helm built without the Kubernetes stamp believes every cluster is v1.20.
+    helm) out=$("$path" version --short 2>/dev/null) || return 1; [[ "$out" == "v$HELM_VERSION"* ]] || return 1
+          out=$("$path" template x "$HELM_PROBE_CHART" 2>/dev/null) || return 1; [[ "$out" == *"minor: \"${K8S_MINOR}\""* ]] ;;
   esac
 }
 
@@ -56,7 +65,13 @@ find_existing() {
 
 missing=()
 mkdir -p "$DEST"
-for bin in kube-apiserver etcd kubectl helm; do
+# A one-template chart that prints the Kubernetes version helm believes in.
+HELM_PROBE_CHART=$(mktemp -d); trap 'rm -rf "$HELM_PROBE_CHART"' EXIT
+mkdir -p "$HELM_PROBE_CHART/templates"
+printf 'apiVersion: v2\nname: probe\nversion: 0.0.1\n' > "$HELM_PROBE_CHART/Chart.yaml"
+printf 'minor: "{{ .Capabilities.KubeVersion.Minor }}"\n' > "$HELM_PROBE_CHART/templates/v.yaml"
+
+for bin in $ALL_BINS; do
   if p=$(find_existing "$bin"); then
     [ "$p" = "$DEST/$bin" ] || ln -sf "$p" "$DEST/$bin"
   else
@@ -104,10 +119,18 @@ build_k8s() {
   for p in $pkg $cgo; do
     ld+=" -X $p.gitVersion=v$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean -X $p.buildDate=$stamp_date"
   done
-  say "resolving dependencies for kube-apiserver and kubectl (first time: a few minutes)"
-  (cd "$mod" && go get "k8s.io/kubernetes/cmd/kube-apiserver@v$K8S_VERSION" "k8s.io/kubernetes/cmd/kubectl@v$K8S_VERSION" >&2)
-  say "compiling kube-apiserver and kubectl (first time: 10-25 minutes on 2 cores)"
-  (cd "$mod" && go build -trimpath -ldflags "$ld" -o "$DEST/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl >&2)
+  local cmds="" pkgs="" c
+  for c in kube-apiserver kubectl $NODE_CMDS; do
+    need "$c" || continue
+    cmds+=" $c"; pkgs+=" k8s.io/kubernetes/cmd/$c"
+  done
+  [ -n "$cmds" ] || return 0
+  say "resolving dependencies for$cmds (first time: a few minutes)"
+  # shellcheck disable=SC2086
+  (cd "$mod" && go get $(for c in $cmds; do echo "k8s.io/kubernetes/cmd/$c@v$K8S_VERSION"; done) >&2)
+  say "compiling$cmds (first time: 10-25 minutes on 2 cores)"
+  # shellcheck disable=SC2086
+  (cd "$mod" && go build -trimpath -ldflags "$ld" -o "$DEST/" $pkgs >&2)
 }
 
 build_etcd() {
@@ -139,18 +162,30 @@ build_helm() {
   say "fetching helm.sh/helm/v3 v$HELM_VERSION"
   (cd "$mod" && go get "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION" >&2)
   say "compiling helm"
-  (cd "$mod" && go build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" -o "$DEST/helm" helm.sh/helm/v3/cmd/helm >&2)
+  # Offline (`helm template`, lint) helm assumes the Kubernetes version it was
+  # stamped with. Helm's Makefile stamps its client-go minor (v0.37 for helm
+  # 3.22, newer than the cluster); stamp the pinned version the tests run instead.
+  local kv=$K8S_MINOR
+  local ld="-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  for p in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    ld+=" -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$kv"
+  done
+  (cd "$mod" && go build -trimpath -ldflags "$ld" -o "$DEST/helm" helm.sh/helm/v3/cmd/helm >&2)
 }
 
 need() { local b; for b in "${missing[@]}"; do [ "$b" = "$1" ] && return 0; done; return 1; }
 # Someone may have finished the build while we waited for the lock.
-if need kube-apiserver || need kubectl; then
-  version_ok kube-apiserver "$DEST/kube-apiserver" && version_ok kubectl "$DEST/kubectl" || build_k8s
+# Someone may have finished the build while we waited for the lock: re-check.
+still=()
+for b in "${missing[@]}"; do version_ok "$b" "$DEST/$b" || still+=("$b"); done
+missing=("${still[@]}")
+if need kube-apiserver || need kubectl || need kubelet || need kube-controller-manager || need kube-scheduler || need kube-proxy; then
+  build_k8s
 fi
-need etcd && { version_ok etcd "$DEST/etcd" || build_etcd; }
-need helm && { version_ok helm "$DEST/helm" || build_helm; }
+if need etcd; then build_etcd; fi
+if need helm; then rm -f "$DEST/helm"; build_helm; fi
 
-for bin in kube-apiserver etcd kubectl helm; do
+for bin in $ALL_BINS; do
   version_ok "$bin" "$DEST/$bin" || die "$bin was built but does not report the pinned version; see the output above"
 done
 say "control-plane binaries ready in $DEST ($(( $(date +%s) - started ))s)"

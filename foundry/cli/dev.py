@@ -44,8 +44,9 @@ def dev() -> None:
 
 @dev.group(invoke_without_command=True)
 @click.option("--detach", is_flag=True, help="Leave the control plane running in the background and return.")
+@click.option("--node", "real_node", is_flag=True, help="A real single-node cluster where pods run (containerd, kubelet, ...; needs root).")
 @click.pass_context
-def cluster(ctx: click.Context, detach: bool) -> None:
+def cluster(ctx: click.Context, detach: bool, real_node: bool) -> None:
     """Start a local Kubernetes control plane (etcd + kube-apiserver, no kubelet).
 
     Prints the `export KUBECONFIG=...` line to use it. Runs until Ctrl-C unless
@@ -53,6 +54,13 @@ def cluster(ctx: click.Context, detach: bool) -> None:
     The binaries come from tools/controlplane.sh (built once, then cached).
     """
     if ctx.invoked_subcommand is not None:
+        return
+    if real_node:
+        if detach:
+            raise click.UsageError("--node runs in the foreground (Ctrl-C stops it and cleans up); drop --detach")
+        from foundry.cli.dev_node import run_node_cluster
+
+        run_node_cluster()
         return
     from foundry.testing.binaries import BinariesUnavailable, control_plane_bin_dir
     from foundry.testing.controlplane import ControlPlane, ControlPlaneError
