@@ -230,6 +230,18 @@ def test_git_refuses_missing_wrong_expired_and_other_repo_tokens(gh: GitHubServe
     assert "x" not in gh.repos[REPO].branches and not gh.ref_updates_for(REPO, "x")
 
 
+def test_git_faults_fail_the_push_and_leave_the_branch(gh: GitHubServer, tmp_path: Path) -> None:
+    git = Git(STATIC)
+    work = clone(git, gh, REPO, tmp_path / "w")
+    commit_file(git, work, "f.txt", "f\n", "F")
+    gh.faults.add("git/git-receive-pack", "error")
+    failed = git("push", "origin", "HEAD:refs/heads/faulty", cwd=work, check=False)
+    assert failed.returncode != 0 and "500" in failed.stderr
+    assert "faulty" not in gh.repos[REPO].branches and not gh.ref_updates_for(REPO, "faulty")
+    git("push", "--quiet", "origin", "HEAD:refs/heads/faulty", cwd=work)
+    assert gh.ref_updates_for(REPO, "faulty")[0].accepted
+
+
 def test_open_server_still_serves_anonymous_git(tmp_path: Path) -> None:
     with GitHubServer() as gh:  # no require_auth: what existing tests and the demo get
         gh.add_repo(REPO)

@@ -96,7 +96,12 @@ class GitSide:
             return _text(403, "Only git's smart HTTP protocol is served here.")
         if (path == "info/refs") != (request.method == "GET"):
             return _text(405, f"{request.method} is not allowed on {path}")
-        self.faults.take(f"git/{service}")
+        fault = self.faults.take(f"git/{service}")  # e.g. gh.faults.add("git/git-receive-pack", "error")
+        if fault is not None:
+            if fault.kind == "hang":
+                await asyncio.sleep(fault.seconds or 30)
+            else:
+                return _text(500, "Internal Server Error (an injected fault)")
         try:
             token = self._git_token(request)
         except AuthError as err:
