@@ -126,6 +126,7 @@ def test_three_steps_push_one_commit_with_trailers_and_author(bed: Bed) -> None:
     assert f"pushed {head} to {BRANCH}" in transcript
     prompt = (layout.state / "prompt.md").read_text()
     assert PLAN_TEXT.strip() in prompt and "BEGIN UNTRUSTED TICKET" in prompt
+    assert f"----- prompt -----\n{prompt}----- end of prompt -----\n" in transcript  # the log shows what it was told
 
 
 def test_a_remediation_clones_the_branch_and_adds_a_second_commit_without_force(bed: Bed) -> None:

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 STEPS = ("prepare", "agent", "publish")
 AGENT_STATE = "agent.json"
 PROMPT_FILE = "prompt.md"
+PROMPT_BEGIN = "----- prompt -----"
+PROMPT_END = "----- end of prompt -----"
 # Variables of the runner's own environment that must never reach the CLI.
 _RUNNER_ONLY = (ENV_TOKEN_FILE, R.ENV_PATH, "FOUNDRY_WORK_DIR", "FOUNDRY_PUBLISH_DIR")
 _SUMMARY_CAP = 8000
@@ -144,7 +146,8 @@ def agent(ctx: Context) -> R.Result:
         layout.state.mkdir(parents=True, exist_ok=True)
         prompt = build_prompt(job, str(layout.repo))
         (layout.state / PROMPT_FILE).write_text(prompt, encoding="utf-8")
-        ctx.log("agent", f"prompt ({len(prompt)} characters) written to {layout.state / PROMPT_FILE}")
+        ctx.log("agent", f"prompt ({len(prompt)} characters, also in {layout.state / PROMPT_FILE}):")
+        ctx.out.write(f"{PROMPT_BEGIN}\n{prompt}{PROMPT_END}\n")  # the transcript starts with what the agent was told
         call = ctx.run_agent or run_cli
         started = time.monotonic()
         outcome = call(job, layout, prompt, cli_env(ctx.env), ctx.out)
