@@ -40,7 +40,7 @@ from foundry.testing import github_payloads as P
 from foundry.testing.faults import Faults
 from foundry.testing.git_objects import ZERO_SHA, Person
 from foundry.testing.git_store import BareRepo, GitStoreError
-from foundry.testing.github_auth import ALL_PERMISSIONS, AccessToken, App, AuthError, Tokens, iso
+from foundry.testing.github_auth import AccessToken, App, AuthError, Tokens, iso
 from foundry.testing.github_git import GitSide, basic_password
 from foundry.testing.github_model import (
     CheckRun, Commit, CommitStatus, IssueComment, Pull, RefUpdate, Repo, Review, ReviewComment, now_iso,
