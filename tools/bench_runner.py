@@ -12,7 +12,8 @@ Both paths talk to the local GitHub stand-in (real git smart HTTP through
   tree, the prompt, the command, one commit built from the work tree, the policy
   check, the push, and a draft PR through the REST API;
 - runner (in-process): the same three steps as functions in this process, which
-  leaves out the Python start-up of a fresh `foundry` process.
+  leaves out the Python start-up of a fresh `foundry` process; its steps' medians
+  are printed too.
 
 Prints the median (and min/max) wall time of each, and runner ÷ bare.
 """
@@ -33,7 +34,7 @@ from pathlib import Path
 
 from foundry.runner.jobinput import parse
 from foundry.runner.layout import Layout
-from foundry.runner.steps import Context, run_all
+from foundry.runner.steps import Context, run_step
 from foundry.testing.github_server import GitHubServer
 from foundry.testing.runner_kit import command_runner, job_input, write_edit_script
 
@@ -84,16 +85,23 @@ def runner_cli_once(gh: GitHubServer, script: Path, token_file: Path, workdir: P
     return elapsed
 
 
-def runner_inproc_once(gh: GitHubServer, script: Path, token_file: Path, workdir: Path, run: str) -> float:
+STEP_TIMES: dict[str, list[float]] = {"prepare": [], "agent": [], "publish": []}
+
+
+def runner_inproc_once(gh: GitHubServer, script: Path, token_file: Path, workdir: Path, run: str,
+                       record: bool = True) -> float:
     job = parse(runner_input(gh, script, workdir, run))
     ctx = Context(job=job, layout=Layout(workdir / "w", workdir / "p", token_file), out=io.StringIO(),
                   env={"PATH": os.environ["PATH"]})
     started = time.perf_counter()
-    res = run_all(ctx)
-    elapsed = time.perf_counter() - started
-    if res.outcome != "pushed":
-        raise SystemExit(f"in-process run {run} did not push: {res.reason}")
-    return elapsed
+    for step in STEP_TIMES:
+        t = time.perf_counter()
+        res = run_step(ctx, step)
+        if record:
+            STEP_TIMES[step].append(time.perf_counter() - t)
+        if res.outcome not in ("ok", "pushed"):
+            raise SystemExit(f"in-process run {run} did not push: {res.reason}")
+    return time.perf_counter() - started
 
 
 def describe(name: str, times: list[float]) -> str:
@@ -126,13 +134,16 @@ def main() -> int:
                     elif key == 1:
                         t = runner_cli_once(gh, script, token_file, work, f"bench-cli-{i}")
                     else:
-                        t = runner_inproc_once(gh, script, token_file, work, f"bench-fn-{i}")
+                        t = runner_inproc_once(gh, script, token_file, work, f"bench-fn-{i}", record=i > 0)
                     if i:
                         times[name].append(t)
                     shutil.rmtree(work, ignore_errors=True)
         print(f"load average during the runs: {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} cores")
         for name, ts in times.items():
             print(describe(name, ts))
+        print("  in-process steps: " + ", ".join(f"{k} {statistics.median(v) * 1000:.0f} ms"
+                                                 for k, v in STEP_TIMES.items())
+              + " (agent = the command runner: a Python script that edits one file)")
         bare = statistics.median(times["bare git"])
         for name in ("runner (process)", "runner (in-process)"):
             print(f"ratio {name} / bare git: {statistics.median(times[name]) / bare:.2f}")
