@@ -22,6 +22,7 @@ import pytest
 from foundry.testing.github_auth import generate_app_key
 from foundry.testing.github_server import GitHubServer
 from foundry.testing.webhook_receiver import WebhookReceiver
+from test_standins_github import octokit_examples, shape_mismatches  # noqa: F401 (a fixture)
 
 REPO, OTHER = "acme/api", "acme/web"
 APP_ID, INSTALLATION = 4242, 777
@@ -506,3 +507,16 @@ def test_concurrent_pushes_and_control_commits_keep_model_and_git_in_step(gh: Gi
     # The loser was refused by git itself (stale ref) or lost the ref lock: never recorded as applied.
     assert all(u.reason in ('accepted', 'failed') for u in raced)
     assert refs["race"] == winner.new
+
+
+def test_push_payload_matches_githubs_examples(gh: GitHubServer, hook: WebhookReceiver, tmp_path: Path,
+                                               octokit_examples: dict[str, list[dict[str, Any]]]) -> None:
+    git = Git(STATIC)
+    work = clone(git, gh, REPO, tmp_path / "w")
+    commit_file(git, work, "f.txt", "f\n", "F")
+    git("push", "--quiet", "origin", "HEAD:refs/heads/shape", cwd=work)
+    assert gh.wait_webhooks(10) and hook.wait_for(1)
+    [push] = [b for e, b in events(hook) if e == "push"]
+    assert shape_mismatches(push, octokit_examples["push"]) == []
+    for field in ("ref", "before", "after", "forced", "commits", "head_commit", "pusher", "repository", "sender"):
+        assert field in push and any(field in e for e in octokit_examples["push"])

@@ -7,6 +7,8 @@ the stand-in (`api`) so a client following them stays local.
 from __future__ import annotations
 
 import hashlib
+import time
+from datetime import datetime, timezone
 from typing import Any
 
 from foundry.testing.github_model import (
@@ -311,7 +313,17 @@ def push(api: str, repo: Repo, ref: str, before: str, after: str, *, forced: boo
         "forced": forced, "base_ref": None, "compare": f"{HTML}/{full}/compare/{before[:12]}...{after[:12]}",
         "commits": listed, "head_commit": listed[-1] if listed else None,
         "pusher": {"name": pusher, "email": f"{pusher}@users.noreply.github.com"},
+        "repository": _push_repository(api, repo),
     }
+
+
+def _push_repository(api: str, repo: Repo) -> dict[str, Any]:
+    """The push event's repository: GitHub sends created_at and pushed_at as epoch seconds there."""
+    body = repository(api, repo)
+    created = int(datetime.strptime(repo.created_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp())
+    body["created_at"] = created
+    body["pushed_at"] = int(time.time())
+    return body
 
 
 def app_record(api: str, app_id: int, slug: str, permissions: dict[str, str], owner: str | None) -> dict[str, Any]:

@@ -581,7 +581,7 @@ class GitHubServer(GitSide, RestWrites, ServerThread, WebhookControls):
 
     def _emit(self, event: str, repo: Repo, payload: dict[str, Any], actor: str) -> Delivery:
         body = dict(payload)
-        body["repository"] = P.repository(self.url, repo)
+        body.setdefault("repository", P.repository(self.url, repo))  # a push brings its own (epoch times)
         body["sender"] = P.user(self.url, actor)
         if self.installation_id is not None:
             body["installation"] = {"id": self.installation_id, "node_id": P.node_id("MDIz", self.installation_id)}
