@@ -520,3 +520,21 @@ def test_push_payload_matches_githubs_examples(gh: GitHubServer, hook: WebhookRe
     assert shape_mismatches(push, octokit_examples["push"]) == []
     for field in ("ref", "before", "after", "forced", "commits", "head_commit", "pusher", "repository", "sender"):
         assert field in push and any(field in e for e in octokit_examples["push"])
+
+
+def test_pull_request_write_payloads_match_githubs_examples(
+        gh: GitHubServer, hook: WebhookReceiver, octokit_examples: dict[str, list[dict[str, Any]]]) -> None:
+    gh.commit(REPO, "foundry/shape", {"x.py": "x\n"})
+    number = rest(gh, "POST", f"/repos/{REPO}/pulls", STATIC,
+                  json={"title": "T", "head": "foundry/shape", "base": "main", "draft": True}).json()["number"]
+    for change in ({"title": "T2"}, {"state": "closed"}, {"state": "open"}):
+        assert rest(gh, "PATCH", f"/repos/{REPO}/pulls/{number}", STATIC, json=change).status_code == 200
+    assert gh.wait_webhooks(10) and hook.wait_for(4)
+    sent = {b["action"]: b for e, b in events(hook) if e == "pull_request"}
+    assert sorted(sent) == ["closed", "edited", "opened", "reopened"]
+    for action, body in sent.items():
+        examples = [e for e in octokit_examples["pull_request"] if e.get("action") == action]
+        if action == "edited":  # GitHub publishes no `edited` example: the rest of it is `opened`'s shape
+            examples = [e for e in octokit_examples["pull_request"] if e.get("action") == "opened"]
+            body = {k: v for k, v in body.items() if k != "changes"}
+        assert examples and shape_mismatches(body, examples) == [], action
