@@ -76,7 +76,7 @@ def test_helm_lint_strict_is_clean(helm, extra):
     assert "[WARNING]" not in proc.stdout and "[ERROR]" not in proc.stdout, proc.stdout
 
 
-def test_default_render(default_objects):
+def test_default_render(helm, default_objects):
     objs = default_objects
     operator = one(objs, "Deployment", "-operator")
     assert operator["spec"]["replicas"] == 1 and operator["spec"]["strategy"] == {"type": "Recreate"}
@@ -97,20 +97,24 @@ def test_default_render(default_objects):
     assert env["FOUNDRY_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["key"] == "database-url"
 
     assert one(objs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
-    assert one(objs, "Service")["spec"]["selector"] == bridge["spec"]["selector"]["matchLabels"]
+    assert one(objs, "Service", "-bridge")["spec"]["selector"] == bridge["spec"]["selector"]["matchLabels"]
     assert not by_kind(objs, "HorizontalPodAutoscaler") and not by_kind(objs, "Ingress")
     # Namespace-scoped by default: no cluster-wide grant at all.
     assert not by_kind(objs, "ClusterRole") and not by_kind(objs, "ClusterRoleBinding")
     assert {r["metadata"]["namespace"] for r in by_kind(objs, "Role")} == {"foundry"}
 
-    job = one(objs, "Job", "-migrate")
+    # The bundled database does not exist before the install: the schema is made by the pods' init
+    # container, and the migration hook appears only on upgrade (tests/test_helm_chart_defaults.py).
+    assert not by_kind(objs, "Job")
+    external = render(helm, values={"externalDatabase": {"url": "postgresql+psycopg://u:p@db:5432/foundry"}})
+    job = one(external, "Job", "-migrate")
     ann = job["metadata"]["annotations"]
     assert ann["helm.sh/hook"] == "pre-install,pre-upgrade"
     assert set(ann["helm.sh/hook-delete-policy"].split(",")) == {"before-hook-creation", "hook-succeeded"}
-    assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["db", "upgrade"]
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["db", "upgrade", "--wait", "300"]
     assert job["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
     # The hook's Secret exists before the Job (lower weight) since hooks run before the release's objects.
-    hook_secret = next(s for s in by_kind(objs, "Secret") if "helm.sh/hook" in (s["metadata"].get("annotations") or {}))
+    hook_secret = next(s for s in by_kind(external, "Secret") if "helm.sh/hook" in (s["metadata"].get("annotations") or {}))
     assert int(hook_secret["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(ann["helm.sh/hook-weight"])
 
     test_pod = one(objs, "Pod")
@@ -121,10 +125,12 @@ def test_default_render(default_objects):
 def test_every_pod_is_locked_down(default_objects, maximal_objects):
     for objs in (default_objects, maximal_objects):
         for where, spec in pod_specs(objs).items():
+            database = where.startswith("StatefulSet/")
             psc = spec["securityContext"]
-            assert psc["runAsNonRoot"] is True and psc["runAsUser"] == 10001, where
+            # The bundled PostgreSQL runs as the postgres image's user.
+            assert psc["runAsNonRoot"] is True and psc["runAsUser"] == (999 if database else 10001), where
             assert psc["seccompProfile"] == {"type": "RuntimeDefault"}, where
-            for c in spec["containers"]:
+            for c in spec.get("initContainers", []) + spec["containers"]:
                 sc = c["securityContext"]
                 assert sc["allowPrivilegeEscalation"] is False, where
                 assert sc["readOnlyRootFilesystem"] is True, where
@@ -133,7 +139,8 @@ def test_every_pod_is_locked_down(default_objects, maximal_objects):
                 # A read-only root needs a writable /tmp (HOME points there), except the one-shot test pod.
                 if not where.startswith("Pod/"):
                     assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"]), where
-                    assert {"name": "HOME", "value": "/tmp"} in c["env"], where
+                    if not database:
+                        assert {"name": "HOME", "value": "/tmp"} in c["env"], where
             # Only the two long-running processes get an API token.
             wants_token = where.endswith("-operator") or where.endswith("-bridge")
             assert spec["automountServiceAccountToken"] is wants_token, where
@@ -187,8 +194,26 @@ def test_config_values_become_a_valid_config_file(maximal_objects):
 
 def test_default_config_file_means_defaults(default_objects):
     cm = one(default_objects, "ConfigMap", "-config")
-    assert yaml.safe_load(cm["data"]["config.yaml"]) is None  # comment only: an empty file, all defaults
-    parse_config(None)
+    # All defaults, but the agent pods run as the chart's own token-less ServiceAccount.
+    rendered = yaml.safe_load(cm["data"]["config.yaml"])
+    sa = one(default_objects, "ServiceAccount", "-agent")
+    assert rendered == {"agent": {"service_account": sa["metadata"]["name"]}}
+    assert sa["automountServiceAccountToken"] is False
+    assert parse_config(rendered).agent.service_account == sa["metadata"]["name"]
+
+
+def test_a_dedicated_agent_namespace_gets_the_operators_agent_grant(helm):
+    objs = render(helm, values={"config": {"agent": {"namespace": "foundry-agents"}}})
+    roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in by_kind(objs, "Role")}
+    agents = next(r for (ns, name), r in roles.items() if ns == "foundry-agents")
+    granted = {res: set(rule["verbs"]) for rule in agents["rules"] for res in rule["resources"]}
+    assert granted == {"jobs": {"get", "list", "watch", "create", "delete"}, "configmaps": {"get", "create"},
+                       "secrets": {"get", "create", "patch", "delete"}, "pods": {"get", "list"},
+                       "events": {"create", "list"}}
+    operator = next(r for (ns, name), r in roles.items() if name.endswith("-operator"))
+    home = {res: set(rule["verbs"]) for rule in operator["rules"] for res in rule["resources"]}
+    assert "secrets" not in home and "pods" not in home and home["jobs"] == {"list", "watch"}
+    assert one(objs, "ServiceAccount", "-agent")["metadata"]["namespace"] == "foundry-agents"
 
 
 @pytest.mark.parametrize(

@@ -78,6 +78,7 @@ def _can_i(control_plane, verb: str, resource: str, *, sa: str, sa_namespace: st
 @pytest.mark.postgres
 def test_bridge_and_operator_do_their_work_as_the_chart_service_accounts(
         control_plane, kube_client, release, pg_url, tmp_path, caplog):
+    from foundry.agents.credentials import StaticTokenSource
     from foundry.agents.job import JobProvider
     from foundry.config import parse_config
     from foundry.connectors.linear import LinearClient
@@ -133,7 +134,8 @@ def test_bridge_and_operator_do_their_work_as_the_chart_service_accounts(
 
         # -- the operator, as its ServiceAccount: the real kopf operator with the job provider
         deps = Deps(api=operator_api, engine=engine, linear=LinearClient(linear.api_key, url=linear.graphql_url),
-                    github=GitHubClient(github.token, base_url=github.url), config=cfg, agents=JobProvider(cfg, operator_api))
+                    github=GitHubClient(github.token, base_url=github.url), config=cfg,
+                    agents=JobProvider(cfg, operator_api, StaticTokenSource(github.token)))
         caplog.set_level(logging.WARNING)
         with operator_thread(deps, ns):
             wait_phase(kube_client, ns, run, "WaitingApproval", timeout=60)
@@ -155,6 +157,9 @@ def test_bridge_and_operator_do_their_work_as_the_chart_service_accounts(
             # Attempt 2: a new Job, and attempt 1's Job deleted by the operator.
             wait_for(lambda: _job_exists(batch, ns, f"{run}-a2"), timeout=60, what="the attempt-2 Job")
             wait_for(lambda: _job_gone(batch, ns, f"{run}-a1"), timeout=30, what="attempt 1's Job deleted")
+            # The new attempt's agent pushes once the run records it (a push racing the record
+            # would be judged as the head of attempt 1's remediation-free PR).
+            wait_for(lambda: _attempt(kube_client, ns, run) == 2, timeout=30, what="attempt 2 recorded")
 
             head = github.commit(repo, f"foundry/{run}", {"test_greeter.py": "def test_ok():\n    pass\n"}, "a2")
             github.set_check(repo, head, "success")
@@ -166,7 +171,8 @@ def test_bridge_and_operator_do_their_work_as_the_chart_service_accounts(
             done = wait_phase(kube_client, ns, run, "Complete", timeout=60)
 
         assert done["status"]["pr"]["number"] == number
-        assert [(j["attempt"], j["state"]) for j in done["status"]["agent"]["jobs"]][-1] == (2, "succeeded")
+        assert [(j["attempt"], j["state"]) for j in done["status"]["agent"]["jobs"]][-1] == (2, "succeeded"), \
+            done["status"]["agent"]
         assert linear.issue_json(issue_id)["state"]["name"] == "Done"
         body = client.CustomObjectsApi(kube_client).get_namespaced_custom_object(
             "foundry.dev", "v1alpha1", ns, "foundryruns", run)
@@ -186,6 +192,12 @@ def test_bridge_and_operator_do_their_work_as_the_chart_service_accounts(
         linear.stop()
         github.stop()
         engine.dispose()
+
+
+def _attempt(kube_client, ns: str, run: str) -> int:
+    body = client.CustomObjectsApi(kube_client).get_namespaced_custom_object("foundry.dev", "v1alpha1", ns,
+                                                                            "foundryruns", run)
+    return int(((body.get("status") or {}).get("agent") or {}).get("attempt") or 0)
 
 
 def _job_exists(batch, ns: str, name: str) -> bool:
@@ -214,6 +226,9 @@ ALLOWED = {
         ("patch", "foundryruns.foundry.dev", None), ("patch", "foundryruns.foundry.dev", "status"),
         ("watch", "foundryapprovals.foundry.dev", None), ("create", "jobs.batch", None),
         ("delete", "jobs.batch", None), ("create", "configmaps", None), ("create", "events", None),
+        # The agent attempt's token Secret, its pod's termination messages, the Job controller's Events.
+        ("create", "secrets", None), ("get", "secrets", None), ("patch", "secrets", None),
+        ("delete", "secrets", None), ("get", "pods", None), ("list", "pods", None), ("list", "events", None),
     ],
     BRIDGE_SA: [
         ("create", "foundryruns.foundry.dev", None), ("get", "foundryruns.foundry.dev", None),
@@ -224,8 +239,8 @@ ALLOWED = {
 
 DENIED_IN_NAMESPACE = {
     OPERATOR_SA: [
-        ("get", "secrets", None), ("list", "secrets", None), ("create", "pods", "exec"), ("get", "pods", "log"),
-        ("create", "pods", None), ("create", "foundryapprovals.foundry.dev", None),
+        ("list", "secrets", None), ("watch", "secrets", None), ("update", "secrets", None),
+        ("create", "pods", "exec"), ("get", "pods", "log"), ("create", "pods", None), ("delete", "pods", None), ("create", "foundryapprovals.foundry.dev", None),
         ("patch", "foundryapprovals.foundry.dev", None), ("delete", "foundryruns.foundry.dev", None),
         ("update", "configmaps", None), ("delete", "configmaps", None), ("list", "configmaps", None),
         ("create", "roles.rbac.authorization.k8s.io", None), ("create", "rolebindings.rbac.authorization.k8s.io", None),

@@ -13,7 +13,7 @@ CI log cannot push the job input past what a ConfigMap holds.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from foundry.operator.outside import outside_call
 from foundry.operator.reconcile.prtruth import FAILED_CONCLUSIONS, PRTruth
@@ -98,21 +98,16 @@ def summarise(reason: str, head_sha: str, *, checks: Sequence[Mapping[str, Any]]
             "reviews": out_reviews}
 
 
-def _optional(method: Callable[..., Any] | None, *args: Any) -> list[Mapping[str, Any]]:
-    return list(method(*args)) if method is not None else []
-
-
 def gather(deps: "Deps", run_repo: str, truth: PRTruth, reason: str) -> dict[str, Any]:
     """Read what failed on the PR's head from GitHub and summarise it."""
     gh = deps.github
     with outside_call(f"reading the failures on {run_repo}@{truth.head_sha[:12]} from GitHub"):
         checks = failing_checks(gh.list_check_runs(run_repo, truth.head_sha))
-        annotations = {int(c["id"]): _optional(getattr(gh, "list_check_run_annotations", None), run_repo, int(c["id"]))
-                       for c in checks if int((c.get("output") or {}).get("annotations_count") or 1)}
+        # annotations_count 0 spares a call; a payload without the count is asked anyway.
+        annotations = {int(c["id"]): gh.list_check_run_annotations(run_repo, int(c["id"]))
+                       for c in checks if (c.get("output") or {}).get("annotations_count") != 0}
         statuses = list((gh.combined_status(run_repo, truth.head_sha) or {}).get("statuses") or [])
         reviews = changes_requested(gh.list_reviews(run_repo, truth.number), truth.head_sha)
-        comments = {int(r["id"]): _optional(getattr(gh, "list_review_comments", None), run_repo, truth.number,
-                                            int(r["id"]))
-                    for r in reviews}
+        comments = {int(r["id"]): gh.list_comments_for_review(run_repo, truth.number, int(r["id"])) for r in reviews}
     return summarise(reason, truth.head_sha, checks=checks, annotations=annotations, statuses=statuses,
                      reviews=reviews, review_comments=comments)

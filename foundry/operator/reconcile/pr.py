@@ -98,11 +98,13 @@ def remediate(deps: "Deps", run: RunView, truth: PRTruth, base: dict) -> Outcome
         # Name the cap that stopped it: the retry cap counts retries, the budget cap all attempts.
         cap = "RetryCapReached" if attempt - 1 > deps.config.policy.retry_cap else "BudgetCapReached"
         return _stay_or_move(run, Phase.REVIEW_REQUIRED, cap, f"{why}; {verdict.reason}", base)
+    # What fails is read first: between cancelling the running attempt and recording
+    # the new one, as little as possible should happen.
+    repo = deps.config.repositories[run.status["repo"]].github
+    told = feedback.gather(deps, repo, truth, why)
     # One agent on the branch at a time: the new attempt replaces a running one.
     jobs = agentio.cancel_running(deps, run, base.get("agent", run.agent).get("jobs") or [])
-    repo = deps.config.repositories[run.status["repo"]].github
-    record = agentio.start(deps, run, attempt, pr_number=truth.number,
-                           feedback=feedback.gather(deps, repo, truth, why))
+    record = agentio.start(deps, run, attempt, pr_number=truth.number, feedback=told)
     agent = agentio.agent_status(run.agent, agentio.with_job(jobs, record), attempt=attempt)
     base.update({"agent": agent, "remediations": {**run.remediations, truth.head_sha: attempt}})
     return Transition(Phase.AGENT_RUNNING, "Remediating", f"{why} on {truth.head_sha[:12]}: attempt {attempt}",

@@ -45,6 +45,33 @@ app.kubernetes.io/component: {{ .component }}
 {{- default .Release.Namespace .Values.runNamespace -}}
 {{- end -}}
 
+{{/* Where agent Jobs run: config.agent.namespace, else runNamespace. */}}
+{{- define "foundry.agentNamespace" -}}
+{{- $agent := (.Values.config | default dict).agent | default dict -}}
+{{- default (include "foundry.runNamespace" .) $agent.namespace -}}
+{{- end -}}
+
+{{- define "foundry.agentServiceAccount" -}}
+{{- if .Values.serviceAccounts.agent.create -}}
+{{- default (printf "%s-agent" (include "foundry.fullname" .)) .Values.serviceAccounts.agent.name -}}
+{{- else -}}
+{{- .Values.serviceAccounts.agent.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The config file's content: .Values.config, with agent.service_account set to the chart's agent ServiceAccount unless given. */}}
+{{- define "foundry.configFile" -}}
+{{- $config := deepCopy (.Values.config | default dict) -}}
+{{- $agent := get $config "agent" | default dict -}}
+{{- if and .Values.serviceAccounts.agent.create (not (hasKey $agent "service_account")) -}}
+{{- $_ := set $agent "service_account" (include "foundry.agentServiceAccount" .) -}}
+{{- $_ := set $config "agent" $agent -}}
+{{- end -}}
+{{- if $config -}}
+{{- toYaml $config -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "foundry.secretName" -}}
 {{- default (printf "%s-secrets" (include "foundry.fullname" .)) .Values.secrets.existingSecret -}}
 {{- end -}}
