@@ -306,3 +306,34 @@ def test_a_refused_pod_is_a_failed_attempt_at_once(kube_client, namespace, crds)
     assert (st["state"], st["reason"]) == ("failed", "PodRefused")
     assert 'violates PodSecurity "restricted:latest"' in st["message"] and "runAsUser=0" in st["message"]
     assert refusal in st["message"]
+
+
+def test_with_a_github_app_the_secret_holds_a_token_for_the_one_repository(kube_client, namespace, crds):
+    from foundry.agents.credentials import AppTokenSource, push_token_source
+    from foundry.testing.github_auth import generate_app_key
+    from foundry.testing.github_server import GitHubServer
+
+    private, public = generate_app_key()
+    with GitHubServer() as gh:
+        gh.add_repo("acme/web")
+        gh.add_repo("acme/other")
+        gh.install_app(app_id=4242, public_key_pem=public, installation_id=77, account="acme")
+        settings = parse_config({"github": {"api_url": gh.url, "app_id": 4242, "installation_id": 77,
+                                            "private_key_env": "TEST_APP_KEY"}}).github
+        tokens = push_token_source(settings, env={"TEST_APP_KEY": private})
+        assert isinstance(tokens, AppTokenSource)
+        provider = JobProvider(_config(), kube_client, tokens)
+        run = _make_run(kube_client, namespace)
+        provider.dispatch(run, 1, INPUT)
+        secret = _secret(kube_client, namespace)
+        token = base64.b64decode(secret.data["token"]).decode()
+        info = gh.token_info(token)
+        assert info.kind == "installation" and info.repositories == frozenset({"acme/web"})
+        assert {k: v for k, v in info.permissions.items() if v == "write"} == {"contents": "write",
+                                                                              "pull_requests": "write"}
+        expires = datetime.fromisoformat(secret.metadata.annotations["foundry.dev/token-expires-at"]
+                                         .replace("Z", "+00:00"))
+        assert abs(expires.timestamp() - info.expires_at) < 2
+    # Without an App: the development fallback, the static token of the environment.
+    fallback = push_token_source(parse_config(None).github, env={"FOUNDRY_GITHUB_TOKEN": "dev-token"})
+    assert isinstance(fallback, StaticTokenSource) and fallback.push_token("a/b").token == "dev-token"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 ENV_STATIC_TOKEN = "FOUNDRY_GITHUB_TOKEN"
@@ -58,18 +59,28 @@ class StaticTokenSource:
 
 
 class AppTokenSource:
-    """Repo-scoped installation tokens from the GitHub App client (foundry.connectors.github_app).
-
-    `app` is anything with `repo_token(repo)` returning an object (or dict)
-    with `token` and `expires_at` (a datetime or GitHub's ISO text)."""
+    """Repo-scoped installation tokens (contents:write, pull_requests:write) from the
+    GitHub App client, foundry.connectors.github_app.GitHubApp.runner_token."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     def push_token(self, repo: str) -> PushToken:
-        issued = self.app.repo_token(repo)
-        token = issued["token"] if isinstance(issued, dict) else issued.token
-        expires = issued.get("expires_at") if isinstance(issued, dict) else getattr(issued, "expires_at", None)
-        if isinstance(expires, str):
-            expires = datetime.fromisoformat(expires.replace("Z", "+00:00"))
-        return PushToken(token, expires)
+        issued = self.app.runner_token(repo)
+        expires = issued.expires_at
+        if isinstance(expires, (int, float)):
+            expires = datetime.fromtimestamp(expires, timezone.utc)
+        return PushToken(issued.token, expires)
+
+
+def push_token_source(github: Any, api_url: str | None = None, env: Mapping[str, str] | None = None) -> TokenSource:
+    """The App's per-repository tokens when `github` (GitHubSettings) names an App, else
+    the static token of the environment (development)."""
+    from foundry.connectors.github_app import app_from_settings
+
+    kwargs = {"base_url": api_url} if api_url else {}
+    app = app_from_settings(github, env, **kwargs)
+    if app is not None:
+        return AppTokenSource(app)
+    env = os.environ if env is None else env
+    return StaticTokenSource(str(env.get(ENV_STATIC_TOKEN, "")).strip())

@@ -111,6 +111,7 @@ def build_deps(config_path: str | None = None) -> Deps:
     KUBECONFIG, FOUNDRY_LINEAR_API_KEY, FOUNDRY_GITHUB_TOKEN, and optionally
     FOUNDRY_LINEAR_URL / FOUNDRY_GITHUB_URL over the config's api_url."""
     from foundry.agents import make_provider
+    from foundry.agents.credentials import push_token_source
     from foundry.config import load_config
     from foundry.connectors.github import GitHubClient
     from foundry.connectors.linear import LinearClient
@@ -129,5 +130,6 @@ def build_deps(config_path: str | None = None) -> Deps:
         github=_client_or_unconfigured(ENV_GITHUB_TOKEN, "secrets.githubToken", "GitHub",
                                        lambda token: GitHubClient(token, base_url=github_url)),
         config=cfg,
-        agents=make_provider(cfg, api),
+        # The agent's push credential: the App's per-repository token, else $FOUNDRY_GITHUB_TOKEN.
+        agents=make_provider(cfg, api, push_token_source(cfg.github, github_url)),
     )
