@@ -538,3 +538,22 @@ def test_pull_request_write_payloads_match_githubs_examples(
             examples = [e for e in octokit_examples["pull_request"] if e.get("action") == "opened"]
             body = {k: v for k, v in body.items() if k != "changes"}
         assert examples and shape_mismatches(body, examples) == [], action
+
+
+def test_review_comment_payload_matches_githubs_examples(
+        gh: GitHubServer, hook: WebhookReceiver, octokit_examples: dict[str, list[dict[str, Any]]]) -> None:
+    gh.commit(REPO, "foundry/notes", {"src/app.py": "def main():\n    return 3\n"})
+    number = gh.open_pr(REPO, "foundry/notes", "PR")
+    review = gh.submit_review(REPO, number, "carol", "CHANGES_REQUESTED", "fix",
+                              comments=[{"path": "src/app.py", "line": 2, "body": "not 3"}])
+    assert gh.wait_webhooks(10) and hook.wait_for(3)
+    sent = [(e, b) for e, b in events(hook) if e.startswith("pull_request_review")]
+    assert [e for e, _ in sent] == ["pull_request_review_comment", "pull_request_review"]
+    note = sent[0][1]
+    assert (note["comment"]["pull_request_review_id"], note["comment"]["line"]) == (review, 2)
+    examples = [e for e in octokit_examples["pull_request_review_comment"] if e.get("action") == "created"]
+    # Newer than these examples, documented by GitHub: a comment's subject_type (line | file),
+    # a pull request's draft and auto_merge (the pull_request_review examples carry the last two).
+    newer = {"comment.subject_type", "pull_request.draft", "pull_request.auto_merge"}
+    problems = [p for p in shape_mismatches(note, examples) if p.split(":")[0] not in newer]
+    assert examples and problems == [], problems

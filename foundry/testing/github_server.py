@@ -305,12 +305,14 @@ class GitHubServer(GitSide, RestWrites, ServerThread, WebhookControls):
             pr = self._pull(repo, number)
             rv = Review(next(self._ids), repo, number, user, state, body, pr.head_sha, now_iso())
             self.reviews.append(rv)
-            for c in comments or []:
-                self._add_review_comment(pr, user, c, rv.id)
+            added = [self._add_review_comment(pr, user, c, rv.id) for c in comments or []]
             r = self._repo(repo)
             payload = {"action": "submitted", "review": P.review(self.url, r, rv, webhook=True),
                        "pull_request": P.pull_request(self.url, r, pr, files=self._files(pr),
                                                       commits=self._commit_count(pr), simple=True)}
+            notes = [self._review_comment_payload(r, pr, c) for c in added]
+        for note in notes:  # GitHub sends one event per comment, then the review's
+            self._emit("pull_request_review_comment", r, note, user)
         self._emit("pull_request_review", r, payload, user)
         return rv.id
 
@@ -324,7 +326,16 @@ class GitHubServer(GitSide, RestWrites, ServerThread, WebhookControls):
                 raise KeyError(f"no review {review_id}")
             spec = {"path": path, "line": line, "body": body, "start_line": start_line, "side": side,
                     "in_reply_to": in_reply_to}
-            return self._add_review_comment(pr, user, spec, review_id).id
+            c = self._add_review_comment(pr, user, spec, review_id)
+            r = self._repo(repo)
+            note = self._review_comment_payload(r, pr, c)
+        self._emit("pull_request_review_comment", r, note, user)
+        return c.id
+
+    def _review_comment_payload(self, r: Repo, pr: Pull, c: ReviewComment) -> dict[str, Any]:
+        return {"action": "created", "comment": self._review_comment_json(r, pr, c),
+                "pull_request": P.pull_request(self.url, r, pr, files=self._files(pr),
+                                               commits=self._commit_count(pr), simple=True)}
 
     def _add_review_comment(self, pr: Pull, user: str, spec: Mapping[str, Any], review_id: int | None) -> ReviewComment:
         path, body, line = spec.get("path"), spec.get("body"), spec.get("line")
