@@ -99,7 +99,7 @@ def test_install_creates_every_object_and_the_crds_are_established(control_plane
     release = "fi"
     hooks = _install(control_plane, kube_client, CHART, release, namespace, _values(control_plane, pg_url), tmp_path)
     if hooks is not None:
-        assert [h["args"] for h in hooks.ran] == [["db", "upgrade"]], hooks.ran
+        assert [h["args"][:2] for h in hooks.ran] == [["db", "upgrade"]], hooks.ran
         assert hooks.ran[0]["returncode"] == 0, hooks.ran[0]["output"]
     assert migrate.current_revision(pg_url) == migrate.head_revision()
 
@@ -156,7 +156,7 @@ def test_upgrade_from_previous_chart_runs_the_migration_once_before_the_new_pods
     second = _install(control_plane, kube_client, CHART, release, namespace, values, tmp_path / "second",
                       on_job=observe)
     # The hook ran once, with the new image's command, before the Deployments changed.
-    assert len(second.ran) == 1 and second.ran[0]["args"] == ["db", "upgrade"], second.ran
+    assert len(second.ran) == 1 and second.ran[0]["args"][:2] == ["db", "upgrade"], second.ran
     assert second.ran[0]["returncode"] == 0, second.ran[0]["output"]
     assert templates_when_hook_ran == ["0.0.9", "0.0.9"]
     assert migrate.current_revision(pg_url) == migrate.head_revision() != PREVIOUS_HEAD
@@ -167,7 +167,9 @@ def test_upgrade_from_previous_chart_runs_the_migration_once_before_the_new_pods
         assert dep.spec.template.metadata.labels["app.kubernetes.io/version"] == "0.1.0"
         assert dep.spec.template.spec.containers[0].image.endswith(":0.1.0")
     history = json.loads(_helm(control_plane, "history", release, "-n", namespace, "-o", "json").stdout)
-    assert [(h["chart"], h["status"]) for h in history] == [("foundry-0.0.9", "superseded"), ("foundry-0.1.0", "deployed")]
+    chart_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]
+    assert [(h["chart"], h["status"]) for h in history] == [("foundry-0.0.9", "superseded"),
+                                                             (f"foundry-{chart_version}", "deployed")]
     # What 0.1.0 added exists now (the admission policy is cluster-scoped).
     policies = client.AdmissionregistrationV1Api(kube_client).list_validating_admission_policy().items
     assert f"{release}-foundry-{namespace}-approver-identity" in {p.metadata.name for p in policies}
@@ -184,6 +186,8 @@ def test_failed_migration_fails_the_upgrade_and_keeps_the_old_pods(control_plane
     # A database that refuses the connection: the migration exits non-zero.
     broken["secrets"]["databaseUrl"] = f"postgresql+psycopg://nobody:wrong@127.0.0.1:1/{uuid.uuid4().hex[:8]}"
     broken["bridge"] = {"replicas": 3}
+    # It waits for a database that refuses connections (one still starting), then gives up.
+    broken["migration"] = {"waitSeconds": 5}
     with HookPlayer(kube_client, namespace, tmp_path / "bad") as hooks:
         proc = run_tool([control_plane.helm, "--kubeconfig", control_plane.kubeconfig, "upgrade", release, CHART,
                          "-n", namespace, "--timeout", "60s", *set_args(broken)], check=False, timeout=120)

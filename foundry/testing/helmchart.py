@@ -75,11 +75,30 @@ def pod_specs(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """'Kind/name' → pod spec, for every object that runs pods."""
     out = {}
     for o in objects:
-        if o.get("kind") in ("Deployment", "Job"):
+        if o.get("kind") in ("Deployment", "Job", "StatefulSet"):
             out[f"{o['kind']}/{o['metadata']['name']}"] = o["spec"]["template"]["spec"]
         elif o.get("kind") == "Pod":
             out[f"Pod/{o['metadata']['name']}"] = o["spec"]
     return out
+
+
+def render_notes(helm: Path, **kwargs: Any) -> str:
+    """NOTES.txt as `helm install` would print it, without a cluster: `helm template` never renders
+    NOTES, so a copy of the chart carries it as a partial inside one extra template."""
+    import shutil
+    import tempfile
+
+    chart = Path(kwargs.pop("chart", CHART))
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / chart.name
+        shutil.copytree(chart, copy)
+        notes = (copy / "templates" / "NOTES.txt").read_text()
+        (copy / "templates" / "_notes_as_partial.tpl").write_text(
+            '{{- define "test.notes" -}}\n' + notes + "\n{{- end -}}\n")
+        (copy / "templates" / "notes-as-object.yaml").write_text(
+            'kind: RenderedNotes\ntext: |\n  {{- include "test.notes" . | nindent 2 }}\n')
+        out = template(helm, chart=copy, show_only="templates/notes-as-object.yaml", **kwargs).stdout
+    return yaml.safe_load(out)["text"]
 
 
 def helm_cmd(helm: Path, kubeconfig: Path, *args: str | Path) -> list[str | Path]:
