@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 from kubernetes import client
@@ -198,16 +201,17 @@ def _leftovers(cluster: NodeCluster, pod_netns: list[str]) -> dict[str, object]:
     iptables = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
     return {
         "processes in cgroup": sorted(host.cgroup_pids(a)),
-        "processes naming the state dir": host.processes_mentioning(str(state) + "/"),
+        "processes naming its dirs": host.processes_mentioning(str(state) + "/") + host.processes_mentioning(str(cluster.paths.short) + "/"),
         "cgroups": host.cgroups_left(a),
         "node netns": host.netns_exists(a.netns),
         "pod netns": [n for n in pod_netns if host.netns_exists(n)],
         "links": [name for name in (a.host_veth, a.node_veth, a.bridge) if f" {name}:" in links or f" {name}@" in links],
         "host routes": cfg.overlapping(a, host.host_routes()),
         "iptables rules": [line for line in iptables.splitlines() if str(a.pods) in line or str(a.services) in line],
-        "mounts": host.mounts_under(state),
+        "mounts": host.mounts_under(state) + host.mounts_under(cluster.paths.short),
         "ipam dir": cluster.paths.ipam_dir.exists(),
         "containerd root": cluster.paths.containerd_root.exists(),
+        "short dir (sockets, kubelet root)": cluster.paths.short.exists(),
     }
 
 
@@ -265,3 +269,62 @@ def test_teardown_leaves_nothing_and_a_second_start_on_the_same_slot_works(real_
     with real_node.api_client() as api:
         node = client.CoreV1Api(api).read_node(real_node.node_name)
     assert {c.type: c.status for c in node.status.conditions}["Ready"] == "True"
+
+
+def test_a_crashed_owner_leaves_survivors_that_the_next_start_in_its_slot_removes(real_node, tmp_path):
+    bin_dir = node_bin_dir(build=False)
+    script = f"""
+import time
+from pathlib import Path
+from kubernetes import client
+from foundry.testing import node_host as host
+from foundry.testing.node import NodeCluster
+from foundry.testing.node_pods import pod, shell_container, wait_default_service_account, wait_pod
+c = NodeCluster(bin_dir=Path({str(bin_dir)!r}), state_root=Path({str(tmp_path / "crashed")!r})).start()
+core = client.CoreV1Api(c.api_client())
+wait_default_service_account(core, "default")
+core.create_namespaced_pod("default", pod("sleeper", shell_container("exec sleep 3600")))
+wait_pod(core, "default", "sleeper", ("Running",))
+print(c.slot, ",".join(host.pod_netns_of(c.addr)), c.paths.root, flush=True)
+time.sleep(3600)
+"""
+    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        slot_s, netns_s, state_s = owner.stdout.readline().split()
+    finally:
+        owner.kill()  # SIGKILL: no stop(), no cleanup of any kind
+        owner.wait()
+    slot, pod_netns = int(slot_s), netns_s.split(",")
+    addr = cfg.NodeAddressing.for_slot(slot)
+    # The components die with their owner (SIGTERM on parent death), but the
+    # shim and the container are not its children: they, the pod's netns and
+    # the kubelet's mounts survive.
+    deadline = time.monotonic() + 20
+    while host.processes_in_netns(addr.netns) and time.monotonic() < deadline:
+        if all(p in host.cgroup_pids(addr) for p in host.processes_in_netns(addr.netns)):
+            break
+        time.sleep(0.2)
+    assert host.cgroup_pids(addr) and host.netns_exists(addr.netns) and all(host.netns_exists(n) for n in pod_netns)
+    assert host.mounts_under(Path(state_s))
+
+    again = NodeCluster(bin_dir=bin_dir, state_root=tmp_path / "again", slot=slot).start()
+    try:
+        assert not host.mounts_under(Path(state_s)), "the crashed run's mounts are gone"
+        assert not any(host.netns_exists(n) for n in pod_netns), "the crashed run's pod netns are gone"
+        with again.api_client() as api:
+            assert [p.metadata.name for p in client.CoreV1Api(api).list_pod_for_all_namespaces().items] == []
+    finally:
+        again.stop()
+    left = _leftovers(again, [])
+    assert all(not v for v in left.values()), left
+
+
+def test_without_root_it_refuses_and_says_why(tmp_path):
+    cluster = NodeCluster(bin_dir=node_bin_dir(build=False), state_root=tmp_path)
+    os.seteuid(65534)  # only the effective uid: the saved uid (root) brings it back
+    try:
+        with pytest.raises(host.NodeHostError, match="needs root"):
+            cluster.start()
+    finally:
+        os.seteuid(0)
+    assert cluster.slot is None and not list(tmp_path.iterdir())  # nothing was claimed or made

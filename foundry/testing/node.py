@@ -27,6 +27,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -39,10 +40,11 @@ import yaml
 from foundry.testing import node_config as cfg
 from foundry.testing import node_host as host
 from foundry.testing.controlplane import ADMIN_USER, USERS
-from foundry.testing.node_images import busybox_image, import_image, pause_image
+from foundry.testing.node_images import BUSYBOX_IMAGE, busybox_image, import_image, pause_image
 from foundry.testing.node_pki import write_node_pki
 
-SLOT_DIR = Path("/run/foundry-node")
+SLOT_DIR = Path("/run/foundry-node")  # slot locks and records (tmpfs: gone at reboot)
+SHORT_ROOT = Path("/var/lib/foundry-node")  # per-slot dirs whose paths must stay short
 REQUIRED_TOOLS = {
     "containerd": "/usr/bin/containerd",
     "runc": "/usr/sbin/runc",
@@ -183,12 +185,12 @@ class NodeCluster:
         self.addr = cfg.NodeAddressing.for_slot(self.slot)
         # Whatever a crashed run left in this slot goes first.
         stale = self._slot_record()
-        if stale or host.netns_exists(self.addr.netns) or host.cgroups_left(self.addr):
+        if stale or host.netns_exists(self.addr.netns) or host.cgroups_left(self.addr) or (SHORT_ROOT / f"s{self.slot}").exists():
             _say(f"slot {self.slot}: cleaning up what an earlier run left")
             self._teardown(Path(stale["state_dir"]) if stale else None)
         root = self.state_root or Path(tempfile.mkdtemp(prefix="foundry-node-"))
         self.state_root = root
-        self.paths = cfg.NodePaths(root / f"slot-{self.slot}")
+        self.paths = cfg.NodePaths(root / f"slot-{self.slot}", SHORT_ROOT / f"s{self.slot}")
         (SLOT_DIR / f"slot-{self.slot}.json").write_text(json.dumps({"state_dir": str(self.paths.root), "pid": os.getpid()}))
 
     def _slot_record(self) -> dict | None:
@@ -210,7 +212,9 @@ class NodeCluster:
         if p.root.exists():
             host.umount_all(p.root)
             shutil.rmtree(p.root)
-        for d in (p.logs, p.cni_conf_dir, p.ipam_dir, p.kubelet_root, p.pod_logs, p.root / "kubeconfigs", p.containerd_root.parent):
+        host.umount_all(p.short)
+        shutil.rmtree(p.short, ignore_errors=True)
+        for d in (p.short, p.logs, p.cni_conf_dir, p.ipam_dir, p.kubelet_root, p.pod_logs, p.root / "kubeconfigs", p.containerd_root.parent):
             d.mkdir(parents=True, exist_ok=True)
         self.pki = write_node_pki(p.pki, self.addr)
         self._write_configs()
@@ -220,10 +224,8 @@ class NodeCluster:
 
         self._spawn("containerd", ["/usr/bin/containerd", "--config", str(p.containerd_config)])
         self._wait(lambda: p.containerd_sock.is_socket() and self._ctr_ok(), "containerd", 30)
-        t = time.monotonic()
-        for tar, ref in [(pause_image(), cfg.PAUSE_IMAGE), (busybox_image(), "foundry.local/busybox:1"), *self.images]:
-            self.import_image(tar, ref)
-        self.timings["image_import_s"] = round(time.monotonic() - t, 2)
+        # Images load while etcd and the API server start: only pods need them.
+        imports = _Background(self._import_images)
 
         t = time.monotonic()
         self._spawn("etcd", self._etcd_args())
@@ -238,11 +240,29 @@ class NodeCluster:
         self._spawn("kube-proxy", [str(self.bin_dir / "kube-proxy"), f"--config={p.root / 'kube-proxy.yaml'}", "--v=0"])
         if self.coredns:
             self._spawn("coredns", [str(self.coredns), "-conf", str(p.root / "Corefile")])
+        imports.result()
         t = time.monotonic()
         self._wait(self._node_ready, "Node Ready", timeout, log="kubelet")
         self.timings["kubelet_to_ready_s"] = round(time.monotonic() - t, 2)
         if self.coredns:
             self._wait(lambda: self._http_ok("http://127.0.0.1:8181/ready", netns=True), "CoreDNS", 30, log="coredns")
+
+    def _import_images(self) -> None:
+        t = time.monotonic()
+        for tar, ref in [(pause_image(), cfg.PAUSE_IMAGE), (busybox_image(), BUSYBOX_IMAGE), *self.images]:
+            self.import_image(tar, ref)
+        self.timings["image_import_s"] = round(time.monotonic() - t, 2)
+
+    def rss_mb(self) -> dict[str, float]:
+        """Resident memory of each component and, summed, of the shims and
+        containers (everything else in the node's cgroups), in MiB."""
+        out: dict[str, float] = {}
+        named = {p.pid: n for n, p in self._procs.items() if p.poll() is None}
+        for pid in host.cgroup_pids(self.addr):
+            key = named.get(pid, "shims+containers")
+            out[key] = round(out.get(key, 0.0) + _rss_kib(pid) / 1024, 1)
+        out["total"] = round(sum(out.values()), 1)
+        return out
 
     # ---- configuration -----------------------------------------------------------
     def _write_configs(self) -> None:
@@ -518,16 +538,49 @@ class NodeCluster:
         # inside the node namespace or naming its state directory goes too.
         host.kill_cgroup(a)
         host.kill_pids(host.processes_in_netns(a.netns))
-        if state_dir is not None:
-            host.kill_pids(host.processes_mentioning(str(state_dir) + "/"))
-            host.umount_all(state_dir)
+        short = SHORT_ROOT / f"s{a.slot}"
+        for d in (state_dir, short):
+            if d is not None:
+                host.kill_pids(host.processes_mentioning(str(d) + "/"))
+                host.umount_all(d)
         host.teardown_network(a, pod_netns)
         host.remove_cgroups(a)
+        shutil.rmtree(short, ignore_errors=True)
         if state_dir is not None and state_dir.exists():
             # Keep the logs for a post-mortem; the rest (images, etcd) is large.
             for child in state_dir.iterdir():
                 if child.name != "logs":
                     shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+
+
+class _Background:
+    """Run a function in a thread; result() re-raises what it raised."""
+
+    def __init__(self, fn) -> None:
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn) -> None:
+        try:
+            fn()
+        except BaseException as exc:  # handed to the caller in result()
+            self._error = exc
+
+    def result(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def node_bin_dir(build: bool = True) -> Path:

@@ -149,6 +149,10 @@ def overlapping(addr: NodeAddressing, routes: list[str]) -> list[str]:
 @dataclass(frozen=True)
 class NodePaths:
     root: Path
+    # Unix sockets need a short path (108 bytes), whatever the state root is:
+    # containerd's socket and the kubelet's root dir (it binds sockets under
+    # it) live in a short per-slot directory on disk instead.
+    short: Path
 
     @property
     def pki(self) -> Path:
@@ -168,7 +172,7 @@ class NodePaths:
 
     @property
     def containerd_sock(self) -> Path:
-        return self.root / "containerd" / "containerd.sock"
+        return self.short / "containerd.sock"
 
     @property
     def containerd_config(self) -> Path:
@@ -192,7 +196,7 @@ class NodePaths:
 
     @property
     def kubelet_root(self) -> Path:
-        return self.root / "kubelet"
+        return self.short / "kubelet"
 
     @property
     def pod_logs(self) -> Path:
