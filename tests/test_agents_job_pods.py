@@ -176,6 +176,12 @@ def test_the_token_secret_is_created_once_owned_by_the_job_and_nowhere_else(kube
     pod = job.spec.template.spec
     for step in [*pod.init_containers, *pod.containers]:
         assert any(m.name == "credentials" for m in step.volume_mounts) is (step.name != "agent")
+    # Cancel (the run's finalizer) reaches into the agent namespace too.
+    JobProvider(cfg, kube_client, StaticTokenSource(TOKEN)).cancel(run, 1)
+    assert _secret(kube_client, agents_ns) is None
+    with pytest.raises(client.ApiException) as gone:
+        client.BatchV1Api(kube_client).read_namespaced_job("lin-abc-1-a1", agents_ns)
+    assert gone.value.status == 404
 
 
 class ExpiringTokens:

@@ -200,3 +200,20 @@ def test_a_pod_refused_by_admission_fails_the_run_at_once(control_plane, kube_cl
     (comment,) = _comments(stack, issue_id, "blocked")
     assert "refused by the cluster" in comment and "PodSecurity" in comment
     assert status["agent"]["jobs"][0]["reason"] == "PodRefused"
+
+
+def test_what_the_attempts_spent_counts_against_the_budget(control_plane, kube_client, crds, namespace, engine):
+    config = stack_config(budget_usd=1.0)
+    with OperatorStack.open(control_plane.api_client(), engine, namespace, config) as stack, \
+            operator_thread(stack.deps, namespace):
+        issue_id, run = stack.agent_running()
+        play_pod(kube_client, namespace, f"{run}-a1", phase="Failed", steps={
+            "prepare": OK, "agent": ('{"outcome": "failed", "step": "agent", "reason": "tests still fail", '
+                                     '"tokens": {"input": 90000, "output": 9000}, "costUsd": 1.5}', 1, "Error")})
+        stack.finish_job(f"{run}-a1", succeeded=False)
+        failed = wait_phase(kube_client, namespace, run, "ExecutionFailed")
+
+    assert failed["status"]["message"] == ("attempt 1 failed: tests still fail; "
+                                           "budget cap reached: $1.5000 spent of $1.00")
+    assert failed["status"]["agent"]["budgetUsed"] == {"costUsd": 1.5, "tokens": {"input": 90000, "output": 9000}}
+    assert stack.jobs(run) == [f"{run}-a1"]  # no second attempt

@@ -9,6 +9,7 @@ import kopf
 from foundry.operator.drive import reconcile_soon
 
 RUN_LABEL = "foundry.dev/run"
+RUN_NAMESPACE_LABEL = "foundry.dev/run-namespace"
 
 
 def _finished(status: dict[str, Any]) -> bool:
@@ -20,5 +21,8 @@ def _finished(status: dict[str, Any]) -> bool:
 async def job_seen(type: str | None, body: Any, namespace: str, memo: Any, **_: Any) -> None:
     if type in (None, "DELETED") or not _finished(body.get("status") or {}):
         return  # None: the initial listing, which the runs' own resume handlers cover
-    run = body["metadata"]["labels"][RUN_LABEL]
-    await reconcile_soon(memo.deps, namespace, run, f"job {body['metadata']['name']} finished")
+    labels = body["metadata"]["labels"]
+    run = labels[RUN_LABEL]
+    # A Job in a dedicated agent namespace (agent.namespace) names its run's namespace.
+    home = labels.get(RUN_NAMESPACE_LABEL) or namespace
+    await reconcile_soon(memo.deps, home, run, f"job {body['metadata']['name']} finished")

@@ -57,7 +57,7 @@ def watch_agent(deps: "Deps", run: RunView) -> Outcome:
     if job["state"] in ("failed", "missing") or job.get("outcome") in ("failed", "no-changes"):
         why = _why(run.attempt, job)
         nxt = run.attempt + 1
-        verdict = gate(deps, run, nxt)
+        verdict = gate(deps, run, nxt, jobs)
         if not verdict.allowed:
             return _failed(deps, run, "AgentFailed", f"{why}; {verdict.reason}",
                            {**base, "agent": agentio.agent_status(run.agent, jobs)})

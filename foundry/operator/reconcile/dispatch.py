@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from foundry.agents.result import totals
 from foundry.domain import policy
 from foundry.domain.phases import Phase
 from foundry.operator.reconcile import agentio
@@ -14,8 +15,9 @@ if TYPE_CHECKING:
     from foundry.operator.deps import Deps
 
 
-def gate(deps: "Deps", run: RunView, next_attempt: int):
-    """policy.gate's verdict for starting attempt `next_attempt` of this run."""
+def gate(deps: "Deps", run: RunView, next_attempt: int, jobs: list[dict] | None = None):
+    """policy.gate's verdict for starting attempt `next_attempt` of this run; `jobs`, when
+    given, are the attempts as just re-read (their spend counts before it is recorded)."""
     return policy.gate(
         deps.config,
         approved=(run.status.get("approvals") or {}).get("received", 0) >= (run.status.get("approvals") or {}).get(
@@ -24,7 +26,7 @@ def gate(deps: "Deps", run: RunView, next_attempt: int):
         repo=run.status.get("repo"),
         risk_areas=list(run.status.get("riskAreas") or []),
         attempt=next_attempt,
-        spent=run.agent.get("budgetUsed"),
+        spent=totals(jobs) if jobs is not None else run.agent.get("budgetUsed"),
     )
 
 

@@ -92,7 +92,7 @@ def judge(deps: "Deps", run: RunView, truth: PRTruth) -> Outcome:
 
 def remediate(deps: "Deps", run: RunView, truth: PRTruth, base: dict) -> Outcome:
     attempt = run.attempt + 1
-    verdict = gate(deps, run, attempt)
+    verdict = gate(deps, run, attempt, base.get("agent", run.agent).get("jobs") or [])
     why = "CI failed" if truth.checks == "failure" else "changes requested"
     if not verdict.allowed:
         # Name the cap that stopped it: the retry cap counts retries, the budget cap all attempts.
