@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -328,3 +329,26 @@ def test_without_root_it_refuses_and_says_why(tmp_path):
     finally:
         os.seteuid(0)
     assert cluster.slot is None and not list(tmp_path.iterdir())  # nothing was claimed or made
+
+
+def test_foundry_dev_cluster_node_prints_a_kubeconfig_that_works_and_ctrl_c_cleans_up(tmp_path):
+    env = {**os.environ, "FOUNDRY_STATE_DIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "foundry.cli.main", "dev", "cluster", "--node"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline().strip()  # printed once the node is Ready
+        assert line.startswith("export KUBECONFIG="), (line, proc.stderr.read() if proc.poll() is not None else "")
+        kubeconfig = line.split("=", 1)[1]
+        kubectl = node_bin_dir(build=False) / "kubectl"
+        out = subprocess.run([str(kubectl), "--kubeconfig", kubeconfig, "get", "nodes", "-o",
+                              "jsonpath={.items[0].status.conditions[?(@.type=='Ready')].status}"],
+                             capture_output=True, text=True, timeout=30)
+        assert out.stdout == "True", out.stderr
+        slot = int(Path(kubeconfig).parent.name.removeprefix("slot-"))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    assert proc.returncode == 0, proc.stderr.read()
+    addr = cfg.NodeAddressing.for_slot(slot)
+    assert not host.netns_exists(addr.netns) and not host.cgroups_left(addr)
+    assert not host.mounts_under(tmp_path) and not host.processes_mentioning(str(tmp_path) + "/")
