@@ -18,6 +18,7 @@ from kubernetes import client
 from foundry.connectors.comments import find_markers
 from foundry.operator.testkit import operator_thread, wait_for, wait_phase
 from foundry.testing.agent_pods import play_pod, refuse_pods
+from foundry.testing.jobs import finish_job
 from foundry.testing.operator_stack import REPO, OperatorStack, stack_config
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
@@ -217,3 +218,41 @@ def test_what_the_attempts_spent_counts_against_the_budget(control_plane, kube_c
                                            "budget cap reached: $1.5000 spent of $1.00")
     assert failed["status"]["agent"]["budgetUsed"] == {"costUsd": 1.5, "tokens": {"input": 90000, "output": 9000}}
     assert stack.jobs(run) == [f"{run}-a1"]  # no second attempt
+
+
+def test_agents_in_their_own_restricted_namespace(control_plane, kube_client, crds, namespace, engine):
+    """agent.namespace: the Job runs there (no owner: it cannot be the run's), its pod passes the
+    restricted admission, its result reaches the run, and a stop cancels it there."""
+    import uuid
+
+    from foundry.testing.agent_pods import restricted_namespace
+
+    agents = restricted_namespace(kube_client, f"agents-{uuid.uuid4().hex[:8]}", service_account="foundry-agent")
+    config = stack_config()
+    config["agent"] = {**config["agent"], "namespace": agents, "service_account": "foundry-agent"}
+    batch = client.BatchV1Api(kube_client)
+    try:
+        with OperatorStack.open(control_plane.api_client(), engine, namespace, config) as stack, \
+                operator_thread(stack.deps, namespace):
+            _, run = stack.agent_running()
+            job = batch.read_namespaced_job(f"{run}-a1", agents)
+            assert job.metadata.owner_references is None
+            assert batch.list_namespaced_job(namespace).items == []
+            head = stack.push(run, {"app/health.py": "def healthz():\n    return 'ok'\n"})
+            number = stack.open_pr(run)
+            play_pod(kube_client, agents, f"{run}-a1", steps=_pushed(head, number, (10, 1), 0.001))  # admitted
+            finish_job(kube_client, agents, f"{run}-a1")
+            wait_for(lambda: _job(stack, run, 1).get("outcome") == "pushed", timeout=30, what="the result")
+            stack.ci(head, "failure")
+            wait_for(lambda: _job_names(batch, agents, run) == [f"{run}-a1", f"{run}-a2"], timeout=30,
+                     what="attempt 2 in the agent namespace")
+            stack.decide(run, "stop", "bob")
+            wait_phase(kube_client, namespace, run, "Stopped")
+            assert _job_names(batch, agents, run) == [f"{run}-a1"]  # the running one cancelled, the finished kept
+    finally:
+        client.CoreV1Api(kube_client).delete_namespace(agents)
+
+
+def _job_names(batch, namespace: str, run: str) -> list[str]:
+    return sorted(j.metadata.name for j in batch.list_namespaced_job(namespace, label_selector=f"foundry.dev/run={run}")
+                  .items if j.metadata.deletion_timestamp is None)
