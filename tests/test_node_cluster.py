@@ -241,38 +241,10 @@ def _run_a_pod_and_a_service(cluster: NodeCluster) -> list[str]:
     return pod_netns
 
 
-def test_teardown_leaves_nothing_and_a_second_start_on_the_same_slot_works(real_node, tmp_path):
-    # A second cluster beside the session's: its own slot, namespace and bridge.
-    first = NodeCluster(bin_dir=node_bin_dir(build=False), state_root=tmp_path / "a").start()
-    try:
-        assert first.slot != real_node.slot
-        slot = first.slot
-        pod_netns = _run_a_pod_and_a_service(first)
-        # While it runs, every probe below sees something (so none is vacuous),
-        # except iptables on the host: the node's rules live in its namespace.
-        running = _leftovers(first, pod_netns)
-        assert [k for k, v in running.items() if not v] == ["iptables rules"], running
-    finally:
-        first.stop()
-    left = _leftovers(first, pod_netns)
-    assert all(not v for v in left.values()), left
-    print(f"teardown {first.timings['teardown_s']}s, node ready {first.timings['node_ready_s']}s")
-
-    second = NodeCluster(bin_dir=node_bin_dir(build=False), state_root=tmp_path / "b", slot=slot).start()
-    try:
-        assert second.slot == slot
-        pod_netns = _run_a_pod_and_a_service(second)
-    finally:
-        second.stop()
-    left = _leftovers(second, pod_netns)
-    assert all(not v for v in left.values()), left
-    # The session's cluster was untouched by the other's teardown.
-    with real_node.api_client() as api:
-        node = client.CoreV1Api(api).read_node(real_node.node_name)
-    assert {c.type: c.status for c in node.status.conditions}["Ready"] == "True"
-
-
-def test_a_crashed_owner_leaves_survivors_that_the_next_start_in_its_slot_removes(real_node, tmp_path):
+def test_a_crashed_owners_survivors_are_removed_by_the_next_start_whose_teardown_leaves_nothing(real_node, tmp_path):
+    """A second cluster beside the session's (its own slot, netns and bridge):
+    its owner is SIGKILLed mid-run; the next start in that slot removes what
+    survived and runs pods; its stop() leaves nothing, checked one by one."""
     bin_dir = node_bin_dir(build=False)
     script = f"""
 import time
@@ -296,6 +268,7 @@ time.sleep(3600)
         owner.kill()  # SIGKILL: no stop(), no cleanup of any kind
         owner.wait()
     slot, pod_netns = int(slot_s), netns_s.split(",")
+    assert slot != real_node.slot
     addr = cfg.NodeAddressing.for_slot(slot)
     # The components die with their owner (SIGTERM on parent death), but the
     # shim and the container are not its children: they, the pod's netns and
@@ -314,10 +287,20 @@ time.sleep(3600)
         assert not any(host.netns_exists(n) for n in pod_netns), "the crashed run's pod netns are gone"
         with again.api_client() as api:
             assert [p.metadata.name for p in client.CoreV1Api(api).list_pod_for_all_namespaces().items] == []
+        pod_netns = _run_a_pod_and_a_service(again)
+        # While it runs, every probe below sees something (so none is vacuous),
+        # except iptables on the host: the node's rules live in its namespace.
+        running = _leftovers(again, pod_netns)
+        assert [k for k, v in running.items() if not v] == ["iptables rules"], running
     finally:
         again.stop()
-    left = _leftovers(again, [])
+    left = _leftovers(again, pod_netns)
     assert all(not v for v in left.values()), left
+    print(f"second start: node ready {again.timings['node_ready_s']}s, teardown {again.timings['teardown_s']}s")
+    # The session's cluster was untouched by the other's crash and teardown.
+    with real_node.api_client() as api:
+        node = client.CoreV1Api(api).read_node(real_node.node_name)
+    assert {c.type: c.status for c in node.status.conditions}["Ready"] == "True"
 
 
 def test_without_root_it_refuses_and_says_why(tmp_path):
