@@ -463,18 +463,15 @@ class NodeCluster:
         try:
             with self.api_client() as api:
                 core = client.CoreV1Api(api)
-                for pod in core.list_pod_for_all_namespaces(_request_timeout=10).items:
-                    try:
-                        core.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace, grace_period_seconds=0, _request_timeout=10)
-                    except client.ApiException as exc:
-                        if exc.status != 404:
-                            raise
+                namespaces = {p.metadata.namespace for p in core.list_pod_for_all_namespaces(_request_timeout=10).items}
+                for ns in sorted(namespaces):
+                    core.delete_collection_namespaced_pod(ns, grace_period_seconds=0, _request_timeout=10)
         except Exception as exc:  # the API is gone: the teardown below still cleans up
             _say(f"could not delete pods through the API ({exc}); cleaning up behind the kubelet")
             return
         # The kubelet stops each sandbox, which runs CNI DEL: lease files go.
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and (self._ip_leases() or host.pod_netns_of(self.addr)):
+        while time.monotonic() < deadline and self._ip_leases():
             time.sleep(0.2)
 
     def _ip_leases(self) -> list[Path]:
