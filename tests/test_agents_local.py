@@ -89,3 +89,20 @@ def test_cancel_terminates_the_process(tmp_path):
 def test_needs_a_command():
     with pytest.raises(AgentError, match="local_command is required"):
         LocalProvider(parse_config(None))
+
+
+def test_the_push_token_arrives_by_private_file_and_the_operators_secrets_stay_behind(tmp_path, monkeypatch):
+    from foundry.agents.credentials import StaticTokenSource
+
+    monkeypatch.setenv("FOUNDRY_GITHUB_TOKEN", "ghp_operator_own")
+    monkeypatch.setenv("FOUNDRY_LINEAR_API_KEY", "lin_api_operator_own")
+    script = ("import json, os, pathlib; p = os.environ['FOUNDRY_GITHUB_TOKEN_FILE']; "
+              "pathlib.Path('seen.json').write_text(json.dumps({'token': open(p).read(), "
+              "'mode': oct(os.stat(p).st_mode & 0o777), 'env': sorted(os.environ)}))")
+    cfg = parse_config({"agent": {"provider": "local", "local_command": [sys.executable, "-c", script]}})
+    p = LocalProvider(cfg, root=tmp_path, tokens=StaticTokenSource("ghs_attempt_scoped"))
+    p.dispatch(RUN, 1, INPUT)
+    wait_state(p, 1, "succeeded")
+    seen = json.loads((tmp_path / "ns" / "lin-abc-1-a1" / "seen.json").read_text())
+    assert seen["token"] == "ghs_attempt_scoped" and seen["mode"] == "0o600"
+    assert "FOUNDRY_GITHUB_TOKEN" not in seen["env"] and "FOUNDRY_LINEAR_API_KEY" not in seen["env"]

@@ -22,9 +22,12 @@ RUN = "lin-abc-0123456789ab-1"
 
 def test_the_demo_config_passes_foundrys_own_validation(tmp_path):
     cfg = parse_config(demo_config(linear_graphql_url="http://127.0.0.1:1/graphql", github_url="http://127.0.0.1:2",
-                                   repo_dir=tmp_path))
+                                   agent_workdir=tmp_path))
     assert cfg.agent.provider == "local"
-    assert cfg.agent.local_command[1:] == ("-m", "foundry.demo.agent")
+    # The agent is Foundry's own runner, as in the agent image, driving the scripted command agent.
+    assert cfg.agent.local_command[1:] == ("-m", "foundry.cli.main", "agent", "run")
+    assert cfg.agent.runner.name == "command"
+    assert cfg.agent.runner.command[1:] == ("-m", "foundry.demo.agent")
     assert cfg.repositories["greeter"].github == example_repo.REPO
     assert [a.kubernetes for a in cfg.approvers] == ["alice"]
 
@@ -46,55 +49,37 @@ def test_workdirs_are_fresh_per_run_and_old_ones_are_pruned(tmp_path):
     assert left == sorted(p.name for p in made[-KEEP_WORKDIRS:])
 
 
-def _agent(tmp_path: Path, repo: Path, github_url: str, job: dict) -> subprocess.CompletedProcess:
-    path = tmp_path / f"input-{job['attempt']}.json"
-    path.write_text(json.dumps(job))
-    env = {**os.environ, "FOUNDRY_DEMO_REPO": str(repo), "FOUNDRY_DEMO_GITHUB_URL": github_url,
-           "FOUNDRY_JOB_INPUT": str(path)}
-    return subprocess.run([sys.executable, "-m", "foundry.demo.agent"], env=env, capture_output=True, text=True,
-                          timeout=60, stdin=subprocess.DEVNULL)
+def _agent(tree: Path, prompt: str) -> subprocess.CompletedProcess:
+    prompt_file = tree.parent / "prompt.md"
+    prompt_file.write_text(prompt)
+    env = {**os.environ, "FOUNDRY_PROMPT_FILE": str(prompt_file)}
+    return subprocess.run([sys.executable, "-m", "foundry.demo.agent"], cwd=tree, env=env, capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
 
 
-def test_the_local_agent_commits_on_the_run_branch_and_opens_one_pr(tmp_path):
-    from foundry.testing.github_server import GitHubServer
+def test_the_demo_agent_edits_the_work_tree_and_fixes_what_the_feedback_names(tmp_path):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for name, content in example_repo.INITIAL_FILES.items():
+        (tree / name).write_text(content)
+    first = _agent(tree, "## The approved plan\n\nGreet politely.\n")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout.strip().splitlines()[-1])["summary"]  # the command runner's report line
+    files = {p.name: p.read_text() for p in tree.iterdir()}
+    # The first try forgets the empty name: the demo's CI fails once, on purpose.
+    assert run_tests(files).conclusion == "failure"
 
-    repo = example_repo.create(tmp_path / "repo")
-    branch = f"foundry/{RUN}"
-    job = {"run": RUN, "issue": "ACME-1", "attempt": 1, "repo": example_repo.REPO, "baseBranch": "main",
-           "branch": branch, "plan": {"goal": "greet politely"}}
-    with GitHubServer() as github:
-        github.add_repo(example_repo.REPO, files=dict(example_repo.INITIAL_FILES))
-        first = _agent(tmp_path, repo, github.url, job)
-        assert first.returncode == 0, first.stderr
-        assert example_repo.branch_log(repo, branch) == ["ACME-1: handle messy names (attempt 1)"]
-        [(key, pr)] = github.pulls.items()
-        assert pr.head_ref == branch and pr.state == "open"
-        # The PR carries what the agent committed, and its tests catch the forgotten case.
-        assert run_tests(dict(github.commits[pr.head_sha].tree)).conclusion == "failure"
-        first_head = pr.head_sha
-
-        retry = _agent(tmp_path, repo, github.url, {**job, "attempt": 2, "feedback": "CI failed: tests"})
-        assert retry.returncode == 0, retry.stderr
-        assert len(example_repo.branch_log(repo, branch)) == 2
-        assert len(github.pulls) == 1  # pushed to the same PR
-        assert pr.head_sha != first_head
-        assert run_tests(dict(github.commits[pr.head_sha].tree)).conclusion == "success"
-
-        # The same attempt started again (say after an operator restart) adds no commit.
-        again = _agent(tmp_path, repo, github.url, {**job, "attempt": 2, "feedback": "CI failed: tests"})
-        assert again.returncode == 0 and "nothing new" in again.stdout
-        assert len(example_repo.branch_log(repo, branch)) == 2 and len(github.pulls) == 1
-        # The base branch is untouched: the change lives on foundry/<run> only.
-        assert example_repo.git(repo, "show", "main:greeter.py") == example_repo.INITIAL_FILES["greeter.py"].strip()
+    retry = _agent(tree, "## The approved plan\n\nGreet politely.\n\n## Feedback on the previous attempt\n\nCI failed.\n")
+    assert retry.returncode == 0, retry.stderr
+    assert run_tests({p.name: p.read_text() for p in tree.iterdir()}).conclusion == "success"
 
 
-def test_the_agent_reports_bad_input_without_a_traceback(tmp_path):
-    bad = tmp_path / "job.json"
-    bad.write_text('{"run": "x"}')
-    proc = subprocess.run([sys.executable, "-m", "foundry.demo.agent", str(bad)], capture_output=True, text=True,
-                          timeout=30, env={**os.environ, "FOUNDRY_DEMO_GITHUB_URL": "http://127.0.0.1:9"})
+def test_the_demo_agent_explains_how_it_is_meant_to_run(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "FOUNDRY_PROMPT_FILE"}
+    proc = subprocess.run([sys.executable, "-m", "foundry.demo.agent"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=30, env=env)
     assert proc.returncode == 1
-    assert "job input lacks repo, branch" in proc.stderr and "Traceback" not in proc.stderr
+    assert "FOUNDRY_PROMPT_FILE is not set" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.kube
@@ -120,13 +105,19 @@ def test_the_demo_runs_unattended_to_a_merged_pr(control_plane, kube_client, crd
         "foundry.dev", "v1alpha1", namespace, "foundryruns")["items"]
     assert [r["metadata"]["name"] for r in runs] == [summary["run"]]
     assert runs[0]["status"]["phase"] == "Complete"
-    assert [j["attempt"] for j in runs[0]["status"]["agent"]["jobs"]] == [1, 2]
+    jobs = runs[0]["status"]["agent"]["jobs"]
+    assert [j["attempt"] for j in jobs] == [1, 2]
+    # Each attempt is Foundry's runner: it pushed, and its report (termination-message JSON) is in status.
+    assert [j.get("outcome") for j in jobs] == ["pushed", "pushed"], jobs
+    assert all(j.get("headSha") and j.get("summary") for j in jobs), jobs
 
     # One merged PR in the GitHub stand-in, from the run's branch; CI failed once, then passed.
     [pr] = summary["pullRequests"]
     assert pr["merged"] and pr["head"] == f"foundry/{summary['run']}"
     assert [c["conclusion"] for c in summary["ci"]] == ["failure", "success"]
-    assert len(summary["agentCommits"]) == 2  # real commits in the example git repository
+    # Two real commits pushed over git to the stand-in, read back with a fresh clone.
+    assert len(summary["agentCommits"]) == 2, summary["agentCommits"]
+    assert pr["headSha"] == jobs[1]["headSha"]
 
     # The expected comments in the Linear stand-in: one of each purpose, and Alice's approval.
     comments = summary["linearComments"]

@@ -38,5 +38,5 @@ def make_provider(cfg: FoundryConfig, api: Any = None, tokens: Any = None) -> Ag
     if kind == "local":
         from foundry.agents.local import LocalProvider
 
-        return LocalProvider(cfg)
+        return LocalProvider(cfg, tokens=tokens)
     raise AgentError(f"agent.provider: unknown provider {kind!r}; expected job, webhook or local")

@@ -10,6 +10,10 @@ The root is agent.local_workdir, else <state dir>/agents. The command is
 agent.local_command; it finds its input through $FOUNDRY_JOB_INPUT and writes
 the result JSON of docs/agent-contract.md to $FOUNDRY_RESULT_PATH
 (`<folder>/result.json`), which state() reports like a pod's termination message.
+
+The push token is what a pod's credentials Secret would hold: written to
+`<folder>/credentials/token` (0600) and named by $FOUNDRY_GITHUB_TOKEN_FILE.
+The operator's own secrets are not passed on to the command.
 """
 
 from __future__ import annotations
@@ -25,20 +29,26 @@ from pathlib import Path
 from typing import Any
 
 from foundry.agents.base import FAILED, MISSING, RUNNING, SUCCEEDED, AgentError, attempt_name, record, run_identity, utc_iso
+from foundry.agents.credentials import CredentialError, StaticTokenSource, TokenSource
 from foundry.config import FoundryConfig
 from foundry.paths import state_dir
 
 # A claim with no pid after this long means the claimant died before starting the process.
 CLAIM_GRACE_SECONDS = 30.0
+TOKEN_FILE_ENV = "FOUNDRY_GITHUB_TOKEN_FILE"
+# The operator's own credentials: the attempt gets its push token by file, nothing else.
+_OPERATOR_SECRETS = ("FOUNDRY_GITHUB_TOKEN", "FOUNDRY_LINEAR_API_KEY", "FOUNDRY_LINEAR_WEBHOOK_SECRET",
+                     "FOUNDRY_GITHUB_WEBHOOK_SECRET", "FOUNDRY_GITHUB_APP_PRIVATE_KEY", "FOUNDRY_DATABASE_URL")
 
 
 class LocalProvider:
     """Agent attempts as local subprocesses (development only)."""
 
-    def __init__(self, cfg: FoundryConfig, root: Path | None = None) -> None:
+    def __init__(self, cfg: FoundryConfig, root: Path | None = None, tokens: TokenSource | None = None) -> None:
         if not cfg.agent.local_command:
             raise AgentError("agent.local_command is required for the local provider")
         self.cfg = cfg
+        self.tokens: TokenSource = tokens if tokens is not None else StaticTokenSource.from_env()
         self.root = Path(root or cfg.agent.local_workdir or state_dir() / "agents")
         self._children: dict[Path, subprocess.Popen[bytes]] = {}  # reaped in state()
 
@@ -60,13 +70,32 @@ class LocalProvider:
         tmp = work / "input.json.tmp"
         tmp.write_text(json.dumps(job_input, sort_keys=True, indent=2))
         os.replace(tmp, work / "input.json")
+        env = {k: v for k, v in os.environ.items() if k not in _OPERATOR_SECRETS}
+        env.update(self.cfg.agent.env)
+        token_file = self._write_token(work, str(job_input.get("repo") or ""))
+        if token_file is not None:
+            env[TOKEN_FILE_ENV] = str(token_file)
         argv = [sys.executable, "-m", "foundry.agents.local_runner", str(work), *self.cfg.agent.local_command]
         proc = subprocess.Popen(argv, cwd=work, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True,
-                                env={**os.environ, **dict(self.cfg.agent.env)})
+                                stderr=subprocess.DEVNULL, start_new_session=True, env=env)
         self._children[work] = proc
         (work / "pid").write_text(str(proc.pid))
         return record(work.name, attempt, RUNNING, utc_iso())
+
+    def _write_token(self, work: Path, repo: str) -> Path | None:
+        """The attempt's push token in a private file, like the Secret a pod mounts; None without one
+        (the runner then clones anonymously and fails to push with git's own reason)."""
+        try:
+            token = self.tokens.push_token(repo).token
+        except CredentialError:
+            return None
+        folder = work / "credentials"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        path = folder / "token"
+        fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(token)
+        return path
 
     def state(self, run: Mapping[str, Any], attempt: int) -> dict[str, Any]:
         """succeeded/failed from the exit code; running while the process lives; missing if never claimed."""

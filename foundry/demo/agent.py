@@ -1,17 +1,15 @@
-"""The demo's local coding agent: `python -m foundry.demo.agent [INPUT.json]`.
+"""The demo's coding agent: a `command` runner for `foundry agent run`.
 
-Started by the operator's `local` agent provider once per attempt. It reads the
-job input (the run, branch `foundry/<run>`, plan, feedback from a failed
-attempt), really changes the example git repository, commits on the branch,
-pushes the commit to the GitHub stand-in and opens the pull request there.
+Foundry's runner clones the example repository from the GitHub stand-in (real
+git over smart HTTP), writes the prompt, and starts this program in the work
+tree with $FOUNDRY_PROMPT_FILE naming the prompt. It edits files and exits 0;
+the runner then builds the commit (author, trailers), checks it against policy,
+pushes `foundry/<run>` and opens or updates the draft pull request. So the
+demo exercises exactly what a real coding-agent CLI would go through.
 
 It is scripted, not clever: the first attempt handles the spaces around a name
 but forgets the empty name, so the demo's CI fails once and Foundry's retry
-(attempt 2, with the CI failure as feedback) fixes it.
-
-Job input, first found wins: the file named by argv[1], the file named by
-$FOUNDRY_JOB_INPUT, or JSON on stdin. Settings: $FOUNDRY_DEMO_REPO (the
-example repository) and $FOUNDRY_DEMO_GITHUB_URL (the stand-in's base URL).
+(attempt 2, whose prompt carries the CI failure as feedback) fixes it.
 """
 
 from __future__ import annotations
@@ -20,11 +18,6 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
-
-import httpx
-
-from foundry.demo.example_repo import BASE_BRANCH, GitError, git
 
 FIRST_TRY = (
     '"""Greetings for the people who use our product."""\n\n\n'
@@ -55,91 +48,38 @@ TESTS = (
 )
 
 
+# The prompt's section that only a remediation attempt has (foundry.runner.prompt).
+FEEDBACK_HEADING = "## Feedback on the previous attempt"
+
+
 class AgentError(RuntimeError):
     pass
 
 
-def read_input(argv: list[str], env: dict[str, str], stdin: Any) -> dict[str, Any]:
-    path = argv[1] if len(argv) > 1 else env.get("FOUNDRY_JOB_INPUT")
-    try:
-        raw = Path(path).read_text() if path else stdin.read()
-        data = json.loads(raw)
-    except (OSError, ValueError) as exc:
-        raise AgentError(f"cannot read the job input ({path or 'stdin'}): {exc}") from None
-    missing = [k for k in ("run", "repo", "branch") if not data.get(k)]
-    if missing:
-        raise AgentError(f"job input lacks {', '.join(missing)}")
-    return data
-
-
-def changes_for(job: dict[str, Any]) -> dict[str, str]:
-    """The files this attempt writes (pure): the fix once there is feedback or a later attempt."""
-    retrying = bool(job.get("feedback")) or int(job.get("attempt") or 1) > 1
+def changes_for(prompt: str) -> dict[str, str]:
+    """The files this attempt writes (pure): the fix once the prompt carries feedback."""
+    retrying = FEEDBACK_HEADING in prompt
     return {"greeter.py": FIXED if retrying else FIRST_TRY, "test_greeter.py": TESTS}
 
 
-def commit_locally(repo: Path, job: dict[str, Any], files: dict[str, str]) -> str | None:
-    """Commit `files` on the run's branch; the new commit's sha, or None if nothing changed."""
-    branch = job["branch"]
-    if git(repo, "branch", "--list", branch):
-        git(repo, "checkout", "--quiet", branch)
-    else:
-        git(repo, "checkout", "--quiet", "-b", branch, job.get("baseBranch") or BASE_BRANCH)
-    for name, content in files.items():
-        (repo / name).write_text(content)
-    # Only what the agent wrote: nothing else that happens to lie in the checkout.
-    git(repo, "add", "--", *files)
-    if not git(repo, "diff", "--cached", "--name-only"):
-        return None  # the same attempt run again: its work is already committed
-    subject = f"{job.get('issue') or job['run']}: handle messy names (attempt {job.get('attempt', 1)})"
-    git(repo, "commit", "--quiet", "-m", subject)
-    return git(repo, "rev-parse", "HEAD")
-
-
-def publish(github_url: str, job: dict[str, Any], files: dict[str, str], local_sha: str | None) -> int | None:
-    """Push the change to the GitHub stand-in and open the PR if none is open; the PR number if opened."""
-    repo, branch = job["repo"], job["branch"]
-    with httpx.Client(base_url=github_url, timeout=30) as http:
-        message = f"Handle messy names (attempt {job.get('attempt', 1)})"
-        if local_sha:
-            message += f"\n\nlocal commit {local_sha}"
-        _control(http, "commit", repo=repo, branch=branch, files=files, message=message)
-        title = f"{job.get('issue') or job['run']}: greet people politely when their name is messy"
-        body = f"Foundry run `{job['run']}`.\n\nPlan: {json.dumps(job.get('plan') or {}, indent=2)}"
-        answer = http.post("/_control/open_pr", json={"repo": repo, "head": branch, "title": title, "body": body,
-                                                      "base": job.get("baseBranch") or BASE_BRANCH})
-        if answer.status_code == 200:
-            return int(answer.json()["result"])
-        if "already open" in answer.text:
-            return None  # a retry pushes to the PR the first attempt opened
-        raise AgentError(f"opening the pull request failed: HTTP {answer.status_code} {answer.text}")
-
-
-def _control(http: httpx.Client, method: str, **kwargs: Any) -> Any:
-    answer = http.post(f"/_control/{method}", json=kwargs)
-    if answer.status_code != 200:
-        raise AgentError(f"GitHub stand-in refused {method}: HTTP {answer.status_code} {answer.text}")
-    return answer.json()["result"]
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv if argv is None else argv
-    env = dict(os.environ)
+    env = os.environ
+    path = env.get("FOUNDRY_PROMPT_FILE")
     try:
-        job = read_input(argv, env, sys.stdin)
-        repo = Path(env.get("FOUNDRY_DEMO_REPO") or ".")
-        github_url = env.get("FOUNDRY_DEMO_GITHUB_URL")
-        if not github_url:
-            raise AgentError("FOUNDRY_DEMO_GITHUB_URL is not set")
-        files = changes_for(job)
-        sha = commit_locally(repo, job, files)
-        number = publish(github_url, job, files, sha)
-    except (AgentError, GitError, httpx.HTTPError) as exc:
+        if not path:
+            raise AgentError("FOUNDRY_PROMPT_FILE is not set: run me as a `command` runner of `foundry agent run`")
+        prompt = Path(path).read_text(encoding="utf-8")
+        files = changes_for(prompt)
+        for name, content in files.items():
+            Path(name).write_text(content, encoding="utf-8")
+    except (AgentError, OSError) as exc:
         print(f"demo agent: {exc}", file=sys.stderr)
         return 1
-    print(f"demo agent: attempt {job.get('attempt', 1)} of {job['run']} committed "
-          f"{sha[:12] if sha else 'nothing new'} on {job['branch']}"
-          + (f", opened PR #{number}" if number else ""))
+    fixing = FEEDBACK_HEADING in prompt
+    summary = ("Handled the empty name the CI failure pointed at: greet() now says 'Hello, there!'."
+               if fixing else "greet() now strips the spaces around a name; tests added for both cases.")
+    # The last stdout line, as JSON, is what the command runner reports.
+    print(json.dumps({"summary": summary, "turns": 1}))
     return 0
 
 

@@ -15,8 +15,12 @@ APPROVER_KUBE_USER = "alice"  # a static user of the local control plane
 REPO_NAME = "greeter"
 
 
-def demo_config(*, linear_graphql_url: str, github_url: str, repo_dir: Path, agent_workdir: Path | None = None) -> dict[str, Any]:
-    """agent_workdir: where the local provider may keep per-attempt files (never inside the repository)."""
+def demo_config(*, linear_graphql_url: str, github_url: str, agent_workdir: Path) -> dict[str, Any]:
+    """agent_workdir: where the local provider keeps per-attempt folders (the runner's clone lives there).
+
+    The agent is Foundry's own runner (`foundry agent run`, as in the agent
+    image) driving the demo's scripted `command` agent: it clones from the
+    GitHub stand-in, commits, checks policy, pushes and opens the PR itself."""
     return {
         "trigger": {"label": "foundry"},
         "repositories": [{
@@ -35,9 +39,10 @@ def demo_config(*, linear_graphql_url: str, github_url: str, repo_dir: Path, age
         "policy": {"approvals_required": 1, "retry_cap": 2, "budget_cap": 3, "max_changed_files": 10},
         "agent": {
             "provider": "local",
-            "local_command": [sys.executable, "-m", "foundry.demo.agent"],
-            "local_workdir": str(agent_workdir or repo_dir.parent / "agent-work"),
-            "env": {"FOUNDRY_DEMO_REPO": str(repo_dir), "FOUNDRY_DEMO_GITHUB_URL": github_url},
+            "local_command": [sys.executable, "-m", "foundry.cli.main", "agent", "run"],
+            "local_workdir": str(agent_workdir),
+            "runner": {"name": "command", "command": [sys.executable, "-m", "foundry.demo.agent"],
+                       "timeout_seconds": 60},
         },
         # Short waits: the demo should finish in about a minute, not an hour.
         "timeouts": {"agent_seconds": 120, "pr_wait_seconds": 60, "resync_seconds": 3},

@@ -1,7 +1,8 @@
-"""The small example repository the demo agent changes: a real git repository.
+"""The small example repository the demo agent changes.
 
-The same files seed the GitHub stand-in's repository, so the pull request the
-agent opens shows the commits it made here.
+Its files seed the GitHub stand-in's repository, a real bare git repository
+served over smart HTTP; Foundry's runner clones it, and the demo clones it
+again at the end to show what was really pushed.
 """
 
 from __future__ import annotations
@@ -56,22 +57,33 @@ def git(repo: Path, *args: str) -> str:
     return proc.stdout.strip()
 
 
-def create(path: Path) -> Path:
-    """A fresh git repository at `path` holding INITIAL_FILES on `main` (replaces whatever was there)."""
-    if path.exists():
-        import shutil
+def clone(url: str, token: str, path: Path) -> Path:
+    """A fresh clone of `url` at `path` (replacing it), all branches fetched; the token goes in an
+    HTTP header given through the environment, never into the clone's config."""
+    import base64
+    import os
+    import shutil
 
+    if path.exists():
         shutil.rmtree(path)
-    path.mkdir(parents=True)
-    git(path, "init", "--quiet", "--initial-branch", BASE_BRANCH)
-    for name, content in INITIAL_FILES.items():
-        (path / name).write_text(content)
-    git(path, "add", "--all")
-    git(path, "commit", "--quiet", "-m", "Initial commit")
+    basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+    env = dict(os.environ, GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="http.extraHeader",
+               GIT_CONFIG_VALUE_0=f"Authorization: Basic {basic}", GIT_TERMINAL_PROMPT="0")
+    proc = subprocess.run(["git", "clone", "--quiet", "--no-checkout", url, str(path)], capture_output=True,
+                          text=True, env=env)
+    if proc.returncode != 0:
+        raise GitError(f"git clone {url}: {(proc.stderr or proc.stdout).strip()}")
+    proc = subprocess.run(["git", "-C", str(path), "fetch", "--quiet", "origin", "+refs/heads/*:refs/heads/*",
+                           "--update-head-ok"], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise GitError(f"git fetch {url}: {(proc.stderr or proc.stdout).strip()}")
+    git(path, "checkout", "--quiet", BASE_BRANCH)
     return path
 
 
-def branch_log(path: Path, branch: str, base: str = BASE_BRANCH) -> list[str]:
-    """Subjects of the commits on `branch` that are not on `base`, oldest first."""
-    out = git(path, "log", "--reverse", "--format=%s", f"{base}..{branch}")
+def agent_commits(path: Path, run: str) -> list[str]:
+    """Subjects of the commits Foundry's runner made for `run` on `foundry/<run>`, oldest first
+    (found by their trailer, so they count whether or not the branch has been merged)."""
+    out = git(path, "log", "--reverse", "--format=%s", "--fixed-strings", f"--grep=Foundry-Run: {run}",
+              f"foundry/{run}")
     return [line for line in out.splitlines() if line]

@@ -126,10 +126,10 @@ def _print_result(stack: LocalStack, result: StoryResult) -> None:
     out.line("Where to look next:", style="bold")
     branch = f"foundry/{result.run}"
     try:
-        commits = example_repo.branch_log(stack.repo_dir, branch)
+        commits = example_repo.agent_commits(stack.clone_example(), result.run)
     except example_repo.GitError:
         commits = []
-    out.line(f"  the agent's commits:  git -C {stack.repo_dir} log --oneline {example_repo.BASE_BRANCH}..{branch}"
+    out.line(f"  the agent's commits:  git -C {stack.repo_dir} log --format=fuller {branch}"
              + (f"  ({len(commits)} commits)" if commits else ""))
     out.line(f"  operator log:         {stack.logs_dir / 'operator.log'}")
     out.line(f"  bridge log:           {stack.logs_dir / 'bridge.log'}")
@@ -170,7 +170,8 @@ def summary(stack: LocalStack, result: StoryResult) -> dict[str, Any]:
             comments.append({"author": c["user"]["email"], "body": c["body"],
                              "purposes": [p for _, p in find_markers(c["body"])]})
     try:
-        commits = example_repo.branch_log(stack.repo_dir, f"foundry/{result.run}") if result.run else []
+        commits = (example_repo.agent_commits(stack.clone_example(), result.run)
+                   if result.run and stack.github is not None else [])
     except example_repo.GitError:
         commits = []
     return {"namespace": stack.namespace, "run": result.run, "phase": result.phase, "issueId": result.issue_id,

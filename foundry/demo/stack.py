@@ -77,8 +77,7 @@ class LocalStack:
         self._start_cluster()
         self._prepare_cluster()
         self._prepare_database()
-        self.repo_dir = example_repo.create(self.workdir / "example-repo")
-        self._say(f"example repository {example_repo.REPO} created at {self.repo_dir} (a real git repository)")
+        self.repo_dir = self.workdir / "example-repo"  # a clone of the stand-in's repository, made by clone_example()
         self._start_standins()
         self._write_config()
         self._start_bridge()
@@ -162,17 +161,20 @@ class LocalStack:
         self.linear = LinearServer(webhook_secret=self.linear_secret, retry_scale=WEBHOOK_RETRY_SCALE).start()
         self.linear.add_team(TEAM, "Acme")
         self.alice_id = self.linear.add_user(APPROVER_NAME, APPROVER_EMAIL)
-        self.github = GitHubServer(webhook_secret=self.github_secret, retry_scale=WEBHOOK_RETRY_SCALE).start()
+        # require_auth: clone and push need a token, as on GitHub; the runner gets one by file.
+        self.github = GitHubServer(webhook_secret=self.github_secret, retry_scale=WEBHOOK_RETRY_SCALE,
+                                   require_auth=True).start()
         self.github.add_repo(example_repo.REPO, default_branch=example_repo.BASE_BRANCH,
                              files=dict(example_repo.INITIAL_FILES))
-        self._say(f"local Linear at {self.linear.graphql_url}, local GitHub at {self.github.url}")
+        self._say(f"local Linear at {self.linear.graphql_url}, local GitHub at {self.github.url} "
+                  f"(git: {self.github.git_url(example_repo.REPO)})")
 
     def _write_config(self) -> None:
         self.config_path = self.workdir / "foundry.yaml"
         agent_work = self.workdir / "agent-work"
         agent_work.mkdir(exist_ok=True)
         cfg = demo_config(linear_graphql_url=self.linear.graphql_url, github_url=self.github.url,
-                          repo_dir=self.repo_dir, agent_workdir=agent_work)
+                          agent_workdir=agent_work)
         self.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
     def _base_env(self) -> dict[str, str]:
@@ -208,10 +210,6 @@ class LocalStack:
             "FOUNDRY_LINEAR_URL": self.linear.graphql_url,
             "FOUNDRY_GITHUB_TOKEN": self.github.token,
             "FOUNDRY_GITHUB_URL": self.github.url,
-            # Also in the config's agent.env; set here too so the local agent
-            # inherits them whatever the provider passes on.
-            "FOUNDRY_DEMO_REPO": str(self.repo_dir),
-            "FOUNDRY_DEMO_GITHUB_URL": self.github.url,
         }
         operator = Child("operator", FOUNDRY + ["operator", "--namespace", self.namespace], env,
                          self.logs_dir / "operator.log").start()
@@ -219,7 +217,13 @@ class LocalStack:
         time.sleep(0.5)
         if not operator.alive():
             raise StackError(f"foundry operator exited at once; last lines of {operator.log_path}:\n{operator.tail()}")
-        self._say(f"foundry operator watching namespace {self.namespace} (agent provider: local)")
+        self._say(f"foundry operator watching namespace {self.namespace} "
+                  "(agent: `foundry agent run` as a local process, driving the demo's command agent)")
+
+    def clone_example(self) -> Path:
+        """A fresh clone of the example repository from the stand-in (what the agent really pushed)."""
+        assert self.github is not None
+        return example_repo.clone(self.github.git_url(example_repo.REPO), self.github.token, self.repo_dir)
 
     def check_alive(self) -> None:
         """StackError naming the first child that died, with the end of its log."""

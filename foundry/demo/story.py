@@ -87,6 +87,9 @@ class Story:
         self.progress.step(f"CI passed on {second[:8]}")
 
         self._wait_pr_seen(second)
+        report = self._wait_attempt_done(2)
+        self.progress.step(f"the runner reported: {report.get('outcome')}, {report.get('filesChanged')} files, "
+                           f"head {str(report.get('headSha'))[:8]}: {report.get('summary')}")
         self.confirm(f"Press Enter to merge PR #{number} ")
         stack.github.submit_review(example_repo.REPO, number, "octocat", "APPROVED", "Looks good, thanks!")
         stack.github.merge(example_repo.REPO, number)
@@ -162,6 +165,16 @@ class Story:
             return any(j.get("attempt") == attempt for j in jobs) or None  # type: ignore[return-value]
 
         self._wait(started, f"the operator to start agent attempt {attempt}")
+
+    def _wait_attempt_done(self, attempt: int) -> dict[str, Any]:
+        """The attempt's record once its runner has finished (a merge before that would cancel it
+        between its push and its report)."""
+        def done() -> dict[str, Any] | None:
+            jobs = (self._status().get("agent") or {}).get("jobs") or []
+            job = next((j for j in jobs if j.get("attempt") == attempt), None)
+            return job if job and job.get("state") in ("succeeded", "failed") else None
+
+        return self._wait(done, f"agent attempt {attempt} to finish and report")
 
     def _wait_pr_seen(self, sha: str) -> None:
         """Merge only once the operator has looked at the passing head, so the story shows each step."""
