@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help demo test venv binaries postgres node-runtime bench kind-e2e agent-clis clean
+.PHONY: help demo test venv binaries postgres node-runtime bench kind-e2e agent-clis images clean
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
@@ -19,14 +19,18 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create the virtualenv with Foundry installed (editable)
 
-binaries: ## build or reuse kube-apiserver, etcd, kubectl and helm (cached in ~/.cache/foundry)
+binaries: ## build or reuse kube-apiserver, etcd, kubectl, helm, the node binaries and CoreDNS (cached in ~/.cache/foundry)
 	@bash tools/controlplane.sh >/dev/null
+	@bash tools/coredns.sh >/dev/null
 
 postgres: ## install PostgreSQL from Debian's packages if it is missing
 	@bash tools/ensure-postgres.sh >/dev/null
 
 agent-clis: ## install or reuse the pinned Claude Code, Codex and Aider (cached in ~/.cache/foundry)
 	@bash tools/agent-clis.sh >/dev/null
+
+images: venv agent-clis ## build or reuse the Foundry, agent and PostgreSQL images without Docker (needs root; tarballs in ~/.cache/foundry/images)
+	@bash tools/images.sh
 
 node-runtime: ## install containerd, runc, CNI plugins and image tools from Debian's packages if missing (real node)
 	@bash tools/node-runtime.sh
