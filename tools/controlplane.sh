@@ -174,7 +174,6 @@ build_helm() {
 }
 
 need() { local b; for b in "${missing[@]}"; do [ "$b" = "$1" ] && return 0; done; return 1; }
-# Someone may have finished the build while we waited for the lock.
 # Someone may have finished the build while we waited for the lock: re-check.
 still=()
 for b in "${missing[@]}"; do version_ok "$b" "$DEST/$b" || still+=("$b"); done
