@@ -7,6 +7,7 @@ import http.server
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -175,6 +176,25 @@ def test_a_pod_reaches_a_server_on_the_host_at_node_ip(real_node, core, node_nam
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_in_cluster_clients_reach_the_api_server_through_the_kubernetes_service(real_node, core, node_namespace):
+    name = unique("incluster")
+    spec = pod(name, shell_container(
+        "cat /var/run/secrets/kubernetes.io/serviceaccount/namespace; echo; "
+        "echo $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT; "
+        "nc -w 5 $KUBERNETES_SERVICE_HOST $KUBERNETES_SERVICE_PORT </dev/null && echo connected"))
+    spec.spec.automount_service_account_token = True
+    core.create_namespaced_pod(node_namespace, spec)
+    wait_pod(core, node_namespace, name, ("Succeeded",))
+    ns_line, hostport, connected = core.read_namespaced_pod_log(name, node_namespace).split()
+    assert (ns_line, hostport, connected) == (node_namespace, f"{real_node.addr.kubernetes_service_ip}:443", "connected")
+    # The serving certificate names the Service IP, so TLS clients in pods verify it.
+    ctx = ssl.create_default_context(cafile=str(real_node.ca_file))
+    req = urllib.request.Request(f"https://{real_node.addr.kubernetes_service_ip}/version",
+                                 headers={"Authorization": f"Bearer {real_node.admin_token}"})
+    with urllib.request.urlopen(req, timeout=5, context=ctx) as resp:
+        assert json.loads(resp.read())["gitVersion"] == "v1.35.4"
 
 
 def test_pod_security_restricted_refuses_a_noncompliant_pod_and_runs_a_compliant_one(core):
