@@ -158,7 +158,7 @@ def test_clone_push_and_read_back_with_real_git(gh: GitHubServer, hook: WebhookR
 def test_control_api_commits_are_real_git_commits(gh: GitHubServer, tmp_path: Path) -> None:
     sha = gh.commit(REPO, "feature", {"src/app.py": None, "docs/guide.md": "# guide\n"}, "Move things")
     number = gh.open_pr(REPO, "feature", "Guide")
-    merge = gh.merge(REPO, number)
+    merge = gh.merge(REPO, number, method="merge")
     work = clone(Git(STATIC), gh, REPO, tmp_path / "work")
     g = Git(None)
     assert g("rev-parse", "HEAD", cwd=work).stdout.strip() == merge
@@ -170,6 +170,14 @@ def test_control_api_commits_are_real_git_commits(gh: GitHubServer, tmp_path: Pa
     assert gh.commits[merge].tree_sha == g("rev-parse", "HEAD^{tree}", cwd=work).stdout.strip()
     main = gh.ref_updates_for(REPO, "main")
     assert [(u.via, u.new, u.forced) for u in main][-1] == ("control", merge, False)
+
+    # A squash merge (the default) adds one single-parent commit: the branch's commits stay off main.
+    gh.commit(REPO, "feature-2", {"docs/more.md": "more\n"}, "More")
+    squashed = gh.merge(REPO, gh.open_pr(REPO, "feature-2", "More docs"))
+    Git(STATIC)("fetch", "--quiet", "origin", cwd=work)
+    assert g("log", "--format=%s", "origin/main..origin/feature-2", cwd=work).stdout.split("\n")[0] == "More"
+    assert g("rev-list", "--parents", "-1", squashed, cwd=work).stdout.split()[1:] == [merge]
+    assert gh.files_at(REPO, "main")["docs/more.md"] == "more\n"
 
 
 def test_force_push_is_refused_and_recorded(gh: GitHubServer, tmp_path: Path) -> None:

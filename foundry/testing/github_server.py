@@ -268,16 +268,24 @@ class GitHubServer(GitSide, RestWrites, ServerThread, WebhookControls):
             self.pulls[(r.full_name, number)] = pr
             return pr
 
-    def merge(self, repo: str, number: int, *, user: str = "octocat") -> str:
+    def merge(self, repo: str, number: int, *, user: str = "octocat", method: str = "squash") -> str:
+        """Merge the PR into its base, taking the head's files (no three-way merge). `method`
+        is GitHub's: "squash" (one new commit on the base: the branch's commits stay off it,
+        the stand-in's behaviour before it had git) or "merge" (a commit with both parents)."""
+        if method not in ("squash", "merge"):
+            raise ValueError(f"merge method must be squash or merge, got {method!r}")
         with self._lock:
             pr = self._pull(repo, number)
             if pr.state != "open":
                 raise ValueError(f"{repo}#{number} is not open")
             r = self._repo(repo)
-            # The model's merge takes the head's files (no three-way merge): a merge commit with both parents.
-            merge = self._new_commit(repo, (r.branches[pr.base_ref], pr.head_sha), {},
-                                     f"Merge pull request #{number} from {r.owner}/{pr.head_ref}", user,
-                                     base=pr.head_sha)
+            if method == "merge":
+                parents = (r.branches[pr.base_ref], pr.head_sha)
+                message = f"Merge pull request #{number} from {r.owner}/{pr.head_ref}\n\n{pr.title}"
+            else:
+                parents = (r.branches[pr.base_ref],)
+                message = f"{pr.title} (#{number})"
+            merge = self._new_commit(repo, parents, {}, message, user, base=pr.head_sha)
             self._move_branch(repo, pr.base_ref, merge.sha, user)
             stamp = now_iso()
             pr.state, pr.merged, pr.merged_at, pr.merged_by = "closed", True, stamp, user
