@@ -209,6 +209,9 @@ class JobProvider:
         meta = job["metadata"]
         namespace, uid = meta["namespace"], meta.get("uid") or ""
         secret_name = token_secret_name(name, attempt)
+        volumes = (((job.get("spec") or {}).get("template") or {}).get("spec") or {}).get("volumes") or []
+        if not any((v.get("secret") or {}).get("secretName") == secret_name for v in volumes):
+            return  # a Job made before the token Secret existed (an older operator) mounts none
         key = (namespace, secret_name)
         now = self.clock()
         with self._secrets_lock:
