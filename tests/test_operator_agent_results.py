@@ -191,6 +191,7 @@ def test_a_pod_refused_by_admission_fails_the_run_at_once(control_plane, kube_cl
         started = time.monotonic()
         failed = wait_phase(kube_client, namespace, run, "ExecutionFailed", timeout=15)
         took = time.monotonic() - started
+        print(f"admission refusal surfaced as ExecutionFailed in {took:.2f}s")
         jobs = stack.jobs(run)
 
     status = failed["status"]
