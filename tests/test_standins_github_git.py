@@ -93,8 +93,13 @@ def commit_file(git: Git, work: Path, path: str, content: str, message: str) -> 
     return git("rev-parse", "HEAD", cwd=work).stdout.strip()
 
 
-def events(hook: WebhookReceiver) -> list[tuple[str, dict[str, Any]]]:
-    return [(m.headers["X-GitHub-Event"], json.loads(m.body)) for m in hook.received]
+def events(hook: WebhookReceiver, gh: GitHubServer) -> list[tuple[str, dict[str, Any]]]:
+    """The webhooks the stand-in sent, in the order it sent them (each delivery is its own
+    request, so arrival order can differ), after checking each one arrived."""
+    sent = [(d.event, d.payload) for d in gh.deliveries]
+    arrived = sorted(json.dumps(json.loads(m.body), sort_keys=True) for m in hook.received)
+    assert sorted(json.dumps(b, sort_keys=True) for _, b in sent) == arrived
+    return sent
 
 
 def app_jwt(private_pem: str, *, iat: float | None = None, exp: float | None = None, iss: Any = APP_ID,
@@ -143,7 +148,7 @@ def test_clone_push_and_read_back_with_real_git(gh: GitHubServer, hook: WebhookR
                           capture_output=True).returncode == 0
 
     assert gh.wait_webhooks(10) and hook.wait_for(4)
-    seen = events(hook)
+    seen = events(hook, gh)
     pushes = [b for e, b in seen if e == "push"]
     assert [(p["ref"], p["before"] == "0" * 40, p["after"], p["forced"]) for p in pushes] == [
         ("refs/heads/foundry/run-1", True, first, False), ("refs/heads/foundry/run-1", False, second, False)]
@@ -388,9 +393,9 @@ def test_create_and_update_pulls(gh: GitHubServer, hook: WebhookReceiver) -> Non
     assert rest(gh, "PATCH", f"{path}/{number}", STATIC, json={"state": "merged"}).status_code == 422
     assert rest(gh, "PATCH", f"{path}/999", STATIC, json={"title": "x"}).status_code == 404
     assert gh.wait_webhooks(10) and hook.wait_for(4)
-    actions = [b["action"] for e, b in events(hook) if e == "pull_request"]
+    actions = [b["action"] for e, b in events(hook, gh) if e == "pull_request"]
     assert actions == ["opened", "edited", "closed", "reopened"]
-    assert [b["changes"] for e, b in events(hook) if b.get("action") == "edited"] == [
+    assert [b["changes"] for e, b in events(hook, gh) if b.get("action") == "edited"] == [
         {"title": {"from": "T"}, "body": {"from": "B"}}]
 
 
@@ -524,7 +529,7 @@ def test_push_payload_matches_githubs_examples(gh: GitHubServer, hook: WebhookRe
     commit_file(git, work, "f.txt", "f\n", "F")
     git("push", "--quiet", "origin", "HEAD:refs/heads/shape", cwd=work)
     assert gh.wait_webhooks(10) and hook.wait_for(1)
-    [push] = [b for e, b in events(hook) if e == "push"]
+    [push] = [b for e, b in events(hook, gh) if e == "push"]
     assert shape_mismatches(push, octokit_examples["push"]) == []
     for field in ("ref", "before", "after", "forced", "commits", "head_commit", "pusher", "repository", "sender"):
         assert field in push and any(field in e for e in octokit_examples["push"])
@@ -538,7 +543,7 @@ def test_pull_request_write_payloads_match_githubs_examples(
     for change in ({"title": "T2"}, {"state": "closed"}, {"state": "open"}):
         assert rest(gh, "PATCH", f"/repos/{REPO}/pulls/{number}", STATIC, json=change).status_code == 200
     assert gh.wait_webhooks(10) and hook.wait_for(4)
-    sent = {b["action"]: b for e, b in events(hook) if e == "pull_request"}
+    sent = {b["action"]: b for e, b in events(hook, gh) if e == "pull_request"}
     assert sorted(sent) == ["closed", "edited", "opened", "reopened"]
     for action, body in sent.items():
         examples = [e for e in octokit_examples["pull_request"] if e.get("action") == action]
@@ -555,7 +560,7 @@ def test_review_comment_payload_matches_githubs_examples(
     review = gh.submit_review(REPO, number, "carol", "CHANGES_REQUESTED", "fix",
                               comments=[{"path": "src/app.py", "line": 2, "body": "not 3"}])
     assert gh.wait_webhooks(10) and hook.wait_for(3)
-    sent = [(e, b) for e, b in events(hook) if e.startswith("pull_request_review")]
+    sent = [(e, b) for e, b in events(hook, gh) if e.startswith("pull_request_review")]
     assert [e for e, _ in sent] == ["pull_request_review_comment", "pull_request_review"]
     note = sent[0][1]
     assert (note["comment"]["pull_request_review_id"], note["comment"]["line"]) == (review, 2)
