@@ -68,7 +68,9 @@ def lifecycle() -> Iterator[tuple[list[Any], GitHubServer]]:
                                                   retry_scale=0.0001) as gh:
         play_a_pr_lifecycle(gh)
         assert gh.wait_webhooks(10) and hook.wait_for(len(EXPECTED_SEQUENCE))
-        yield list(hook.received), gh
+        # In the order they were sent: each delivery is its own request, so under load they may arrive in another.
+        sent = {d.id: i for i, d in enumerate(gh.deliveries)}
+        yield sorted(hook.received, key=lambda m: sent[m.headers["X-GitHub-Delivery"]]), gh
 
 
 def by_event(received: list[Any], event: str, action: str | None) -> dict[str, Any]:
