@@ -107,7 +107,7 @@ def test_bridge_and_operator_do_their_work_as_the_chart_service_accounts(
                                        labels=["foundry"], actor_id=approver_id)
         issue = linear.issue_json(issue_id)
         raw = demo_config(linear_graphql_url=linear.graphql_url, github_url=github.url,
-                          repo_dir=tmp_path / "repo", agent_workdir=tmp_path / "agents")
+                          agent_workdir=tmp_path / "agents")
         raw["agent"] = {"provider": "job", "image": "registry.example.com/agent:1"}
         raw["timeouts"]["resync_seconds"] = 1
         cfg = parse_config(raw)
