@@ -105,6 +105,23 @@ def job_created_events(core, namespace: str, job: str) -> int:
     return sum(1 for e in events.items if e.reason == "SuccessfulCreate")
 
 
+def wait_replaced_and_ready(core, namespace: str, name: str, old_uid: str, timeout: float = 180) -> None:
+    """The StatefulSet's status can still say "ready" for the deleted pod: wait for its successor."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            p = core.read_namespaced_pod(name, namespace)
+        except client.ApiException as err:
+            if err.status != 404:
+                raise
+        else:
+            if p.metadata.uid != old_uid and not p.metadata.deletion_timestamp and any(
+                    c.type == "Ready" and c.status == "True" for c in p.status.conditions or []):
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"{namespace}/{name} was not replaced by a Ready pod in {timeout}s")
+
+
 def helm_test(real_node, release: str, namespace: str) -> str:
     # The pod exits 0 only on /readyz 200 with every check "ok"; it is deleted when it succeeds, so
     # its log is not fetched (--logs would race the deletion).
@@ -211,8 +228,10 @@ def test_upgrade_and_rollback_keep_the_run_its_row_and_the_password(real_node, i
     assert read_run(api, ns, name)["metadata"]["uid"] == run["metadata"]["uid"]
 
     # The rows live on the volume: a new database pod finds them.
-    core.delete_namespaced_pod(f"{release}-foundry-postgresql-0", ns)
-    time.sleep(2)
+    db_pod = f"{release}-foundry-postgresql-0"
+    old_uid = core.read_namespaced_pod(db_pod, ns).metadata.uid
+    core.delete_namespaced_pod(db_pod, ns)
+    wait_replaced_and_ready(core, ns, db_pod, old_uid)
     wait_release_ready(core, apps, ns, release)
     assert [r["id"] for r in query_database(core, ns, db_secret, "database-url", run_row_sql(name))] == [row["id"]]
     history = json.loads(helm(real_node, "history", release, "-n", ns, "-o", "json").stdout)
