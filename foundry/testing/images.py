@@ -228,6 +228,9 @@ def _tools_python() -> Path:
     return py
 
 
+KEEP_WHEELS = 10
+
+
 def build_wheel() -> Path:
     """The Foundry wheel of the checkout, stored by its hash (hatchling writes reproducible wheels)."""
     wheels = images_cache() / "wheels"
@@ -245,6 +248,11 @@ def build_wheel() -> Path:
         final.parent.mkdir(parents=True, exist_ok=True)
         built.rename(final)
     shutil.rmtree(out, ignore_errors=True)
+    os.utime(final.parent)
+    # Every edit of the checkout makes a new wheel: keep the recent ones only.
+    for old in sorted((d for d in wheels.iterdir() if d.is_dir() and not d.name.startswith("tmp-")),
+                      key=lambda d: d.stat().st_mtime, reverse=True)[KEEP_WHEELS:]:
+        shutil.rmtree(old, ignore_errors=True)
     return final
 
 
