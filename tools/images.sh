@@ -10,7 +10,7 @@
 #   tools/images.sh --json              the same, as JSON
 set -euo pipefail
 cd "$(dirname "$0")/.."
-case "${1:-}" in -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 [ "$(id -u)" = 0 ] || { echo "[images] error: building images needs root (debootstrap, chroot, file ownership)" >&2; exit 1; }
 for tool in debootstrap umoci skopeo; do
   command -v "$tool" >/dev/null 2>&1 && continue
