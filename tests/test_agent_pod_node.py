@@ -21,8 +21,8 @@ import pytest
 from kubernetes import client
 
 from foundry.agents.job_manifest import build_job
-from foundry.testing.agent_node import AGENT_SA, MODEL_KEY, REPO, AgentPodBed, agent_image
-from foundry.testing.model_server import Final, ToolCall
+from foundry.testing.agent_node import AGENT_SA, MODEL_KEY, REPO, AgentPodBed, agent_image, fake_run
+from foundry.testing.model_server import Final, Patch, ToolCall
 from foundry.testing.runner_kit import BASE_FILES, basic_auth, fresh_clone, git, trailers
 
 pytestmark = [pytest.mark.node, pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -147,3 +147,136 @@ def test_claude_code_in_a_restricted_pod_pushes_a_commit_and_opens_a_draft_pr(be
     assert token not in bed.model.all_text()
     for step in ("prepare", "agent", "publish"):
         assert token not in attempt.logs(step), step
+
+
+def test_codex_in_a_restricted_pod_pushes_its_patch(bed, tmp_path):
+    ns = bed.namespace()
+    cfg = bed.config(ns, runner={"name": "codex", "model": "gpt-5.5", "timeout_seconds": 300})
+    bed.model.set_script([
+        Patch("*** Begin Patch\n*** Update File: greeter.py\n@@\n-    return f\"Hello, {name}!\"\n"
+              "+    return f\"Hello, {name.strip()}!\"\n*** End Patch\n"),
+        Final(SUMMARY),
+    ])
+    attempt = bed.dispatch(cfg)
+    branch = f"foundry/{attempt.run['metadata']['name']}"
+    attempt.wait_job("Complete", timeout=300)
+    st = attempt.wait_ended(timeout=30)
+    print(f"\n[agent-pod] codex attempt: {attempt.marks}")
+    assert (st["state"], st["outcome"], st["headSha"]) == ("succeeded", "pushed",
+                                                            bed.github.branch_sha(REPO, branch)), st
+    assert st["tokens"] == {"input": 1200 * 2, "output": 80 * 2} and "costUsd" not in st  # Codex reports no cost
+    clone = fresh_clone(bed.github.git_url(REPO), branch, tmp_path / "check", env=basic_auth(bed.github.token))
+    assert (clone / "greeter.py").read_text() == FIXED
+    assert trailers(clone)["Foundry-Run"] == attempt.run["metadata"]["name"]
+    assert bed.github.pulls[(REPO, st["pr"]["number"])].draft
+    assert bed.model.model_requests("responses")  # it was Codex that asked
+
+
+# ---------------------------------------------------------------- the agent's identity in the cluster
+
+
+def _can_i(real_node, namespace: str, who: str) -> list[str]:
+    done = subprocess.run([str(real_node.kubectl), "--kubeconfig", str(real_node.kubeconfig), "auth", "can-i",
+                           "--list", "-n", namespace, f"--as={who}"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return sorted(" ".join(line.split()) for line in done.stdout.splitlines()[1:] if line.strip())
+
+
+def test_a_command_attempt_completes_and_its_service_account_can_do_nothing_beyond_the_defaults(bed, real_node):
+    ns = bed.namespace()
+    attempt = bed.dispatch(bed.config(ns, runner=bed.command_runner()))
+    attempt.wait_job("Complete", timeout=120)
+    st = attempt.wait_ended(timeout=30)
+    assert (st["outcome"], st["tokens"], st["costUsd"]) == ("pushed", {"input": 11, "output": 3}, 0.0004), st
+
+    # What the attempt left in its namespace grants its ServiceAccount nothing: it sees only what
+    # any authenticated identity sees (review its own access, read discovery and version URLs).
+    rules = _can_i(real_node, ns, f"system:serviceaccount:{ns}:{AGENT_SA}")
+    resources = [r for r in rules if not r.startswith("[")]
+    assert resources == ["selfsubjectaccessreviews.authorization.k8s.io [] [] [create]",
+                         "selfsubjectreviews.authentication.k8s.io [] [] [create]",
+                         "selfsubjectrulesreviews.authorization.k8s.io [] [] [create]"], rules
+    assert all(r.endswith("[get]") for r in rules if r.startswith("[")), rules
+    # The same as a ServiceAccount nobody granted anything (the defaults every ServiceAccount has).
+    untouched = bed.namespace("baseline")
+    assert rules == _can_i(real_node, untouched, f"system:serviceaccount:{untouched}:default")
+
+
+# ---------------------------------------------------------------- pod failures, as JobProvider.state() reports them
+
+
+def test_an_agent_pod_over_its_memory_limit_is_a_failed_attempt_naming_oomkilled(bed):
+    ns = bed.namespace()
+    hog = ["python3", "-c", "blob = b'x' * (1 << 30); print('allocated', len(blob))"]
+    cfg = bed.config(ns, runner=bed.command_runner(hog),
+                     resources={"requests": {"cpu": "100m", "memory": "96Mi"}, "limits": {"memory": "160Mi"}})
+    attempt = bed.dispatch(cfg)
+    attempt.wait_job("Failed", timeout=120)
+    st = attempt.wait_ended(timeout=30)
+    print(f"\n[agent-pod] OOM: {st}")
+    (pod,) = attempt.pods()
+    agent = next(s for s in pod.status.init_container_statuses if s.name == "agent")
+    assert agent.state.terminated.reason == "OOMKilled", agent.state
+    assert (st["state"], st["outcome"], st["step"]) == ("failed", "failed", "agent"), st
+    assert "OOMKilled" in st["reason"], st
+    assert bed.github.ref_updates_for(REPO, f"foundry/{attempt.run['metadata']['name']}") == []
+
+
+def test_an_agent_pod_past_its_deadline_is_a_failed_attempt_at_once(bed):
+    ns = bed.namespace()
+    deadline = 15
+    cfg = bed.config(ns, runner=bed.command_runner(), agent_seconds=deadline)
+    bed.github.faults.add("git/git-upload-pack", "hang", seconds=120)  # the clone hangs: only the deadline ends it
+    try:
+        attempt = bed.dispatch(cfg)
+        first = attempt.wait_ended(timeout=deadline + 30, poll=0.1)
+        ended_after = attempt.marks["ended"]
+        job = attempt.wait_job("Failed", timeout=60)
+        settled = attempt.provider.state(attempt.run, 1)
+    finally:
+        bed.github.faults.clear()
+    print(f"\n[agent-pod] deadline: first {first} after {ended_after} s; settled {settled}; marks {attempt.marks}")
+    assert first["state"] == "failed" and "DeadlineExceeded" in first["reason"], first
+    # The controller's verdict (startTime has whole seconds, so up to 1 s early), not the grace period's end.
+    assert deadline - 1.5 <= ended_after < deadline + 8
+    assert [c.reason for c in job.status.conditions if c.type == "Failed"] == ["DeadlineExceeded"]
+    assert attempt.marks["failed"] < deadline + 20  # short grace period: Failed follows within seconds
+    assert settled["state"] == "failed" and "DeadlineExceeded" in settled["reason"], settled
+
+
+def test_an_agent_pod_refused_by_pod_security_is_reported_at_once(bed):
+    ns = bed.namespace()
+    cfg = bed.config(ns, runner=bed.command_runner())
+    # The manifest has no knob that weakens it (that is the point), so the template is altered here.
+    run = fake_run("linear-acme-42-refused")
+    job_input = bed.job_input(cfg, run["metadata"]["name"])
+    body = copy.deepcopy(build_job(run, 1, job_input, cfg.agent, cfg.timeouts))
+    body["spec"]["template"]["spec"]["securityContext"]["runAsUser"] = 0
+    started = time.monotonic()
+    bed.batch.create_namespaced_job(ns, body)
+    provider = bed.provider(cfg)
+    provider.dispatch(run, 1, job_input)  # adopts the Job, adds its input and token
+    while True:
+        st = provider.state(run, 1)
+        if st["state"] != "running" or time.monotonic() - started > 30:
+            break
+        time.sleep(0.1)
+    took = time.monotonic() - started
+    print(f"\n[agent-pod] refused after {took:.2f} s: {st}")
+    assert (st["state"], st["reason"]) == ("failed", "PodRefused"), st
+    assert 'violates PodSecurity "restricted:latest"' in st["message"] and "runAsUser=0" in st["message"], st
+    assert took < 10
+    assert bed.core.list_namespaced_pod(ns).items == []
+
+
+# ---------------------------------------------------------------- pure: what state() makes of such a pod
+
+
+def test_an_oomkilled_step_that_wrote_a_result_still_says_oomkilled():
+    from foundry.agents.result import pod_result
+
+    message = json.dumps({"outcome": "failed", "step": "agent", "reason": "the command exited with code 137"})
+    pod = {"status": {"initContainerStatuses": [
+        {"name": "agent", "state": {"terminated": {"exitCode": 1, "reason": "OOMKilled", "message": message}}}]}}
+    assert pod_result(pod)["reason"] == ("step agent was OOMKilled (over its memory limit): "
+                                         "the command exited with code 137")

@@ -131,6 +131,10 @@ def pod_result(pod: Mapping[str, Any]) -> dict[str, Any] | None:
         if "error" not in result:
             if step in STEPS:
                 result.setdefault("step", step)
+            if term.get("reason") == "OOMKilled" and result["outcome"] == "failed":
+                # The kernel killed the CLI, not the runner: its own reason says only "exit code 137".
+                result["reason"] = (f"step {step} was OOMKilled (over its memory limit): "
+                                    f"{result.get('reason') or 'no reason reported'}")[:_MAX_REASON]
             return result
         return {"outcome": "failed", "step": step,
                 "reason": f"step {step} exited {term.get('exitCode')} with an unreadable result: {result['error']}"}
