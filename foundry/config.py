@@ -25,6 +25,8 @@ from typing import Any
 
 import yaml
 
+from foundry import __version__
+
 ENV_CONFIG = "FOUNDRY_CONFIG"
 
 RISK_AREAS: tuple[str, ...] = ("auth", "payments", "pii", "migrations", "infra")
@@ -127,7 +129,8 @@ class Runner:
 @dataclass(frozen=True)
 class Agent:
     provider: str = "job"
-    image: str = "ghcr.io/foundry-dev/agent:latest"
+    # The runner image this repository builds (operator/Dockerfile.agent), at this Foundry's version.
+    image: str = f"ghcr.io/foundry-dev/foundry-agent:{__version__}"
     command: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
