@@ -159,6 +159,7 @@ def test_codex_in_a_restricted_pod_pushes_its_patch(bed, tmp_path):
     ])
     attempt = bed.dispatch(cfg)
     branch = f"foundry/{attempt.run['metadata']['name']}"
+    attempt.wait_running(timeout=180)
     attempt.wait_job("Complete", timeout=300)
     st = attempt.wait_ended(timeout=30)
     print(f"\n[agent-pod] codex attempt: {attempt.marks}")
