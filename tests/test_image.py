@@ -51,11 +51,26 @@ def chart_objects():
     return render(control_plane_bin_dir(build=True) / "helm")
 
 
+FOUNDRY_IMAGE = "ghcr.io/foundry-dev/foundry:"
+
+
+def foundry_pod_specs(objects: list[dict]) -> dict[str, dict]:
+    """The pod specs whose containers run this image (the bundled PostgreSQL runs its own)."""
+    return {where: spec for where, spec in pod_specs(objects).items()
+            if any(c["image"].startswith(FOUNDRY_IMAGE) for c in spec["containers"])}
+
+
+def foundry_containers(spec: dict) -> list[dict]:
+    return [c for c in [*spec.get("initContainers", []), *spec["containers"]] if c["image"].startswith(FOUNDRY_IMAGE)]
+
+
 def test_final_stage_runs_foundry_as_the_charts_non_root_user(chart_objects):
     final = _final_stage()
     users = [rest for word, rest in final if word == "USER"]
     assert users == ["10001:10001"], "a numeric user, so runAsNonRoot can be checked without /etc/passwd"
-    for where, spec in pod_specs(chart_objects).items():
+    specs = foundry_pod_specs(chart_objects)
+    assert {w.split("/")[0] for w in specs} >= {"Deployment", "Pod"}, specs.keys()
+    for where, spec in specs.items():
         assert spec["securityContext"]["runAsUser"] == 10001, where
     assert json.loads(dict(final)["ENTRYPOINT"]) == ["foundry"]
     env = " ".join(rest for word, rest in final if word == "ENV")
@@ -148,10 +163,10 @@ def _container_env(container: dict) -> dict[str, str]:
 
 def test_every_command_the_chart_runs_exists_and_accepts_its_flags(chart_objects, read_only_ok):
     seen = set()
-    for where, spec in pod_specs(chart_objects).items():
-        for c in spec["containers"]:
+    for where, spec in foundry_pod_specs(chart_objects).items():
+        for c in foundry_containers(spec):
             if "args" not in c:
-                continue  # the helm test pod runs python -c, checked below
+                continue  # the helm test pod runs python3 -c, checked below
             # click parses every flag before --help acts, so an unknown flag fails here.
             proc = _read_only_root([str(FOUNDRY), *c["args"], "--help"], _container_env(c))
             assert proc.returncode == 0, f"{where}: foundry {' '.join(c['args'])}: {proc.stderr}"
@@ -161,8 +176,9 @@ def test_every_command_the_chart_runs_exists_and_accepts_its_flags(chart_objects
 
 
 def test_migration_runs_with_a_read_only_root(chart_objects, read_only_ok):
-    job = next(o for o in chart_objects if o["kind"] == "Job")
-    c = job["spec"]["template"]["spec"]["containers"][0]
+    # With the bundled database (the default) the schema is made by the `migrate` init container.
+    operator = next(o for o in chart_objects if o["kind"] == "Deployment" and "operator" in o["metadata"]["name"])
+    c = next(c for c in operator["spec"]["template"]["spec"]["initContainers"] if c["args"][:2] == ["db", "upgrade"])
     env = _container_env(c) | {"FOUNDRY_DATABASE_URL": "sqlite:////tmp/foundry.db"}
     proc = _read_only_root([str(FOUNDRY), *c["args"]], env)
     assert proc.returncode == 0, proc.stderr
@@ -183,6 +199,6 @@ def test_operator_refuses_to_start_without_credentials_clearly(read_only_ok):
 def test_helm_test_pod_script_is_valid_python(chart_objects):
     pod = next(o for o in chart_objects if o["kind"] == "Pod")
     command = pod["spec"]["containers"][0]["command"]
-    assert command[:2] == ["python", "-c"]
+    assert command[:2] == ["python3", "-c"]
     compile(command[2], "helm-test", "exec")
     assert "/readyz" in command[2]

@@ -79,6 +79,9 @@ class Story:
         self.result.pr_number = number
         self.progress.step(f"GitHub: the agent opened PR #{number} from branch foundry/{self.result.run}")
 
+        # CI reports once the runner has finished (a failure seen while it still writes its
+        # report would have the operator replace the attempt before it reported).
+        self._wait_attempt_done(1)
         first = self._run_ci(number, expect="failure")
         self.progress.step(f"CI failed on {first[:8]} (the first attempt forgot the empty name)")
         self._wait_attempt(2)
