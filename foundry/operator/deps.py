@@ -122,14 +122,25 @@ def build_deps(config_path: str | None = None) -> Deps:
     # The environment wins over the config file, so one config serves several installations.
     linear_url = os.environ.get(ENV_LINEAR_URL) or cfg.linear.api_url
     github_url = os.environ.get(ENV_GITHUB_URL) or cfg.github.api_url
+    from foundry.agents.credentials import AppTokenSource
+    from foundry.connectors.github_app import app_from_settings, token_source
+
+    # With a GitHub App configured, the operator reads GitHub with its own installation
+    # token (minted again before it expires) and each attempt gets a per-repository one.
+    app = app_from_settings(cfg.github, base_url=github_url)
+    if app is not None:
+        github: Any = GitHubClient(token_source(app), base_url=github_url)
+        tokens: Any = AppTokenSource(app)
+    else:
+        github = _client_or_unconfigured(ENV_GITHUB_TOKEN, "secrets.githubToken", "GitHub",
+                                         lambda token: GitHubClient(token, base_url=github_url))
+        tokens = push_token_source(cfg.github, github_url)  # the static token (development)
     return Deps(
         api=api,
         engine=make_engine(),
         linear=_client_or_unconfigured(ENV_LINEAR_KEY, "secrets.linearApiKey", "Linear",
                                        lambda key: LinearClient(key, url=linear_url)),
-        github=_client_or_unconfigured(ENV_GITHUB_TOKEN, "secrets.githubToken", "GitHub",
-                                       lambda token: GitHubClient(token, base_url=github_url)),
+        github=github,
         config=cfg,
-        # The agent's push credential: the App's per-repository token, else $FOUNDRY_GITHUB_TOKEN.
-        agents=make_provider(cfg, api, push_token_source(cfg.github, github_url)),
+        agents=make_provider(cfg, api, tokens),
     )
