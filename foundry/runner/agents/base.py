@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Protocol
+from typing import Any, Mapping, Protocol
 
 from foundry.runner.agents.spec import AgentSpec
 
@@ -84,3 +85,12 @@ def require_key(env: Mapping[str, str], names: tuple[str, ...], cli: str) -> Non
     if not any(env.get(n) for n in names):
         raise SetupError(f"{cli} needs {' or '.join(names)} in its environment (the model API key, given to the "
                          f"agent container by Secret reference: agent.secret_refs)")
+
+
+def json_event(line: str) -> dict[str, Any] | None:
+    """One line of a CLI's JSON-lines stream as an object, or None for anything else (banners, noise)."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None

@@ -6,12 +6,11 @@ The stream (one JSON object a line) is the transcript; its last object, type
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from foundry.runner.agents.base import Invocation, Parsed, SetupError, check_prompt, one_line, require_key
+from foundry.runner.agents.base import Invocation, Parsed, SetupError, check_prompt, json_event, one_line, require_key
 from foundry.runner.agents.environment import build_env
 from foundry.runner.agents.spec import AgentSpec
 
@@ -36,11 +35,8 @@ class ClaudeReader:
         self.last_text = ""
 
     def stdout_line(self, line: str) -> str | None:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            return None
-        if not isinstance(event, dict):
+        event = json_event(line)
+        if event is None:
             return None
         if event.get("type") == "result":
             self.result = event

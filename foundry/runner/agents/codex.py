@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from foundry.runner.agents.base import Invocation, Parsed, check_prompt, one_line, require_key
+from foundry.runner.agents.base import Invocation, Parsed, check_prompt, json_event, one_line, require_key
 from foundry.runner.agents.environment import build_env
 from foundry.runner.agents.spec import AgentSpec
 
@@ -79,11 +79,8 @@ class CodexReader:
         self.completed = False
 
     def stdout_line(self, line: str) -> str | None:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            return None
-        if not isinstance(event, dict):
+        event = json_event(line)
+        if event is None:
             return None
         kind = event.get("type")
         if kind == "item.completed":
