@@ -14,7 +14,7 @@ from foundry.agents.job import JobProvider, job_state
 from foundry.agents.credentials import StaticTokenSource
 from foundry.agents.job_manifest import ManifestError, build_input_configmap, build_job, build_token_secret
 from foundry.config import parse_config
-from foundry.testing.jobs import finish_job
+from foundry.testing.jobs import create_owner_run, finish_job
 
 CFG = parse_config(yaml.safe_load("""
 repositories: [{name: web, github: acme/web}]
@@ -171,16 +171,6 @@ def test_unreachable_api_server_is_unavailable_not_a_crash():
 # ---------------------------------------------------------------- against the API server
 
 
-def _make_run(kube_client, namespace, name="lin-abc-1"):
-    body = {"apiVersion": "foundry.dev/v1alpha1", "kind": "FoundryRun",
-            "metadata": {"name": name, "namespace": namespace, "labels": {"foundry.dev/issue-key": "ACME-1"}},
-            "spec": {"tracker": "linear", "issueId": f"id-{name}", "issueKey": "ACME-1", "attempt": 1,
-                     "ticket": {"title": "t", "description": "d", "labels": [], "updatedAt": "2026-01-01T00:00:00Z"},
-                     "trigger": {"source": "manual"}}}
-    return client.CustomObjectsApi(kube_client).create_namespaced_custom_object(
-        "foundry.dev", "v1alpha1", namespace, "foundryruns", body)
-
-
 def _jobs(kube_client, namespace):
     return client.BatchV1Api(kube_client).list_namespaced_job(namespace).items
 
@@ -191,7 +181,7 @@ def _finish(kube_client, namespace, name, *, succeeded: bool):
 
 @pytest.mark.kube
 def test_dispatch_creates_job_and_owned_input_then_reads_states(kube_client, namespace, crds):
-    run = _make_run(kube_client, namespace)
+    run = create_owner_run(kube_client, namespace)
     provider = make_provider(CFG, kube_client, TOKENS)
     assert isinstance(provider, JobProvider)
     assert provider.state(run, 1) == {"state": "missing"}
@@ -223,7 +213,7 @@ def test_dispatch_creates_job_and_owned_input_then_reads_states(kube_client, nam
 
 @pytest.mark.kube
 def test_existing_job_is_adopted_and_its_input_kept(kube_client, namespace, crds):
-    run = _make_run(kube_client, namespace)
+    run = create_owner_run(kube_client, namespace)
     provider = make_provider(CFG, kube_client, TOKENS)
     first = provider.dispatch(run, 1, INPUT)
     again = provider.dispatch(run, 1, {**INPUT, "instructions": "changed"})
@@ -236,7 +226,7 @@ def test_existing_job_is_adopted_and_its_input_kept(kube_client, namespace, crds
 @pytest.mark.kube
 def test_concurrent_dispatches_make_one_job(kube_client, namespace, crds):
     """Eight threads, each with its own provider (as if separate operators), race on one attempt."""
-    run = _make_run(kube_client, namespace)
+    run = create_owner_run(kube_client, namespace)
     barrier = threading.Barrier(8)
     results, errors = [], []
 
@@ -261,7 +251,7 @@ def test_concurrent_dispatches_make_one_job(kube_client, namespace, crds):
 @pytest.mark.kube
 def test_409_on_create_is_adopted(kube_client, namespace, crds, monkeypatch):
     """The check says 'absent', then someone else creates it before our create: adopt, do not fail."""
-    run = _make_run(kube_client, namespace)
+    run = create_owner_run(kube_client, namespace)
     provider = JobProvider(CFG, kube_client, TOKENS)
     other = JobProvider(CFG, kube_client, TOKENS)
     real_read = provider._read_job
@@ -282,7 +272,7 @@ def test_409_on_create_is_adopted(kube_client, namespace, crds, monkeypatch):
 
 @pytest.mark.kube
 def test_cancel_deletes_the_job_and_is_idempotent(kube_client, namespace, crds):
-    run = _make_run(kube_client, namespace)
+    run = create_owner_run(kube_client, namespace)
     provider = JobProvider(CFG, kube_client, TOKENS)
     provider.dispatch(run, 1, INPUT)
     provider.cancel(run, 1)
@@ -295,7 +285,7 @@ def test_cancel_deletes_the_job_and_is_idempotent(kube_client, namespace, crds):
 @pytest.mark.kube
 def test_invalid_manifest_is_a_clear_agent_error(kube_client, namespace, crds):
     bad = parse_config(yaml.safe_load("agent: {resources: {limits: {memory: lots}}}"))
-    run = _make_run(kube_client, namespace)
+    run = create_owner_run(kube_client, namespace)
     with pytest.raises(AgentError, match=r"creating Job .*: 400 Bad Request: .*quantities must match"):
         JobProvider(bad, kube_client, TOKENS).dispatch(run, 1, INPUT)
     assert _jobs(kube_client, namespace) == []

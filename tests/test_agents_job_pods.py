@@ -27,7 +27,7 @@ from foundry.agents.job import JobProvider
 from foundry.agents.job_manifest import build_job, pod_from_template
 from foundry.config import parse_config
 from foundry.testing.agent_pods import play_pod, refuse_pods, restricted_namespace
-from foundry.testing.jobs import finish_job
+from foundry.testing.jobs import create_owner_run, finish_job
 
 pytestmark = pytest.mark.kube
 
@@ -57,16 +57,6 @@ def agents_ns(kube_client):
         client.CoreV1Api(kube_client).delete_namespace(name)
     except client.ApiException:
         pass
-
-
-def _make_run(kube_client, namespace, name="lin-abc-1"):
-    body = {"apiVersion": "foundry.dev/v1alpha1", "kind": "FoundryRun",
-            "metadata": {"name": name, "namespace": namespace, "labels": {"foundry.dev/issue-key": "ACME-1"}},
-            "spec": {"tracker": "linear", "issueId": f"id-{name}", "issueKey": "ACME-1", "attempt": 1,
-                     "ticket": {"title": "t", "description": "d", "labels": [], "updatedAt": "2026-01-01T00:00:00Z"},
-                     "trigger": {"source": "manual"}}}
-    return client.CustomObjectsApi(kube_client).create_namespaced_custom_object(
-        "foundry.dev", "v1alpha1", namespace, "foundryruns", body)
 
 
 def _fake_run(namespace):
@@ -132,7 +122,7 @@ def test_the_token_secret_is_created_once_owned_by_the_job_and_nowhere_else(kube
                                                                            agents_ns, caplog):
     caplog.set_level(logging.DEBUG)
     cfg = _config(namespace=agents_ns)
-    run = _make_run(kube_client, namespace)
+    run = create_owner_run(kube_client, namespace)
     barrier = threading.Barrier(4)
     errors: list[BaseException] = []
 
@@ -202,7 +192,7 @@ def test_a_token_about_to_expire_is_refreshed_while_the_job_runs(kube_client, na
     clock = [datetime.now(timezone.utc)]
     tokens = ExpiringTokens(lambda: clock[0])
     provider = JobProvider(_config(), kube_client, tokens, clock=lambda: clock[0])
-    run = _make_run(kube_client, namespace)
+    run = create_owner_run(kube_client, namespace)
     provider.dispatch(run, 1, INPUT)
     assert tokens.issued == ["ghs_acme-web-0"]
     first = _secret(kube_client, namespace)
@@ -226,7 +216,7 @@ def test_a_token_about_to_expire_is_refreshed_while_the_job_runs(kube_client, na
 def test_cancel_deletes_the_job_and_its_token(kube_client, namespace, crds):
     client.CoreV1Api(kube_client).create_namespaced_service_account(namespace, {"metadata": {"name": SA}})
     provider = JobProvider(_config(), kube_client, StaticTokenSource(TOKEN))
-    run = _make_run(kube_client, namespace)
+    run = create_owner_run(kube_client, namespace)
     provider.dispatch(run, 1, INPUT)
     assert _secret(kube_client, namespace) is not None
     provider.cancel(run, 1)
@@ -237,7 +227,7 @@ def test_no_credential_is_a_clear_error_that_names_what_to_set(kube_client, name
     provider = JobProvider(_config(), kube_client, StaticTokenSource(""))
     with pytest.raises(Exception, match="no GitHub token for the agent: configure the GitHub App or set "
                                         "FOUNDRY_GITHUB_TOKEN"):
-        provider.dispatch(_make_run(kube_client, namespace), 1, INPUT)
+        provider.dispatch(create_owner_run(kube_client, namespace), 1, INPUT)
 
 
 # ---------------------------------------------------------------- results from the pod
@@ -278,7 +268,7 @@ PUSHED = {"version": 1, "step": "publish", "outcome": "pushed", "branch": "found
 def test_termination_messages_become_the_attempts_record(kube_client, namespace, crds, steps, succeeded, expected):
     client.CoreV1Api(kube_client).create_namespaced_service_account(namespace, {"metadata": {"name": SA}})
     provider = JobProvider(_config(), kube_client, StaticTokenSource(TOKEN))
-    run = _make_run(kube_client, namespace)
+    run = create_owner_run(kube_client, namespace)
     provider.dispatch(run, 1, INPUT)
     play_pod(kube_client, namespace, "lin-abc-1-a1", steps=steps, phase="Succeeded" if succeeded else "Failed")
     assert provider.state(run, 1)["state"] == "running"  # the Job has not ended: nothing is read yet
@@ -292,7 +282,7 @@ def test_termination_messages_become_the_attempts_record(kube_client, namespace,
 
 def test_a_job_without_pods_reads_as_before(kube_client, namespace, crds):
     provider = JobProvider(_config(), kube_client, StaticTokenSource(TOKEN))
-    run = _make_run(kube_client, namespace)
+    run = create_owner_run(kube_client, namespace)
     provider.dispatch(run, 1, INPUT)
     finish_job(kube_client, namespace, "lin-abc-1-a1", succeeded=False)
     st = provider.state(run, 1)
@@ -304,7 +294,7 @@ def test_a_job_without_pods_reads_as_before(kube_client, namespace, crds):
 
 def test_a_refused_pod_is_a_failed_attempt_at_once(kube_client, namespace, crds):
     provider = JobProvider(_config(), kube_client, StaticTokenSource(TOKEN))
-    run = _make_run(kube_client, namespace)
+    run = create_owner_run(kube_client, namespace)
     provider.dispatch(run, 1, INPUT)
     assert provider.state(run, 1)["state"] == "running"
     refusal = refuse_pods(kube_client, namespace, "lin-abc-1-a1")
@@ -329,7 +319,7 @@ def test_with_a_github_app_the_secret_holds_a_token_for_the_one_repository(kube_
         tokens = push_token_source(settings, env={"TEST_APP_KEY": private})
         assert isinstance(tokens, AppTokenSource)
         provider = JobProvider(_config(), kube_client, tokens)
-        run = _make_run(kube_client, namespace)
+        run = create_owner_run(kube_client, namespace)
         provider.dispatch(run, 1, INPUT)
         secret = _secret(kube_client, namespace)
         token = base64.b64decode(secret.data["token"]).decode()

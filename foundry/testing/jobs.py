@@ -27,3 +27,14 @@ def finish_job(api: client.ApiClient, namespace: str, name: str, *, succeeded: b
                ran_for: float = 30.0) -> None:
     client.BatchV1Api(api).patch_namespaced_job_status(
         name, namespace, {"status": finished_job_status(succeeded, ran_for=ran_for)})
+
+
+def create_owner_run(api: client.ApiClient, namespace: str, name: str = "lin-abc-1") -> dict:
+    """A minimal FoundryRun for Job tests to hang attempts from (its uid owns the Job)."""
+    body = {"apiVersion": "foundry.dev/v1alpha1", "kind": "FoundryRun",
+            "metadata": {"name": name, "namespace": namespace, "labels": {"foundry.dev/issue-key": "ACME-1"}},
+            "spec": {"tracker": "linear", "issueId": f"id-{name}", "issueKey": "ACME-1", "attempt": 1,
+                     "ticket": {"title": "t", "description": "d", "labels": [], "updatedAt": "2026-01-01T00:00:00Z"},
+                     "trigger": {"source": "manual"}}}
+    return client.CustomObjectsApi(api).create_namespaced_custom_object(
+        "foundry.dev", "v1alpha1", namespace, "foundryruns", body)
