@@ -5,8 +5,9 @@ event loop itself when a lean path is given (foundry.bridge.lean: psycopg async
 and raw aiohttp, PostgreSQL only); everything else blocking (the Kubernetes
 client, SQLAlchemy) runs in one bounded thread pool per process, so a storm
 cannot open more connections than the pools allow. The order per delivery is fixed:
-size 413 → media type 415 → shape 400 → signature/timestamp 401 → replay
-check → command → delivery record. Anything a dependency cannot do right now
+size 413 → media type 415 → signature 401 (on the raw bytes: nothing unsigned
+is parsed) → shape 400 → timestamp 401 → replay check → command → delivery
+record. Anything a dependency cannot do right now
 is a 503 with Retry-After and nothing recorded.
 """
 
@@ -45,6 +46,9 @@ from foundry.bridge.verify import (
     verify_linear_timestamp,
 )
 
+# Every success, duplicate or ignore is a 200: Linear counts any other status as a
+# failed delivery and retries it; GitHub accepts any 2xx. The body says what happened.
+ACCEPTED = 200
 RETRY_AFTER_SECONDS = 5
 READY_TIMEOUT_SECONDS = 5.0
 _READ_CHUNK = 64 * 1024
@@ -201,11 +205,17 @@ class Bridge:
         check_declared_size(request.content_length, self.max_body_bytes)
         check_content_type(request.headers.get("Content-Type"))
         body = await self._read_body(request)
+        # Authenticate the raw bytes before parsing anything: up to 5 MiB of
+        # JSON from a stranger costs one HMAC, never a parse or a mapping.
         if provider == "linear":
+            verify_linear_signature(body, request.headers, self.settings.linear_secrets)
             envelope = parse_linear(body, request.headers)
         else:
+            verify_github_signature(body, request.headers, self.settings.github_secrets)
             envelope = parse_github(body, request.headers)
         seen["event"], seen["delivery_id"] = envelope.event, envelope.delivery_id
+        if provider == "linear":
+            verify_linear_timestamp(envelope, self.clock(), self.settings.tolerance_seconds)
         try:
             if provider == "linear":
                 command = map_linear(envelope.event, envelope.payload, self.settings.trigger)
@@ -213,11 +223,6 @@ class Bridge:
                 command = map_github(envelope.event, envelope.payload)
         except BadPayload as exc:
             raise Rejection(400, str(exc)) from None
-        if provider == "linear":
-            verify_linear_signature(body, request.headers, self.settings.linear_secrets)
-            verify_linear_timestamp(envelope, self.clock(), self.settings.tolerance_seconds)
-        else:
-            verify_github_signature(body, request.headers, self.settings.github_secrets)
         return envelope, command
 
     async def _process(self, request: web.Request, provider: str, seen: dict[str, str | None]) -> Answer:
@@ -226,10 +231,10 @@ class Bridge:
         except Rejection as rejection:
             return Answer(rejection.status, _REJECTION_OUTCOME.get(rejection.status, "rejected"), reason=rejection.reason)
         if isinstance(command, Ping):
-            return Answer(200, "pong")
+            return Answer(ACCEPTED, "pong")
         if isinstance(command, Ignore):
             # Nothing to apply, so nothing to record or deduplicate.
-            return Answer(202, "ignored", reason=command.reason)
+            return Answer(ACCEPTED, "ignored", reason=command.reason)
         try:
             # The replay pre-check matters where re-applying later could mean
             # something new (an old "/foundry approve" reaching a newer attempt).
@@ -239,7 +244,7 @@ class Bridge:
             if not isinstance(command, Intake) and await self.blocking(
                 self.backend.delivery_recorded, provider, envelope.delivery_id
             ):
-                return Answer(200, "duplicate")
+                return Answer(ACCEPTED, "duplicate")
             outcome = await self._execute(command, envelope)
             # Recorded only now that the command succeeded: a crash before this
             # line leaves the delivery unrecorded and the sender's retry re-applies it.
@@ -256,8 +261,8 @@ class Bridge:
             return Answer(exc.status, "refused", reason=exc.reason)
         if not fresh:
             # Another copy of this delivery (same id) finished first; ours had the same effect.
-            return Answer(200, "duplicate", run=outcome.run)
-        return Answer(202, outcome.status, run=outcome.run, reason=outcome.reason)
+            return Answer(ACCEPTED, "duplicate", run=outcome.run)
+        return Answer(ACCEPTED, outcome.status, run=outcome.run, reason=outcome.reason)
 
     async def _record(self, provider: str, delivery_id: str, outcome: str) -> bool:
         if self.lean is not None:

@@ -1,9 +1,10 @@
 """Checks every webhook passes before the bridge acts on it. Pure functions.
 
-The order is fixed by the bridge's contract and cheap-first: size (413), media
-type (415), JSON shape (400), then authenticity (401). Nothing here touches the
-network, the database or the clock (the caller passes `now`), so every branch
-is testable without a server.
+The order is fixed by the bridge's contract: size (413) and media type (415),
+which need no body; then authenticity of the raw bytes (401), so nothing a
+stranger sends is parsed; then the JSON shape (400) and Linear's signed
+timestamp (401). Nothing here touches the network, the database or the clock
+(the caller passes `now`), so every branch is testable without a server.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class Rejection(Exception):
 
 @dataclass(frozen=True)
 class Envelope:
-    """A parsed delivery whose shape is known; not yet proven authentic."""
+    """A parsed delivery whose shape is known (parsed only after its signature verified)."""
 
     provider: str  # "linear" | "github"
     event: str  # Linear's `type` (Issue, Comment, ...) or GitHub's X-GitHub-Event
