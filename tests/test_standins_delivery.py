@@ -43,8 +43,8 @@ def test_failed_deliveries_follow_the_schedule_then_stop(hook: WebhookReceiver) 
     expected = [60 * SCALE, 3600 * SCALE, 6 * 3600 * SCALE]
     for gap, want in zip(gaps, expected):
         assert want <= gap < want + 0.25, (gaps, expected)
-    # The same delivery, byte for byte, each time.
-    assert len({(r.body, r.headers["Linear-Delivery"], r.headers["Linear-Signature"]) for r in hook.received}) == 1
+    # The same delivery each time (each retry re-signed with a fresh timestamp: test_standins_linear_retries.py).
+    assert len({r.headers["Linear-Delivery"] for r in hook.received}) == 1
 
 
 def test_retry_stops_at_the_first_success_and_records_latency(hook: WebhookReceiver) -> None:

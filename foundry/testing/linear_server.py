@@ -28,7 +28,14 @@ from aiohttp import web
 
 from foundry.testing.faults import Faults
 from foundry.testing.server_thread import ServerThread, control_routes
-from foundry.testing.webhook_sender import RETRY_DELAYS, WebhookControls, WebhookSender
+from foundry.testing.webhook_sender import (
+    RETRY_DELAYS,
+    Delivery,
+    WebhookControls,
+    WebhookSender,
+    only_200,
+    with_fresh_timestamp,
+)
 
 SCHEMA_SDL = """
 scalar DateTime
@@ -190,7 +197,10 @@ class LinearServer(ServerThread, WebhookControls):
 
     def build_app(self) -> web.Application:
         assert self.loop is not None
-        self.webhooks = WebhookSender(self.loop, self._webhook_headers, url=self._webhook_url, **self._webhook_opts)  # type: ignore[arg-type]
+        # Linear counts only a 200 as delivered, and its retries (1 min, 1 h, 6 h
+        # later) carry the time they are sent (the decision record on Linear retries, docs/decisions/).
+        self.webhooks = WebhookSender(self.loop, self._webhook_headers, url=self._webhook_url, accepts=only_200,
+                                      resend=self._resigned, **self._webhook_opts)  # type: ignore[arg-type]
         app = web.Application()
         app.add_routes([web.post("/graphql", self._handle_graphql), *control_routes(self, CONTROLS)])
         return app
@@ -405,6 +415,11 @@ class LinearServer(ServerThread, WebhookControls):
         if updated_from is not None:
             payload["updatedFrom"] = updated_from
         self.webhooks.send(kind, payload)
+
+    def _resigned(self, delivery: Delivery, _attempt: int) -> tuple[bytes, dict[str, str]]:
+        """A retry of `delivery`: the same id and event, a fresh webhookTimestamp, signed again."""
+        body = with_fresh_timestamp(delivery.body, int(time.time() * 1000))
+        return body, self._webhook_headers(delivery.event, delivery.id, body)
 
     def _webhook_headers(self, event: str, delivery_id: str, body: bytes) -> dict[str, str]:
         return {

@@ -1,9 +1,12 @@
 """Signed webhook delivery with the providers' retry schedule, shared by both stand-ins.
 
 A delivery is one event with one id. It is attempted at once and, while the
-target answers non-2xx or nothing within `timeout`, again after each delay of
-the schedule (Linear: 1 min, 1 h, 6 h), scaled by `retry_scale` for tests.
-Every attempt is recorded so tests can assert on status codes and latency.
+target's answer is not accepted (`accepts`: Linear only 200, GitHub any 2xx) or
+nothing arrives within `timeout`, again after each delay of the schedule
+(Linear: 1 min, 1 h, 6 h), scaled by `retry_scale` for tests (the fast clock).
+A retry sends what `resend` builds (Linear: the same delivery id with a fresh,
+re-signed `webhookTimestamp`), else the first attempt's bytes. Every attempt is
+recorded so tests can assert on status codes and latency.
 """
 
 from __future__ import annotations
@@ -22,6 +25,25 @@ RETRY_DELAYS = (60.0, 3600.0, 6 * 3600.0)
 
 # (event, delivery id, raw body) -> headers, signature included
 HeaderFn = Callable[[str, str, bytes], dict[str, str]]
+# HTTP status -> whether the sender counts the delivery as done
+AcceptFn = Callable[[int], bool]
+
+
+def any_2xx(status: int) -> bool:
+    """GitHub: any 2xx is a successful delivery."""
+    return 200 <= status < 300
+
+
+def only_200(status: int) -> bool:
+    """Linear: anything but 200 (a 202 too) is a failed delivery."""
+    return status == 200
+
+
+def with_fresh_timestamp(body: bytes, now_ms: int) -> bytes:
+    """A Linear body with `webhookTimestamp` set to the time of this send; every other byte as encoded before."""
+    payload = json.loads(body)
+    payload["webhookTimestamp"] = now_ms
+    return encode(payload)
 
 
 @dataclass(frozen=True)
@@ -31,10 +53,11 @@ class Attempt:
     status: int | None
     latency: float
     error: str | None = None
+    accepted: bool = False  # the sender counted this answer as a successful delivery
 
     @property
     def ok(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
+        return self.accepted
 
 
 @dataclass
@@ -73,12 +96,16 @@ class WebhookSender:
         retry_delays: tuple[float, ...] = RETRY_DELAYS,
         retry_scale: float = 1.0,
         timeout: float = 5.0,
+        accepts: AcceptFn = any_2xx,
+        resend: "Callable[[Delivery, int], tuple[bytes, dict[str, str]]] | None" = None,
     ) -> None:
         self.loop = loop
         self.url = url
         self.retry_delays = retry_delays
         self.retry_scale = retry_scale
         self.timeout = timeout
+        self.accepts = accepts
+        self._resend = resend
         self._headers_for = headers_for
         self._deliveries: list[Delivery] = []
         self._cond = threading.Condition()
@@ -175,12 +202,16 @@ class WebhookSender:
     async def _attempt(self, delivery: Delivery, url: str, number: int) -> Attempt:
         if self._session is None:
             self._session = aiohttp.ClientSession()
+        body, headers = delivery.body, delivery.headers
+        if number > 1 and self._resend is not None:
+            body, headers = self._resend(delivery, number)
         started, t0 = time.time(), time.monotonic()
         try:
-            async with self._session.post(url, data=delivery.body, headers=delivery.headers,
+            async with self._session.post(url, data=body, headers=headers,
                                           timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
                 await response.read()
-                return Attempt(number, started, response.status, time.monotonic() - t0)
+                return Attempt(number, started, response.status, time.monotonic() - t0,
+                               accepted=self.accepts(response.status))
         except asyncio.TimeoutError:
             return Attempt(number, started, None, time.monotonic() - t0, f"no answer within {self.timeout} s")
         except aiohttp.ClientError as err:
