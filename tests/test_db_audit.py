@@ -112,8 +112,9 @@ def test_the_row_and_its_event_commit_together(engine: Engine) -> None:
     audit.record_phase(engine, first.run_id, "Stopped", "human stop")
     second = claims.claim_run(engine, tracker="linear", issue_id="iss-1", issue_key="ACME-1", namespace="ns",
                              ticket_updated_at=T0 + timedelta(hours=1), name_for=lambda a: f"iss-1-a{a}")
-    # Reviving attempt 1 while attempt 2 is active must fail and leave no event behind.
-    with pytest.raises(audit.ActiveRunConflict):
+    # Reviving attempt 1 while attempt 2 is active must fail and leave no event behind
+    # (a terminal row is refused before the index would be asked).
+    with pytest.raises(audit.RunEnded):
         audit.record_phase(engine, first.run_id, "Analysing", "revive")
     assert claims.get_run_by_id(engine, first.run_id).phase == "Stopped"  # type: ignore[union-attr]
     with engine.connect() as conn:

@@ -28,6 +28,21 @@ class ActiveRunConflict(RuntimeError):
     """Moving this run to an active phase would make a second active run for its issue."""
 
 
+class RunEnded(RuntimeError):
+    """The run's row is already terminal; it never becomes active again.
+
+    A terminal row has given up the issue's slot, and another attempt may hold
+    it by now, so reviving the row would either fail on the index for ever or
+    make a second active run. `phase` is the row's terminal phase, which the
+    caller's view of the run must follow.
+    """
+
+    def __init__(self, run: RunRef, phase: str, wanted: str) -> None:
+        super().__init__(f"run {run!r} is {phase} (terminal); refusing to move it back to {wanted}")
+        self.phase = phase
+        self.wanted = wanted
+
+
 def record_phase(
     bind: Bind,
     run: RunRef,
@@ -40,6 +55,7 @@ def record_phase(
     """Set the run's phase and append a `phase` audit event, atomically.
 
     Entering a terminal phase stamps finished_at (once). Returns the updated row.
+    Raises RunEnded when the row is terminal and `new_phase` is active.
     """
     phase = Phase(new_phase)  # ValueError: '<x>' is not a valid Phase
     sessions = session_factory(bind)
@@ -47,6 +63,8 @@ def record_phase(
         with sessions() as session, session.begin():
             row = _locked_run(session, run)
             previous = row.phase
+            if phase.is_active and Phase(previous).is_terminal:
+                raise RunEnded(run, previous, phase.value)
             now = clock()
             row.phase = phase.value
             row.updated_at = now
@@ -111,6 +129,18 @@ def audit_events(bind: Bind, run_id: int) -> list[ChainLink]:
     with session_factory(bind)() as session:
         rows = session.scalars(select(AuditEvent).where(AuditEvent.run_id == run_id).order_by(AuditEvent.seq))
         return [ChainLink(r.seq, r.kind, r.payload, r.at, r.prev_hash, r.hash) for r in rows]
+
+
+def last_phase_event(bind: Bind, run_id: int) -> ChainLink | None:
+    """The run's latest `phase` event (what moved the row to where it is), or None."""
+    with session_factory(bind)() as session:
+        r = session.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.run_id == run_id, AuditEvent.kind == "phase")
+            .order_by(AuditEvent.seq.desc())
+            .limit(1)
+        ).first()
+        return ChainLink(r.seq, r.kind, r.payload, r.at, r.prev_hash, r.hash) if r else None
 
 
 def verify_audit_chain(bind: Bind, run_id: int) -> bool:

@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from foundry.db import audit, claims
 from foundry.db.claims import OperatorInsert
+from foundry.domain.phases import Phase
 from foundry.operator.errors import RetryLater
 from foundry.operator.faults import crash_point
 
@@ -59,13 +60,20 @@ def insert_row(deps: "Deps", run: "RunView") -> OperatorInsert:
 
 
 def record_transition(deps: "Deps", run: "RunView", before: Any, t: "Transition") -> None:
-    """Move the DB row to t.to with its audit event, unless a replay already did."""
+    """Move the DB row to t.to with its audit event, unless a replay already did.
+
+    Raises audit.RunEnded when the row is terminal and t.to is not: the row was
+    ended by an earlier computation whose status write was lost (a 409, a
+    crash), and the status must follow the row (see `following_row`).
+    """
     with _outage_is_retry(f"recording {run.name} → {t.to.value}"):
         row = claims.get_run(deps.engine, run.namespace, run.name)
         if row is None:
             # The Duplicate outcome: this run never got a row (the index refused
             # it); its refusal is audited on the run that holds the slot.
             return
+        if row.phase != t.to.value and t.to.is_active and Phase(row.phase).is_terminal:
+            raise audit.RunEnded((run.namespace, run.name), row.phase, t.to.value)
         if before == t.to:
             # A step that restarts its own phase (a remediation while the agent
             # runs): no phase change to record, but the decision is history.
@@ -76,6 +84,24 @@ def record_transition(deps: "Deps", run: "RunView", before: Any, t: "Transition"
         audit.record_phase(deps.engine, row.id, t.to, t.reason,
                            {"message": t.message, "from": before.value, "k8s_uid": run.uid})
     crash_point("after-db-phase")
+
+
+def following_row(deps: "Deps", run: "RunView", ended: audit.RunEnded) -> "Transition":
+    """The transition that brings the run's status to its row's terminal phase,
+    with the reason and message the row was ended with."""
+    from foundry.operator.reconcile.outcome import Transition
+
+    phase = Phase(ended.phase)
+    reason, message = "RowEnded", f"the database recorded {phase.value} before the status did"
+    with _outage_is_retry(f"reading how {run.name} ended"):
+        row = claims.get_run(deps.engine, run.namespace, run.name)
+        event = audit.last_phase_event(deps.engine, row.id) if row is not None else None
+    if event is not None and event.payload.get("to") == phase.value:
+        reason = str(event.payload.get("reason") or reason)
+        detail = event.payload.get("detail")
+        if isinstance(detail, dict) and detail.get("message"):
+            message = str(detail["message"])
+    return Transition(phase, reason, message, warning=True)
 
 
 def record_decision(deps: "Deps", run: "RunView", kind: str, detail: dict[str, Any]) -> None:

@@ -6,11 +6,19 @@ its result is recorded in the run's status. Only tests set it. Several points
 may be given comma-separated; `FOUNDRY_FAULT_ONCE_DIR=<dir>` makes each point
 fire once per directory (a marker file), so a restarted operator with the same
 environment runs on instead of dying again.
+
+In-process tests can instead hang an action on a point (`on_point`): it runs
+at that moment in the reconciling thread, which makes an interleaving with
+another writer (a status change landing between the database write and the
+status write) happen exactly there, every time.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # Names of the points, so a typo in a test fails loudly instead of never firing.
@@ -20,6 +28,26 @@ POINTS = frozenset({
     "after-job-create",
     "after-db-phase",
 })
+
+
+_hooks: dict[str, Callable[[], None]] = {}
+_hooks_guard = threading.Lock()
+
+
+@contextmanager
+def on_point(point: str, action: Callable[[], None]) -> Iterator[None]:
+    """Run `action` each time `point` is passed while the block runs (tests only)."""
+    if point not in POINTS:
+        raise ValueError(f"unknown fault point {point!r}; known: {sorted(POINTS)}")
+    with _hooks_guard:
+        if point in _hooks:
+            raise RuntimeError(f"fault point {point!r} already has an action")
+        _hooks[point] = action
+    try:
+        yield
+    finally:
+        with _hooks_guard:
+            _hooks.pop(point, None)
 
 
 def _armed(point: str) -> bool:
@@ -34,6 +62,9 @@ def crash_point(point: str) -> None:
     """Die here if the environment asks for it (see the module docstring)."""
     if point not in POINTS:
         raise ValueError(f"unknown fault point {point!r}")
+    action = _hooks.get(point)
+    if action is not None:
+        action()
     if not _armed(point):
         return
     once_dir = os.environ.get("FOUNDRY_FAULT_ONCE_DIR")

@@ -15,9 +15,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from foundry.db.audit import RunEnded
 from foundry.operator import dbio, linear_state
 from foundry.operator.events import post_event
-from foundry.operator.kubeio import patch_run_status
+from foundry.operator.kubeio import Conflict, get_run, patch_run_status
 from foundry.operator.reconcile.outcome import Transition
 from foundry.operator.reconcile.view import RunView
 from foundry.operator.status import conditions_for, merge_conditions
@@ -28,20 +29,24 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# A terminal status write refused for a stale read is tried again on a fresh
+# one; a few rounds cover a burst of concurrent writers (the bridge's hints).
+TERMINAL_WRITE_ROUNDS = 5
+
+
 def commit(deps: "Deps", run: RunView, t: Transition) -> None:
     before = run.phase
-    dbio.record_transition(deps, run, before, t)
+    try:
+        dbio.record_transition(deps, run, before, t)
+    except RunEnded as ended:
+        # The row ended earlier and that status write was lost; a terminal row
+        # never comes back (its slot may be another attempt's by now), so the
+        # status follows the row instead of the recomputed step.
+        log.info("run %s/%s: the database has it %s; the status follows instead of %s",
+                 run.namespace, run.name, ended.phase, t.to.value)
+        t = dbio.following_row(deps, run, ended)
     linear_state.sync(deps, run, t.to)
-    status = dict(t.status)
-    status.update({
-        "phase": t.to.value,
-        "reason": t.reason,
-        "message": t.message,
-        "observedGeneration": run.meta.get("generation"),
-        "conditions": merge_conditions(run.status.get("conditions"), conditions_for(t.to, t.reason, t.message),
-                                       deps.clock()),
-    })
-    patch_run_status(deps.api, run.body, status)
+    run = _write_status(deps, run, t)
     log.info("run %s/%s: %s → %s (%s) %s", run.namespace, run.name, before.value, t.to.value, t.reason, t.message,
              extra={"fields": {"namespace": run.namespace, "run": run.name, "issue": run.issue_key,
                                "from": before.value, "to": t.to.value, "reason": t.reason}})
@@ -49,3 +54,34 @@ def commit(deps: "Deps", run: RunView, t: Transition) -> None:
                type_="Warning" if t.warning else "Normal")
     deps.metrics.transitions.labels(from_phase=before.value, to_phase=t.to.value).inc()
     deps.metrics.observe_phase(run.namespace, run.name, t.to.value)
+
+
+def _write_status(deps: "Deps", run: RunView, t: Transition) -> RunView:
+    """Patch the transition into the run's status; returns the view it was written on.
+
+    A 409 on an active transition goes back to the loop, which recomputes the
+    step from a fresh read. A terminal one is already the database's word (the
+    row ended, the issue's slot is free), so recomputing could only contradict
+    it: the same transition is written again on a fresh read instead.
+    """
+    for _ in range(TERMINAL_WRITE_ROUNDS):
+        status = dict(t.status)
+        status.update({
+            "phase": t.to.value,
+            "reason": t.reason,
+            "message": t.message,
+            "observedGeneration": run.meta.get("generation"),
+            "conditions": merge_conditions(run.status.get("conditions"), conditions_for(t.to, t.reason, t.message),
+                                           deps.clock()),
+        })
+        try:
+            patch_run_status(deps.api, run.body, status)
+            return run
+        except Conflict:
+            if not t.to.is_terminal:
+                raise
+            body = get_run(deps.api, run.namespace, run.name)
+            if body is None or body["metadata"].get("deletionTimestamp") or RunView(body).phase.is_terminal:
+                raise  # gone, going, or already ended by someone else: the loop's re-read settles it
+            run = RunView(body)
+    raise Conflict(f"FoundryRun {run.namespace}/{run.name} kept changing while its {t.to.value} was written")
