@@ -152,8 +152,10 @@ def test_snapshot_respects_the_crd_limits() -> None:
     ],
 )
 def test_comment_commands(body: str, decision: str, comment: str) -> None:
-    command = _map(linear_comment(ISSUE_ID, body))
-    assert command == Decision(decision=decision, issue_id=ISSUE_ID, approver="alice@example.com", comment=comment)
+    payload = linear_comment(ISSUE_ID, body)
+    command = _map(payload)
+    assert command == Decision(decision=decision, issue_id=ISSUE_ID, approver="alice@example.com", comment=comment,
+                               comment_id=payload["data"]["id"])  # the operator reads that comment back
 
 
 @pytest.mark.parametrize("body", ["please /foundry approve", "/foundry approved", "/foundry", "/foundryapprove", "LGTM"])

@@ -124,7 +124,7 @@ def test_run_identity_fields_are_immutable_by_cel():
 
 def test_approval_spec_is_immutable_by_cel():
     rules = _at(_schema("FoundryApproval"), "spec")["x-kubernetes-validations"]
-    assert [r["rule"] for r in rules] == ["self == oldSelf"]
+    assert [r["rule"] for r in rules] == ["self == oldSelf", "self.source != 'linear' || has(self.commentId)"]
 
 
 def test_the_chart_can_ship_the_same_bytes():

@@ -179,8 +179,9 @@ def test_maximal_render(maximal_objects):
     assert bridge_role["metadata"]["namespace"] == "foundry-runs"
     approver_binding = one(objs, "RoleBinding", "-approver")
     assert {s["name"] for s in approver_binding["subjects"]} == {"alice", "release-managers", "release-bot"}
-    assert not one(objs, "ValidatingAdmissionPolicyBinding")["spec"].get("matchResources"), "cluster-wide"
-    policy = one(objs, "ValidatingAdmissionPolicy")
+    for binding in by_kind(objs, "ValidatingAdmissionPolicyBinding"):
+        assert not binding["spec"].get("matchResources"), "cluster-wide"
+    policy = one(objs, "ValidatingAdmissionPolicy", "-approver-identity")
     assert "'system:serviceaccount:foundry:foundry-bridge-sa'" in str(policy["spec"]["variables"])
 
 

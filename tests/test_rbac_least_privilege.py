@@ -140,7 +140,9 @@ def test_bridge_and_operator_do_their_work_as_the_chart_service_accounts(
         with operator_thread(deps, ns):
             wait_phase(kube_client, ns, run, "WaitingApproval", timeout=60)
             # A Linear approval: the bridge records it (the admission policy lets only the bridge do that).
-            assert commands.decide(backend, Decision("approve", issue_id, APPROVER_EMAIL, "ship it")).status == "applied"
+            said = linear.add_comment(issue_id, "/foundry approve ship it", user_id=approver_id)
+            assert commands.decide(backend, Decision("approve", issue_id, APPROVER_EMAIL, "ship it",
+                                                     comment_id=said)).status == "applied"
             wait_phase(kube_client, ns, run, "AgentRunning", timeout=60)
             job = batch.read_namespaced_job(f"{run}-a1", ns)
             assert job.metadata.owner_references[0].name == run
@@ -292,7 +294,8 @@ def test_can_i_matrix(control_plane, kube_client, release):
 def _approval(run: str, approver: str, source: str = "kubernetes") -> dict:
     from foundry.kube.approvals import build_approval_manifest
 
-    return build_approval_manifest(run, "approve", approver, source, None, namespace=None)
+    return build_approval_manifest(run, "approve", approver, source, None, namespace=None,
+                                   comment_id="c-1" if source == "linear" else None)
 
 
 def _create(api: client.ApiClient, ns: str, body: dict):

@@ -193,7 +193,8 @@ class RealBackend:
     def create_approval(self, run: RunRef, decision: Decision) -> bool:
         namespace, name = run
         manifest = approvals.build_approval_manifest(
-            name, decision.decision, decision.approver, "linear", decision.comment or None, namespace=namespace
+            name, decision.decision, decision.approver, "linear", decision.comment or None, namespace=namespace,
+            comment_id=decision.comment_id,
         )
         with kubernetes_errors():
             return approvals.create_or_attach_approval(self.api_client, namespace, manifest).created

@@ -125,6 +125,7 @@ class Decision:
     issue_id: str
     approver: str
     comment: str
+    comment_id: str | None = None  # the Linear comment; the operator reads it back before the decision counts
 
 
 @dataclass(frozen=True)
@@ -302,6 +303,7 @@ def map_linear(event: str, payload: dict[str, Any], rule: TriggerRule) -> Comman
             issue_id=issue_id,
             approver=approver,
             comment=match.group(2).strip()[:MAX_SHORT],
+            comment_id=data["id"] if isinstance(data.get("id"), str) and 0 < len(data["id"]) <= 128 else None,
         )
     return Ignore(f"Linear {event[:40]} events are not used")
 

@@ -14,9 +14,27 @@ from typing import Callable, Protocol
 from foundry.connectors.errors import ConnectorError
 
 PURPOSES = frozenset({"approval_request", "clarification", "pr_opened", "blocked", "done"})
+# Purposes written once per thing rather than once per run: "<purpose>.<key>",
+# the key a Kubernetes object name (the refused decision, the PR not adopted).
+KEYED_PURPOSES = frozenset({"refused", "pr_not_adopted"})
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,251}[a-z0-9])?$")
-_MARKER = re.compile(r"<!-- foundry:run=([a-z0-9._-]+);purpose=([a-z_]+) -->")
+_MARKER = re.compile(r"<!-- foundry:run=([a-z0-9._-]+);purpose=([a-z_]+(?:\.[a-z0-9][a-z0-9.-]*)?) -->")
+
+
+def keyed_purpose(purpose: str, key: str) -> str:
+    if purpose not in KEYED_PURPOSES:
+        raise ValueError(f"unknown keyed comment purpose {purpose!r}; expected one of {sorted(KEYED_PURPOSES)}")
+    if not _NAME.match(key) or len(key) > 253:
+        raise ValueError(f"comment key {key!r} is not a Kubernetes object name")
+    return f"{purpose}.{key}"
+
+
+def _valid_purpose(purpose: str) -> bool:
+    base, dot, key = purpose.partition(".")
+    if not dot:
+        return purpose in PURPOSES
+    return base in KEYED_PURPOSES and bool(_NAME.match(key))
 
 
 class _Comment(Protocol):
@@ -34,8 +52,9 @@ class CommentWriter(Protocol):
 def marker(run_name: str, purpose: str) -> str:
     if not _NAME.match(run_name):
         raise ValueError(f"run name {run_name!r} is not a Kubernetes object name")
-    if purpose not in PURPOSES:
-        raise ValueError(f"unknown comment purpose {purpose!r}; expected one of {sorted(PURPOSES)}")
+    if not _valid_purpose(purpose):
+        raise ValueError(f"unknown comment purpose {purpose!r}; expected one of {sorted(PURPOSES)} "
+                         f"or <{'|'.join(sorted(KEYED_PURPOSES))}>.<object name>")
     return f"<!-- foundry:run={run_name};purpose={purpose} -->"
 
 

@@ -60,6 +60,13 @@ query FoundryTeamStates($teamId: ID!) {
 
 VIEWER_QUERY = "query FoundryViewer { viewer { id name } }"
 
+# One comment by id, with what confirming a decision needs: its issue, author and time.
+COMMENT_QUERY = """
+query FoundryComment($id: String!) {
+  comment(id: $id) { id body createdAt issue { id } user { id name email } }
+}
+"""
+
 ISSUE_UPDATE_STATE = """
 mutation FoundryIssueSetState($id: String!, $stateId: String!) {
   issueUpdate(id: $id, input: { stateId: $stateId }) { success }
@@ -111,6 +118,8 @@ class LinearComment:
     created_at: str
     user_id: str | None = None
     user_name: str | None = None
+    issue_id: str | None = None
+    user_email: str | None = None
 
 
 @dataclass(frozen=True)
@@ -187,6 +196,16 @@ class LinearClient:
             if not page["pageInfo"]["hasNextPage"]:
                 return comments
             after = page["pageInfo"]["endCursor"]
+
+    def get_comment(self, comment_id: str) -> LinearComment:
+        """One comment by id (NotFound when Linear has no such comment)."""
+        data = self._graphql("get_comment", comment_id, COMMENT_QUERY, {"id": comment_id})
+        node = data.get("comment")
+        if not node:
+            raise NotFound("get_comment", comment_id, "no such comment")
+        user = node.get("user") or {}
+        return LinearComment(node["id"], node["body"], node["createdAt"], user.get("id"), user.get("name"),
+                             (node.get("issue") or {}).get("id"), user.get("email"))
 
     def create_comment(self, issue_id: str, body: str) -> LinearComment:
         """Post a comment. Retried only when it certainly was not applied (rate limit,

@@ -120,13 +120,16 @@ def run_name(tracker: str, issue_id: str, attempt: int) -> str:
     return name
 
 
-def approval_name(run: str, decision: str, approver: str) -> str:
+def approval_name(run: str, decision: str, approver: str, comment_id: str | None = None) -> str:
     """The FoundryApproval name for one approver's decision on one run.
 
     Deterministic so that the same command applied twice (a retried webhook, a
     repeated `foundry approve`) is a 409 rather than a second approval.
     Shape: `<run>-<decision>-<approver slug>-<hash>`; the hash covers all three
     inputs exactly, so approvers whose identities slug alike stay distinct.
+    `comment_id` (a decision made in a Linear comment) joins the hash: each
+    comment is its own record, so an object created first under the same
+    (run, decision, approver) cannot take the name of the real comment's one.
     """
     if not isinstance(run, str) or len(run) > LABEL_MAX or not DNS1123_LABEL.match(run):
         raise InvalidNameInput(f"run must be a FoundryRun name (a DNS-1123 label of at most {LABEL_MAX}), got {run!r}")
@@ -140,7 +143,8 @@ def approval_name(run: str, decision: str, approver: str) -> str:
     slug = _slug(approver, _APPROVER_SLUG_MAX, keep_tail=True)
     if slug:
         parts.append(slug)
-    parts.append(_digest(run, decision, approver)[:_APPROVAL_HASH_LEN])
+    hashed = (run, decision, approver) if comment_id is None else (run, decision, approver, comment_id)
+    parts.append(_digest(*hashed)[:_APPROVAL_HASH_LEN])
     name = "-".join(parts)
     assert len(name) <= APPROVAL_NAME_MAX and DNS1123_LABEL.match(name), name
     return name

@@ -45,6 +45,7 @@ type Query {
   team(id: String!): Team!
   workflowStates(filter: WorkflowStateFilter, first: Int, after: String): WorkflowStateConnection!
   viewer: User!
+  comment(hash: String, id: String): Comment!
 }
 
 type Mutation {
@@ -606,6 +607,13 @@ class _Root:
 
     def viewer(self, info: Any) -> dict[str, Any]:
         return self._user_view(self.s.users[self.s.bot])
+
+    def comment(self, info: Any, id: str | None = None, hash: str | None = None) -> dict[str, Any]:
+        with self.s._lock:
+            found = next((c for c in self.s.comments if c.id == id), None) if id else None
+            if found is None:
+                raise _not_found("Comment")
+            return self._comment_view(found)
 
     # -- Mutation --
     def commentCreate(self, info: Any, input: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from kubernetes import client
 
@@ -106,14 +106,18 @@ class OperatorStack:
     # ---- tickets and runs ------------------------------------------------------
 
     def ticket(self, title: str = "Add a health endpoint to the service", description: str = READY_DESCRIPTION,
-               labels: tuple[str, ...] = ("foundry",)) -> tuple[str, str]:
+               labels: tuple[str, ...] = ("foundry",),
+               before_run: Callable[[str, str], None] | None = None) -> tuple[str, str]:
         """A Linear issue and its FoundryRun, created the way the bridge does
         (claim in the database, then create-or-attach the named object).
-        Returns (issue id, run name)."""
+        `before_run(issue id, run name)` plays what happens between the two (the
+        run's name is computable before the run exists). Returns (issue id, run name)."""
         from foundry.db import claims
         from foundry.domain.naming import run_name
 
         issue_id = self.linear.create_issue(TEAM, title, description, labels=list(labels), actor_id=self.alice_id)
+        if before_run is not None:
+            before_run(issue_id, run_name("linear", issue_id, 1))
         issue = self.linear.issue_json(issue_id)
         updated = datetime.fromisoformat(issue["updatedAt"].replace("Z", "+00:00"))
         snapshot = TicketSnapshot(tracker="linear", issue_id=issue_id, issue_key=issue["identifier"], title=title,
@@ -147,9 +151,19 @@ class OperatorStack:
 
     def decide(self, run: str, decision: str = "approve", approver: str = "alice",
                source: str = "kubernetes") -> None:
-        """A FoundryApproval, as `foundry approve` (source kubernetes) or the bridge (source linear) makes it."""
+        """A FoundryApproval, as `foundry approve` (source kubernetes) or the bridge (source linear) makes it.
+
+        From Linear, the approver (an email) first writes the `/foundry <decision>` comment on
+        the run's issue, as a person would; the approval names that comment."""
+        comment_id = None
+        if source == "linear":
+            issue_id = self.run(run)["spec"]["issueId"]
+            user = next((u.id for u in self.linear.users.values() if u.email == approver), None)
+            user = user or self.linear.add_user(approver.split("@")[0].title(), approver)
+            comment_id = self.linear.add_comment(issue_id, f"/foundry {decision}", user_id=user)
         create_or_attach_approval(self.api, self.namespace,
-                                  build_approval_manifest(run, decision, approver, source, namespace=self.namespace))
+                                  build_approval_manifest(run, decision, approver, source, namespace=self.namespace,
+                                                          comment_id=comment_id))
 
     # ---- the agent's Jobs --------------------------------------------------------
 

@@ -24,8 +24,11 @@ def post(deps: "Deps", run: RunView, purpose: str, body: str) -> dict[str, str]:
         crash_point("after-comment-post")
 
     with outside_call(f"posting the {purpose} comment on {run.issue_key}"):
+        # Only Foundry's own comments count as "already posted": run names are
+        # computable, so anyone could paste the marker first (viewer id is cached).
+        author = None if run.comments.get(purpose) else deps.linear.viewer_id()
         comment_id = post_once(deps.linear, run.issue_id, run.name, purpose, body,
-                               run.comments.get(purpose), record)
+                               run.comments.get(purpose), record, author_id=author)
     comments = run.comments
     comments[purpose] = comment_id
     return comments

@@ -1,0 +1,100 @@
+"""Whether a recorded decision is what it claims to be (pure; no I/O).
+
+A FoundryApproval is a claim: "this person decided this on this run". Two
+things bind it beyond the admission policy (which only says who created the
+object):
+
+- *time*: an approval counts only if made after the plan it approves (else a
+  run that does not exist yet, whose name is computable, could be approved in
+  advance); a reject or stop only if made after the run was created;
+- *Linear*: a decision from Linear names the comment it was made in, and the
+  operator reads that comment back from Linear. It counts only if the comment
+  exists, is on the run's issue, was written by the named approver, says this
+  decision, and is newer than the bound above. The bridge's word alone (a
+  signed webhook, or whoever holds the bridge's ServiceAccount) is not enough.
+
+Each check returns None when the decision stands, else the reason in words
+meant for the person whose decision did not count.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Mapping
+
+# The command as a person types it in a Linear comment: "/foundry approve [note]".
+_COMMAND = re.compile(r"^/foundry[ \t]+(approve|reject|stop)\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class LinearCommentFacts:
+    """What Linear says about a comment (LinearClient.get_comment)."""
+
+    id: str
+    issue_id: str | None
+    user_id: str | None
+    user_email: str | None
+    body: str
+    created_at: datetime
+
+
+def parse_time(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def command_in(body: str) -> str | None:
+    """The decision a comment body commands (approve | reject | stop), if it is a /foundry command."""
+    match = _COMMAND.match(body.strip())
+    return match.group(1).lower() if match else None
+
+
+def _at(stamp: datetime) -> str:
+    return stamp.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def check_made_after(decision: str, made_at: datetime, not_before: datetime | None) -> str | None:
+    """The time bound: `made_at` (the API server's creationTimestamp) at or after `not_before`.
+
+    Compared at whole seconds, the resolution of Kubernetes timestamps."""
+    if not_before is None or made_at.replace(microsecond=0) >= not_before.replace(microsecond=0):
+        return None
+    what = "the plan it approves" if decision == "approve" else "the run it decides on"
+    return f"it was recorded at {_at(made_at)}, before {what} existed ({_at(not_before)})"
+
+
+def check_linear_comment(spec: Mapping[str, Any], facts: LinearCommentFacts | None, issue_id: str,
+                         not_before: datetime | None) -> str | None:
+    """Whether the Linear comment behind a `source: linear` decision confirms it."""
+    comment_id = spec.get("commentId")
+    if not comment_id:
+        return "it names no Linear comment, so Foundry cannot confirm it with Linear"
+    if facts is None:
+        return f"Linear has no comment {comment_id}, so nobody made this decision in Linear"
+    if facts.issue_id != issue_id:
+        return f"Linear comment {comment_id} is not on this issue"
+    approver = str(spec.get("approver") or "").strip().lower()
+    authors = {a.lower() for a in (facts.user_id, facts.user_email) if a}
+    if not approver or approver not in authors:
+        return f"Linear comment {comment_id} was not written by {spec.get('approver')!r}"
+    said = command_in(facts.body)
+    if said != spec.get("decision"):
+        return (f"Linear comment {comment_id} does not say `/foundry {spec.get('decision')}`"
+                + (f" (it says `/foundry {said}`)" if said else ""))
+    if not_before is not None and facts.created_at.replace(microsecond=0) < not_before.replace(microsecond=0):
+        what = "the plan it approves" if spec.get("decision") == "approve" else "the run it decides on"
+        return f"Linear comment {comment_id} was written at {_at(facts.created_at)}, before {what} ({_at(not_before)})"
+    return None
+
+
+def refusal_comment(issue_key: str, decision: str, who: str, source: str, why: str) -> str:
+    """The ticket comment telling the person their decision did not count, and why."""
+    def line(text: Any) -> str:
+        return " ".join(str(text).split()).replace("|", "\\|")
+
+    return (f"### Foundry did not count a decision on {line(issue_key)}\n\n"
+            f"**Decision:** `{line(decision)}` by {line(who)} ({line(source)})\n\n"
+            f"**Why it did not count:** {line(why)}\n\n"
+            "Nothing changed on the run. A configured approver can decide again with a new "
+            f"`/foundry {line(decision)}` comment here, or with `foundry {line(decision)}`.")
