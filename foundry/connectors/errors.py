@@ -46,6 +46,14 @@ class Timeout(ConnectorError):
     retryable = True
 
 
+class Paused(ConnectorError):
+    """Not sent: the service stopped answering moments ago (foundry.connectors.breaker).
+    Retryable later; retrying at once would only fail the same way."""
+
+    retryable = True
+    maybe_applied = False
+
+
 class NetworkError(ConnectorError):
     """The connection failed after the request may have been sent (reset, broken pipe)."""
 

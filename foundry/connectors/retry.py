@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping, TypeVar
 
-from foundry.connectors.errors import ConnectorError, RateLimited
+from foundry.connectors.errors import ConnectorError, Paused, RateLimited
 
 T = TypeVar("T")
 
@@ -58,6 +58,8 @@ def call_with_retry(
             if not retry_if(err) or attempt >= policy.max_attempts or wait > policy.max_rate_limit_wait:
                 raise
             sleep(max(0.0, wait))
+        except Paused:
+            raise  # the service is known to be silent right now: the caller retries later, not here
         except ConnectorError as err:
             if not retry_if(err) or attempt >= policy.max_attempts:
                 raise

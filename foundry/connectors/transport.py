@@ -6,12 +6,15 @@ from typing import Any
 
 import httpx
 
-from foundry.connectors.errors import ConnectFailed, NetworkError, Timeout
+from foundry.connectors.breaker import CircuitOpen
+from foundry.connectors.errors import ConnectFailed, NetworkError, Paused, Timeout
 
 
 def send(client: httpx.Client, operation: str, target: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
     try:
         return client.request(method, url, **kwargs)
+    except CircuitOpen as err:
+        raise Paused(operation, target, str(err)) from err
     except httpx.ConnectTimeout as err:
         raise ConnectFailed(operation, target, f"cannot connect: {err}") from err
     except httpx.TimeoutException as err:

@@ -15,8 +15,10 @@ from typing import Any, Callable
 from kubernetes import client, config as kube_config
 from sqlalchemy import Engine
 
+from foundry.operator.kubeio import CONNECT_TIMEOUT, READ_TIMEOUT, bound_requests
 from foundry.operator.locks import RunLocks
 from foundry.operator.metrics import OperatorMetrics
+from foundry.operator.pool import ReconcilePool
 
 # Secrets come from the environment, never from the config file.
 ENV_LINEAR_KEY = "FOUNDRY_LINEAR_API_KEY"
@@ -44,9 +46,18 @@ class Deps:
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     locks: RunLocks = field(default_factory=RunLocks)
     clock: Callable[[], datetime] = utc_now
+    # Where reconciles run; the operator's startup replaces it with one sized by operator.workers.
+    pool: ReconcilePool = field(default_factory=ReconcilePool)
+    # (connect, read) seconds for each Kubernetes request (foundry.operator.kubeio.bound_requests).
+    kube_timeouts: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT)
+
+    def __post_init__(self) -> None:
+        # Every Kubernetes call of the operator (and of the Job provider, which shares
+        # this client) gets a timeout: a silent API server must not hold a worker forever.
+        bound_requests(self.api, connect=self.kube_timeouts[0], read=self.kube_timeouts[1])
 
     def close(self) -> None:
-        for closer in (getattr(self.linear, "close", None), getattr(self.github, "close", None),
+        for closer in (self.pool.close, getattr(self.linear, "close", None), getattr(self.github, "close", None),
                        self.engine.dispose, self.api.close):
             if closer is not None:
                 try:
@@ -106,6 +117,15 @@ def _client_or_unconfigured(env: str, chart_value: str, service: str, make: Call
     return client_
 
 
+def service_transport() -> Any:
+    """The HTTP transport of one of the operator's service clients (Linear, GitHub): a request
+    to a service that has just timed out fails at once instead of costing a worker another
+    timeout (foundry.connectors.breaker), so runs that do not need that service keep moving."""
+    from foundry.connectors.breaker import BreakerTransport
+
+    return BreakerTransport()
+
+
 def build_deps(config_path: str | None = None) -> Deps:
     """Deps from the environment: FOUNDRY_CONFIG (or config_path), FOUNDRY_DATABASE_URL,
     KUBECONFIG, FOUNDRY_LINEAR_API_KEY, FOUNDRY_GITHUB_TOKEN, and optionally
@@ -129,17 +149,19 @@ def build_deps(config_path: str | None = None) -> Deps:
     # token (minted again before it expires) and each attempt gets a per-repository one.
     app = app_from_settings(cfg.github, base_url=github_url)
     if app is not None:
-        github: Any = GitHubClient(token_source(app), base_url=github_url)
+        github: Any = GitHubClient(token_source(app), base_url=github_url, transport=service_transport())
         tokens: Any = AppTokenSource(app)
     else:
         github = _client_or_unconfigured(ENV_GITHUB_TOKEN, "secrets.githubToken", "GitHub",
-                                         lambda token: GitHubClient(token, base_url=github_url))
+                                         lambda token: GitHubClient(token, base_url=github_url,
+                                                                    transport=service_transport()))
         tokens = push_token_source(cfg.github, github_url)  # the static token (development)
     return Deps(
         api=api,
         engine=make_engine(),
         linear=_client_or_unconfigured(ENV_LINEAR_KEY, "secrets.linearApiKey", "Linear",
-                                       lambda key: LinearClient(key, url=linear_url)),
+                                       lambda key: LinearClient(key, url=linear_url,
+                                                                transport=service_transport())),
         github=github,
         config=cfg,
         agents=make_provider(cfg, api, tokens),

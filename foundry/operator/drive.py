@@ -8,7 +8,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from foundry.operator.errors import RetryLater
+from foundry.operator.errors import CannotReconcile, RetryLater, retry_wait
 
 if TYPE_CHECKING:
     from foundry.operator.deps import Deps
@@ -23,11 +23,16 @@ async def reconcile_soon(deps: "Deps", namespace: str, name: str, why: str) -> N
 
     for delay in (*BACKOFFS, None):
         try:
-            await asyncio.to_thread(reconcile_run, deps, namespace, name)
+            await deps.pool.run(reconcile_run, deps, namespace, name)
             return
         except RetryLater as err:
             if delay is None:
                 log.warning("giving up on %s/%s after %s (%s); the resync will retry", namespace, name, why, err)
                 return
-            log.info("retrying %s/%s in %.0fs after %s: %s", namespace, name, delay, why, err)
-            await asyncio.sleep(min(delay, err.delay) if err.delay else delay)
+            wait = retry_wait(delay, err)
+            log.info("retrying %s/%s in %.0fs after %s: %s", namespace, name, wait, why, err)
+            await asyncio.sleep(wait)
+        except CannotReconcile as err:
+            # Already recorded on the run (it ended Blocked); nothing a retry could change.
+            log.warning("%s/%s cannot be reconciled (%s): %s", namespace, name, why, err)
+            return

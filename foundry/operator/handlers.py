@@ -46,15 +46,22 @@ def apply_settings(settings: kopf.OperatorSettings, *, workers: int = 16) -> Non
     # A watch that silently stalls must be noticed well before a resync period.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    # kopf's own short requests (patches, posts): its default waits five minutes.
+    settings.networking.request_timeout = 30
+    settings.networking.connect_timeout = 5
 
 
 @kopf.on.startup()
 def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     from foundry.operator.deps import build_deps
+    from foundry.operator.pool import ReconcilePool
 
-    apply_settings(settings, workers=int(memo.get("workers") or os.environ.get("FOUNDRY_OPERATOR_WORKERS", 16)))
+    workers = int(memo.get("workers") or os.environ.get("FOUNDRY_OPERATOR_WORKERS", 16))
+    apply_settings(settings, workers=workers)
     if memo.get("deps") is None:
         memo.deps = build_deps(config_path=memo.get("config_path"))
+    # Every reconcile path runs on this pool (foundry.operator.pool), so `workers` bounds them all.
+    memo.deps.pool = ReconcilePool(workers)
     port = memo.get("metrics_port") or os.environ.get("FOUNDRY_METRICS_PORT")
     if port:
         memo.deps.metrics.serve(int(port))

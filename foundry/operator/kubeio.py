@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError as Urllib3Error
 
 from foundry.operator.errors import RetryLater
 
@@ -22,12 +24,50 @@ APPROVALS = "foundryapprovals"
 MERGE_PATCH = "application/merge-patch+json"
 
 
+# Seconds to connect to the API server, and to wait for its answer. The
+# operator's requests are small reads and writes (no watches: kopf has its own
+# client): an API server that takes longer is stuck, and a reconcile waiting
+# on it would hold one of the operator's few workers indefinitely.
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 10.0
+
+
+def bound_requests(api: client.ApiClient, *, connect: float = CONNECT_TIMEOUT,
+                   read: float = READ_TIMEOUT) -> client.ApiClient:
+    """Give every request made through `api` a timeout, unless the call names its own.
+
+    The Kubernetes client has no default (a silent API server blocks the
+    caller forever), and urllib3 retries a read timeout three more times on
+    its own; here a read is tried at most twice (once more covers a pooled
+    connection the server had closed) and then the caller's retry policy
+    (RetryLater) takes over."""
+    rest = api.rest_client
+    if getattr(rest, "_foundry_bounded", False):
+        return api
+    original = rest.request
+
+    def request(method: str, url: str, *args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+        return original(method, url, *args, _request_timeout=_request_timeout or (connect, read), **kwargs)
+
+    rest.request = request
+    # Pools are made per host on first use, with these keywords.
+    rest.pool_manager.connection_pool_kw["retries"] = urllib3.Retry(total=2, connect=2, read=1, status=0,
+                                                                    redirect=2)
+    rest._foundry_bounded = True
+    return api
+
+
 class Conflict(Exception):
     """The run changed since it was read; recompute from a fresh read."""
 
 
 def _retryable(err: ApiException) -> bool:
     return err.status in (429, 500, 502, 503, 504) or err.status == 0 or err.status is None
+
+
+def _unreachable(err: Urllib3Error) -> str:
+    reason = getattr(err, "reason", None) or err
+    return f"API server unreachable or silent ({type(reason).__name__}: {reason})"
 
 
 def get_run(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
@@ -39,6 +79,8 @@ def get_run(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] 
         if _retryable(err):
             raise RetryLater(f"reading FoundryRun {namespace}/{name}: HTTP {err.status}") from err
         raise
+    except Urllib3Error as err:
+        raise RetryLater(f"reading FoundryRun {namespace}/{name}: {_unreachable(err)}") from err
 
 
 def patch_run_status(api: client.ApiClient, run: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
@@ -54,6 +96,10 @@ def patch_run_status(api: client.ApiClient, run: dict[str, Any], status: dict[st
         if _retryable(err):
             raise RetryLater(f"writing status of FoundryRun {meta['namespace']}/{meta['name']}: HTTP {err.status}") from err
         raise
+    except Urllib3Error as err:
+        # The write may or may not have been applied: the retry re-reads and recomputes.
+        raise RetryLater(f"writing status of FoundryRun {meta['namespace']}/{meta['name']}: "
+                         f"{_unreachable(err)}") from err
 
 
 def list_approvals(api: client.ApiClient, namespace: str, run_name: str) -> list[dict[str, Any]]:
@@ -70,4 +116,6 @@ def list_approvals(api: client.ApiClient, namespace: str, run_name: str) -> list
         if _retryable(err):
             raise RetryLater(f"listing FoundryApprovals in {namespace}: HTTP {err.status}") from err
         raise
+    except Urllib3Error as err:
+        raise RetryLater(f"listing FoundryApprovals in {namespace}: {_unreachable(err)}") from err
     return [a for a in items if (a.get("spec") or {}).get("run") == run_name]

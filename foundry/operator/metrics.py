@@ -15,8 +15,9 @@ from foundry.domain.phases import Phase
 
 # The `kind` of foundry_reconcile_errors_total: `retry`, an outside dependency
 # (Linear, GitHub, the database, the API server) failed and the reconcile will
-# be retried; `unexpected`, anything else (a bug, a malformed run).
-ERROR_KINDS = ("retry", "unexpected")
+# be retried; `permanent`, no retry can fix it (the run ended Blocked, e.g. its
+# repository was removed from the configuration); `unexpected`, anything else (a bug).
+ERROR_KINDS = ("retry", "permanent", "unexpected")
 
 
 class OperatorMetrics:

@@ -16,7 +16,8 @@ def outside_call(what: str) -> Iterator[None]:
     try:
         yield
     except RateLimited as err:
-        raise RetryLater(f"{what}: {err}", delay=max(1.0, err.retry_after or 5.0)) from err
+        raise RetryLater(f"{what}: {err}", delay=max(1.0, err.retry_after or 5.0),
+                         retry_after=err.retry_after) from err
     except ConnectorError as err:
         if err.retryable:
             raise RetryLater(f"{what}: {err}", delay=5.0) from err

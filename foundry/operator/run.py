@@ -7,17 +7,19 @@
 - a daemon per active run re-reads the sources on a timer (lost webhooks,
   approval expiry, agent timeouts).
 - delete: the finalizer cancels the agent and closes the DB row.
+
+Each runs its blocking work on deps.pool (foundry.operator.pool), sized by
+`operator.workers`.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import kopf
 
 from foundry.domain.phases import ACTIVE_PHASE_NAMES
-from foundry.operator.errors import CannotReconcile, RetryLater
+from foundry.operator.errors import CannotReconcile, RetryLater, retry_wait
 from foundry.operator.kubeio import GROUP, RUNS, VERSION
 
 
@@ -30,13 +32,14 @@ def _is_active(status: dict[str, Any], **_: Any) -> bool:
     return not phase or phase in ACTIVE_PHASE_NAMES
 
 
-def _call(memo: Any, namespace: str, name: str) -> None:
+async def _call(memo: Any, namespace: str, name: str) -> None:
     from foundry.operator.reconcile.loop import reconcile_run
 
+    deps = _deps(memo)
     try:
-        reconcile_run(_deps(memo), namespace, name)
+        await deps.pool.run(reconcile_run, deps, namespace, name)
     except RetryLater as err:
-        raise kopf.TemporaryError(str(err), delay=err.delay) from err
+        raise kopf.TemporaryError(str(err), delay=retry_wait(err.delay, err)) from err
     except CannotReconcile as err:
         raise kopf.PermanentError(str(err)) from err
 
@@ -44,8 +47,8 @@ def _call(memo: Any, namespace: str, name: str) -> None:
 @kopf.on.resume(GROUP, VERSION, RUNS)
 @kopf.on.create(GROUP, VERSION, RUNS)
 @kopf.on.update(GROUP, VERSION, RUNS)
-def reconcile(namespace: str, name: str, memo: Any, **_: Any) -> None:
-    _call(memo, namespace, name)
+async def reconcile(namespace: str, name: str, memo: Any, **_: Any) -> None:
+    await _call(memo, namespace, name)
 
 
 @kopf.daemon(GROUP, VERSION, RUNS, when=_is_active, cancellation_timeout=5.0)
@@ -54,17 +57,23 @@ async def resync(stopped: Any, namespace: str, name: str, memo: Any, logger: Any
     from foundry.operator.reconcile.timing import next_wake
 
     deps = _deps(memo)
+    not_before = 0.0  # a wait a service asked for (Retry-After) outlasts the resync period
     while not stopped:
-        run = await asyncio.to_thread(_read, deps, namespace, name)
+        run = await deps.pool.run(_read, deps, namespace, name)
         if run is None:
             return
-        await stopped.wait(next_wake(run, deps.config, deps.clock()))
+        await stopped.wait(max(next_wake(run, deps.config, deps.clock()), not_before))
         if stopped:
             return
+        not_before = 0.0
         try:
-            await asyncio.to_thread(reconcile_run, deps, namespace, name)
+            await deps.pool.run(reconcile_run, deps, namespace, name)
         except RetryLater as err:
+            not_before = err.retry_after or 0.0
             logger.info("resync of %s postponed: %s", name, err)
+        except CannotReconcile as err:
+            logger.warning("resync of %s stopped: %s", name, err)
+            return
         except Exception as err:  # noqa: BLE001 - a daemon that dies stops resyncing this run
             deps.metrics.reconcile_errors.labels(kind="unexpected").inc()
             logger.exception("resync of %s failed: %s", name, err)
@@ -80,10 +89,11 @@ def _read(deps: Any, namespace: str, name: str) -> dict[str, Any] | None:
 
 
 @kopf.on.delete(GROUP, VERSION, RUNS)
-def finalize(body: Any, memo: Any, **_: Any) -> None:
+async def finalize(body: Any, memo: Any, **_: Any) -> None:
     from foundry.operator.reconcile.finalize import finalize_run
 
+    deps = _deps(memo)
     try:
-        finalize_run(_deps(memo), dict(body))
+        await deps.pool.run(finalize_run, deps, dict(body))
     except RetryLater as err:
-        raise kopf.TemporaryError(str(err), delay=err.delay) from err
+        raise kopf.TemporaryError(str(err), delay=retry_wait(err.delay, err)) from err

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from foundry.agents.base import attempt_name
 from foundry.agents.result import totals
 from foundry.operator.errors import RetryLater
 from foundry.operator.faults import crash_point
@@ -84,11 +85,39 @@ def cancel_running(deps: "Deps", run: RunView, jobs: list[dict[str, Any]]) -> li
     return jobs
 
 
+def unrecorded(deps: "Deps", run: RunView) -> dict[str, Any] | None:
+    """The attempt after the recorded one, if it was started but never recorded.
+
+    Starting an attempt and recording it are two writes: a crash, or a status
+    write refused as a conflict, in between leaves a Job (`<run>-a<n>`) that
+    status does not name. Its name is deterministic, so it is found by asking
+    the provider for attempt `status.agent.attempt + 1`; a replayed step adopts
+    it the same way (the provider reads before it creates)."""
+    nxt = run.attempt + 1
+    if any(j.get("attempt") == nxt for j in run.jobs):
+        return None
+    found = state(deps, run, nxt)
+    if found.get("state") == "missing":
+        return None
+    return {"name": attempt_name(run.name, nxt), "attempt": nxt, **found}
+
+
+def cancel_unrecorded(deps: "Deps", run: RunView, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Cancel an attempt started but never recorded (see `unrecorded`); `jobs` with it recorded."""
+    stray = unrecorded(deps, run)
+    if stray is None:
+        return jobs
+    if stray.get("state") == "running":
+        deps.agents.cancel(run.body, stray["attempt"])
+        stray = {**stray, "state": "cancelled"}
+    return with_job(jobs, stray)
+
+
 def end_attempt(deps: "Deps", run: RunView) -> list[dict[str, Any]]:
     """The run ends by a human's hand: cancel its current attempt if it is
     still at work; returns status.agent.jobs recording that. A finished Job is
     kept, with its record and logs."""
-    jobs = refreshed_jobs(deps, run)
+    jobs = cancel_unrecorded(deps, run, refreshed_jobs(deps, run))
     if run.attempt and not any(j.get("attempt") == run.attempt for j in jobs):
         cancel(deps, run)  # started but never recorded (a crash in between): it may be at work
         return jobs

@@ -19,6 +19,7 @@ def finalize_run(deps: "Deps", body: dict[str, Any]) -> None:
     with deps.locks.hold(run.namespace, run.name):
         if run.phase.is_active:
             agentio.cancel(deps, run)
+            agentio.cancel_unrecorded(deps, run, run.jobs)
             dbio.close_row(deps, run, Phase.STOPPED, "Deleted")
         deps.metrics.observe_phase(run.namespace, run.name, None)
     deps.locks.forget(run.namespace, run.name)

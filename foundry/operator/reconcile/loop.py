@@ -15,11 +15,12 @@ import time
 from typing import TYPE_CHECKING, Callable
 
 from foundry.domain.phases import Phase
-from foundry.operator.errors import RetryLater
+from foundry.operator.errors import CannotReconcile, RetryLater
 from foundry.operator.kubeio import Conflict, get_run, patch_run_status
 from foundry.operator.reconcile.commit import commit
 from foundry.operator.reconcile.outcome import Outcome, Stay, Transition
 from foundry.operator.reconcile.passcache import one_pass
+from foundry.operator.reconcile.permanent import blocked, check
 from foundry.operator.reconcile.view import RunView
 
 if TYPE_CHECKING:
@@ -68,6 +69,9 @@ def reconcile_run(deps: "Deps", namespace: str, name: str) -> Phase | None:
         except RetryLater:
             deps.metrics.reconcile_errors.labels(kind="retry").inc()
             raise
+        except CannotReconcile:
+            deps.metrics.reconcile_errors.labels(kind="permanent").inc()
+            raise
         except Exception:
             deps.metrics.reconcile_errors.labels(kind="unexpected").inc()
             raise
@@ -87,10 +91,17 @@ def _advance(deps: "Deps", namespace: str, name: str) -> Phase | None:
         deps.metrics.observe_phase(namespace, name, phase.value)
         if body["metadata"].get("deletionTimestamp") or phase.is_terminal:
             return phase
-        outcome = _interrupt(deps, run) or step_for(phase)(deps, run)
+        permanent: CannotReconcile | None = None
+        try:
+            check(deps, run)
+            outcome = _interrupt(deps, run) or step_for(phase)(deps, run)
+        except CannotReconcile as err:
+            permanent, outcome = err, blocked(deps, run, err)
         try:
             if isinstance(outcome, Transition):
                 commit(deps, run, outcome)
+                if permanent is not None:
+                    raise permanent
                 continue
             assert isinstance(outcome, Stay)
             if outcome.audit:

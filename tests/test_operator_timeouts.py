@@ -1,0 +1,140 @@
+"""Every call the operator makes ends in bounded time, and waits what a service asks.
+
+- A Kubernetes call to an API server that accepts and never answers ends
+  with RetryLater within the Deps' timeouts (the client has no default).
+- A GitHub that stops answering trips the breaker: the next calls fail at
+  once (Paused, no request sent) instead of each costing a timeout, and the
+  first answer after the cooldown closes it.
+- A long Retry-After from GitHub is kept by the event-driven retries (it was
+  cut to the local backoff step).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+from kubernetes import client
+
+from foundry.connectors.breaker import BreakerTransport
+from foundry.connectors.errors import Paused, RateLimited, Timeout
+from foundry.connectors.github import GitHubClient
+from foundry.connectors.retry import RetryPolicy
+from foundry.operator.deps import Deps
+from foundry.operator.errors import RetryLater
+from foundry.operator.kubeio import get_run
+from foundry.operator.outside import outside_call
+from foundry.testing.github_server import GitHubServer
+from foundry.testing.silent_server import SilentServer
+
+REPO = "acme/app"
+
+
+def test_a_kube_call_to_a_silent_api_server_ends_within_its_timeout():
+    with SilentServer() as silent:
+        cfg = client.Configuration()
+        cfg.host = silent.url
+        api = client.ApiClient(cfg)
+        deps = Deps(api=api, engine=None, linear=None, github=None, config=None, agents=None,
+                    kube_timeouts=(1.0, 1.0))
+        outcome: list[BaseException | None] = []
+
+        def call() -> None:
+            try:
+                get_run(deps.api, "default", "run-1")
+                outcome.append(None)
+            except BaseException as err:  # noqa: BLE001 - handed to the test thread
+                outcome.append(err)
+
+        started = time.monotonic()
+        worker = threading.Thread(target=call, daemon=True)
+        worker.start()
+        worker.join(15)
+        took = time.monotonic() - started
+        assert not worker.is_alive(), "the Kubernetes call to a silent server never returned"
+        api.close()
+    [err] = outcome
+    assert isinstance(err, RetryLater), repr(err)
+    assert "silent" in str(err) or "unreachable" in str(err), err
+    # At most three 1 s waits (urllib3's total of two retries), with room for a busy machine;
+    # without a timeout the call never returns.
+    assert took < 6.0, (took, str(err))
+    assert silent.accepted >= 1
+
+
+def test_a_silent_github_trips_the_breaker_and_its_first_answer_closes_it():
+    now = [1000.0]
+    breaker = BreakerTransport(cooldown=30.0, clock=lambda: now[0])
+    with GitHubServer() as github:
+        github.add_repo(REPO)
+        gh = GitHubClient(github.token, base_url=github.url, timeout=0.5, transport=breaker,
+                          retry=RetryPolicy(max_attempts=4, base_delay=0.05, max_delay=0.1))
+        try:
+            github.faults.add("*", "hang", seconds=3.0)
+            started = time.monotonic()
+            with pytest.raises((Timeout, Paused)):
+                gh.find_pull_by_branch(REPO, "foundry/run-1")
+            # One timeout, then the retry is refused at once instead of waiting three more.
+            assert time.monotonic() - started < 1.5
+            assert breaker.is_open
+            calls = sum(github.faults.calls.values())
+
+            started = time.monotonic()
+            with pytest.raises(Paused) as paused:
+                gh.find_pull_by_branch(REPO, "foundry/run-1")
+            assert time.monotonic() - started < 0.2
+            assert sum(github.faults.calls.values()) == calls  # nothing was sent
+            assert "did not answer in time" in str(paused.value)
+
+            now[0] += 31.0  # the cooldown is over: one request probes, GitHub answers
+            assert gh.find_pull_by_branch(REPO, "foundry/run-1") is None
+            assert not breaker.is_open
+            assert gh.find_pull_by_branch(REPO, "foundry/run-2") is None
+        finally:
+            gh.close()
+
+
+def test_event_retries_keep_a_long_retry_after_from_github(monkeypatch):
+    from foundry.operator import drive
+    from foundry.operator.reconcile import loop
+
+    with GitHubServer() as github:
+        github.add_repo(REPO)
+        gh = GitHubClient(github.token, base_url=github.url, retry=RetryPolicy(max_attempts=2, base_delay=0.05))
+        try:
+            # GitHub's secondary limit asks for ten minutes: more than the client sleeps in a thread.
+            github.faults.add("*", "ratelimit_secondary", seconds=600)
+            with pytest.raises(RetryLater) as caught:
+                with outside_call("reading the PR"):
+                    gh.find_pull_by_branch(REPO, "foundry/run-1")
+        finally:
+            gh.close()
+    assert isinstance(caught.value.__cause__, RateLimited)
+    limited = caught.value
+
+    calls: list[str] = []
+    waits: list[float] = []
+
+    def reconcile_run(deps, namespace, name):  # the reconcile meets the limit once, then passes
+        calls.append(name)
+        if len(calls) == 1:
+            raise limited
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    monkeypatch.setattr(loop, "reconcile_run", reconcile_run)
+    monkeypatch.setattr(drive.asyncio, "sleep", sleep)
+
+    class _Deps:  # only the pool is used on this path
+        from foundry.operator.pool import ReconcilePool
+        pool = ReconcilePool(1)
+
+    try:
+        asyncio.run(drive.reconcile_soon(_Deps(), "default", "run-1", "a test"))
+    finally:
+        _Deps.pool.close()
+    assert calls == ["run-1", "run-1"]
+    assert waits and waits[0] >= 600, waits
