@@ -162,6 +162,10 @@ class LinearSettings:
     state_started: str | None = "In Progress"
     state_review: str | None = "In Review"
     state_done: str | None = "Done"
+    # The bridge's periodic re-read of Linear (the sweep): 0 turns it off.
+    sweep_seconds: int = 60
+    sweep_overlap_seconds: int = 30  # each round re-reads this much before its cursor
+    sweep_lookback_seconds: int = 24 * 3600  # how far back the very first round reads
 
 
 @dataclass(frozen=True)
@@ -452,6 +456,9 @@ def _linear(o: "_Obj") -> LinearSettings:
         state_started=o.opt_str("state_started", d.state_started),
         state_review=o.opt_str("state_review", d.state_review),
         state_done=o.opt_str("state_done", d.state_done),
+        sweep_seconds=o.int("sweep_seconds", d.sweep_seconds, minimum=0),
+        sweep_overlap_seconds=o.int("sweep_overlap_seconds", d.sweep_overlap_seconds, minimum=0),
+        sweep_lookback_seconds=o.int("sweep_lookback_seconds", d.sweep_lookback_seconds, minimum=0),
     )
     o.done()
     return s

@@ -24,7 +24,7 @@ from foundry.paths import REPO_ROOT
 # The PostgreSQL variants carry the marker so `-m "not postgres"` leaves them out.
 BACKENDS = [pytest.param("postgres", marks=pytest.mark.postgres), "sqlite"]
 
-TABLES = {"foundry_runs", "foundry_audit_events", "foundry_webhook_deliveries"}
+TABLES = {"foundry_runs", "foundry_audit_events", "foundry_webhook_deliveries", "foundry_sweeps"}
 T0 = datetime(2025, 3, 1, tzinfo=timezone.utc)
 
 

@@ -27,6 +27,9 @@ async def serve(settings: Settings, host: str, port: int, announce: Callable[[st
         # Created inside the running loop: the aiohttp session and the pool belong to it.
         lean = open_lean_intake(url, backend.api_client.configuration, settings.namespace, connections=settings.workers)
     bridge = Bridge(settings, backend, lean=lean)
+    from foundry.linear_sweep.loop import start_sweep
+
+    sweep = start_sweep(settings, backend, bridge.metrics.registry)
     # No access log: the bridge writes its own structured line per delivery.
     runner = web.AppRunner(bridge.application(), access_log=None, handle_signals=False)
     await runner.setup()
@@ -42,6 +45,8 @@ async def serve(settings: Settings, host: str, port: int, announce: Callable[[st
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
     finally:
+        if sweep is not None:
+            await asyncio.to_thread(sweep.stop)
         await runner.cleanup()  # stops accepting, lets in-flight handlers finish, shuts the pool
         backend.close()
 

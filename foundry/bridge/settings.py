@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from foundry.bridge.mapping import DEFAULT_TRIGGER_LABEL, TriggerRule
 from foundry.bridge.verify import DEFAULT_TOLERANCE_SECONDS, parse_secrets
+from foundry.linear_sweep.loop import sweep_settings
+from foundry.linear_sweep.sweeper import SweepSettings
 
 DEFAULT_NAMESPACE = "foundry"
 # Few threads: the work is I/O plus GIL-bound client code, and more threads
@@ -32,6 +34,10 @@ class Settings:
     # The intake hot path on the event loop (PostgreSQL only; foundry.bridge.lean).
     # Off only to compare, or as an escape hatch: the threaded path is the reference.
     lean: bool = True
+    # The Linear sweep (foundry.linear_sweep): it reads Linear with this key; None turns it off.
+    linear_api_key: str | None = None
+    linear_url: str = "https://api.linear.app/graphql"
+    sweep: SweepSettings | None = None
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -111,4 +117,8 @@ def settings_from_env(env: Mapping[str, str], config: object | None = None) -> S
         database_url=env.get("FOUNDRY_DATABASE_URL", "").strip() or None,
         kubeconfig=env.get("KUBECONFIG", "").strip() or None,
         lean=_flag(env, "FOUNDRY_BRIDGE_LEAN", True),
+        linear_api_key=env.get("FOUNDRY_LINEAR_API_KEY", "").strip() or None,
+        linear_url=(env.get("FOUNDRY_LINEAR_URL", "").strip()
+                    or getattr(getattr(config, "linear", None), "api_url", None) or Settings.linear_url),
+        sweep=sweep_settings(config),
     )

@@ -123,6 +123,29 @@ class LinearComment:
 
 
 @dataclass(frozen=True)
+class RateBudget:
+    """What Linear's last answer said about the API key's budgets (None: the header was absent)."""
+
+    requests_remaining: int | None = None
+    complexity_remaining: int | None = None
+    complexity: int | None = None  # what the last query cost
+    reset_at: float | None = None  # epoch seconds when the tighter of the two buckets has refilled
+
+    @classmethod
+    def from_headers(cls, headers: Any) -> "RateBudget":
+        def number(name: str) -> int | None:
+            try:
+                return int(float(headers.get(name)))
+            except (TypeError, ValueError):
+                return None
+
+        resets = [r / 1000.0 for r in (number("X-RateLimit-Requests-Reset"), number("X-RateLimit-Complexity-Reset"))
+                  if r is not None]
+        return cls(number("X-RateLimit-Requests-Remaining"), number("X-RateLimit-Complexity-Remaining"),
+                   number("X-Complexity"), max(resets) if resets else None)
+
+
+@dataclass(frozen=True)
 class WorkflowState:
     id: str
     name: str
@@ -157,6 +180,7 @@ class LinearClient:
         self._states: dict[str, list[WorkflowState]] = {}
         self._states_lock = threading.Lock()
         self._viewer_id: str | None = None
+        self.last_budget = RateBudget()
 
     def close(self) -> None:
         self._http.close()
@@ -253,6 +277,10 @@ class LinearClient:
         if not (data.get("issueUpdate") or {}).get("success"):
             raise BadResponse("set_issue_state", issue_id, "issueUpdate did not succeed")
 
+    def query(self, operation: str, target: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+        """Run a read-only GraphQL query (retried like every read); its `data`."""
+        return self._graphql(operation, target, query, variables)
+
     # -- transport ------------------------------------------------------------
 
     def _graphql(
@@ -261,6 +289,8 @@ class LinearClient:
     ) -> dict[str, Any]:
         def once() -> dict[str, Any]:
             response = send(self._http, operation, target, "POST", self.url, json={"query": query, "variables": variables})
+            if "X-RateLimit-Requests-Remaining" in response.headers or "X-Complexity" in response.headers:
+                self.last_budget = RateBudget.from_headers(response.headers)
             return self._read(operation, target, response)
 
         kwargs: dict[str, Any] = {"sleep": self._sleep}
@@ -282,7 +312,11 @@ class LinearClient:
             now = self._clock()
             wait = parse_retry_after(response.headers.get("Retry-After"), now)
             if wait is None:
-                wait = header_epoch_wait(response.headers, "X-RateLimit-Requests-Reset", now, millis=True)
+                # Either bucket may be the empty one: wait for the later of the two resets.
+                waits = [w for w in (header_epoch_wait(response.headers, name, now, millis=True)
+                                     for name in ("X-RateLimit-Requests-Reset", "X-RateLimit-Complexity-Reset"))
+                         if w is not None]
+                wait = max(waits) if waits else None
             raise RateLimited(operation, target, f"rate limited: {message}", retry_after=wait, status=status)
         if status >= 500:
             raise ServerError(operation, target, message, status=status)

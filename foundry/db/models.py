@@ -1,4 +1,4 @@
-"""The three tables (names fixed by issue 2 so other tools can rely on them).
+"""The tables (the first three's names are fixed so other tools can rely on them).
 
 The partial unique index on foundry_runs is the database half of the one rule:
 at most one run per (tracker, issue_id) whose phase is active. It is declared
@@ -98,6 +98,24 @@ class WebhookDelivery(Base):
     applied_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
     __table_args__ = (UniqueConstraint("provider", "delivery_id"),)
+
+
+class Sweep(Base):
+    """A periodic re-read of a tracker (the Linear sweep): its cursors and who is running it.
+
+    One row per sweep. The lease (holder, lease_until) lets one replica at a
+    time run it; cursors move only under the lease and by compare-and-set.
+    """
+
+    __tablename__ = "foundry_sweeps"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    issues_after: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    comments_after: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    covered_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    holder: Mapped[str | None] = mapped_column(String(253), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 metadata = Base.metadata

@@ -27,6 +27,8 @@ import graphql
 from aiohttp import web
 
 from foundry.testing.faults import Faults
+from foundry.testing.linear_filters import FilterError, match_comment, match_issue
+from foundry.testing.linear_ratelimit import RateLimits, query_complexity
 from foundry.testing.server_thread import ServerThread, control_routes
 from foundry.testing.webhook_sender import (
     RETRY_DELAYS,
@@ -45,6 +47,8 @@ type Query {
   team(id: String!): Team!
   workflowStates(filter: WorkflowStateFilter, first: Int, after: String): WorkflowStateConnection!
   viewer: User!
+  issues(filter: IssueFilter, first: Int, after: String, orderBy: PaginationOrderBy, includeArchived: Boolean): IssueConnection!
+  comments(filter: CommentFilter, first: Int, after: String, orderBy: PaginationOrderBy, includeArchived: Boolean): CommentConnection!
   comment(hash: String, id: String): Comment!
 }
 
@@ -58,7 +62,24 @@ input IssueUpdateInput { stateId: String, title: String, description: String, pr
 input WorkflowStateFilter { team: TeamFilter, name: StringComparator, type: StringComparator }
 input TeamFilter { id: IDComparator, key: StringComparator }
 input IDComparator { eq: ID, in: [ID!] }
-input StringComparator { eq: String, eqIgnoreCase: String }
+input StringComparator {
+  eq: String, eqIgnoreCase: String, in: [String!], nin: [String!], startsWith: String, containsIgnoreCase: String
+}
+enum PaginationOrderBy { createdAt updatedAt }
+scalar DateTimeOrDuration
+input DateComparator { eq: DateTimeOrDuration, gt: DateTimeOrDuration, gte: DateTimeOrDuration, lt: DateTimeOrDuration, lte: DateTimeOrDuration }
+input IssueLabelFilter { name: StringComparator }
+input IssueLabelCollectionFilter { name: StringComparator, some: IssueLabelFilter, every: IssueLabelFilter }
+input IssueFilter {
+  id: IDComparator, createdAt: DateComparator, updatedAt: DateComparator
+  labels: IssueLabelCollectionFilter, state: WorkflowStateFilter, team: TeamFilter
+  and: [IssueFilter!], or: [IssueFilter!]
+}
+input NullableIssueFilter { id: IDComparator, and: [NullableIssueFilter!], or: [NullableIssueFilter!] }
+input CommentFilter {
+  createdAt: DateComparator, updatedAt: DateComparator, body: StringComparator, issue: NullableIssueFilter
+  and: [CommentFilter!], or: [CommentFilter!]
+}
 
 type PageInfo { hasNextPage: Boolean!, hasPreviousPage: Boolean!, startCursor: String, endCursor: String }
 
@@ -77,7 +98,15 @@ type Issue {
   state: WorkflowState!, team: Team!
   labels(first: Int, after: String): IssueLabelConnection!
   comments(first: Int, after: String): CommentConnection!
+  history(first: Int, after: String): IssueHistoryConnection!
 }
+type IssueConnection { nodes: [Issue!]!, pageInfo: PageInfo! }
+type IssueHistory {
+  id: ID!, createdAt: DateTime!, updatedAt: DateTime!, actor: User, actorId: String
+  fromStateId: String, toStateId: String, fromTitle: String, toTitle: String, updatedDescription: Boolean
+  addedLabelIds: [String!], removedLabelIds: [String!], fromPriority: Float, toPriority: Float
+}
+type IssueHistoryConnection { nodes: [IssueHistory!]!, pageInfo: PageInfo! }
 type Comment { id: ID!, body: String!, createdAt: DateTime!, updatedAt: DateTime!, user: User, issue: Issue! }
 type CommentConnection { nodes: [Comment!]!, pageInfo: PageInfo! }
 type CommentPayload { success: Boolean!, lastSyncId: Float!, comment: Comment! }
@@ -142,6 +171,25 @@ class Issue:
     label_ids: list[str]
     created_at: str
     updated_at: str
+    history: list["HistoryEntry"] = field(default_factory=list)
+
+
+@dataclass
+class HistoryEntry:
+    """One change to an issue, as Linear's `IssueHistory` records it (what moved, from what, to what)."""
+
+    id: str
+    created_at: str
+    actor_id: str
+    from_state_id: str | None = None
+    to_state_id: str | None = None
+    from_title: str | None = None
+    to_title: str | None = None
+    updated_description: bool = False
+    added_label_ids: list[str] | None = None
+    removed_label_ids: list[str] | None = None
+    from_priority: int | None = None
+    to_priority: int | None = None
 
 
 @dataclass
@@ -172,6 +220,7 @@ class LinearServer(ServerThread, WebhookControls):
         webhook_timeout: float = 5.0,
         org_key: str = "acme",
         page_size_cap: int = 250,
+        rate_limits: RateLimits | None = None,
     ) -> None:
         super().__init__()
         self.api_key = api_key
@@ -181,6 +230,8 @@ class LinearServer(ServerThread, WebhookControls):
         self.org_key = org_key
         self.page_size_cap = page_size_cap
         self.faults = Faults()
+        # Linear's request and complexity budgets (None: unlimited, for tests about something else).
+        self.rate_limits = rate_limits
         self._webhook_url = webhook_url
         self._webhook_opts = dict(retry_delays=retry_delays, retry_scale=retry_scale, timeout=webhook_timeout)
         self.webhooks: WebhookSender | None = None
@@ -391,9 +442,11 @@ class LinearServer(ServerThread, WebhookControls):
             if not before:
                 return  # Linear sends no webhook for an update that changes nothing
             before["updatedAt"] = issue.updated_at
+            entry = _history_entry(issue, changes, actor_id)
             for key, value in changes.items():
                 setattr(issue, key, value)
-            issue.updated_at = now_iso()
+            issue.updated_at = entry.created_at = now_iso()
+            issue.history.append(entry)
             data = self._issue_data(issue)
         self._emit("Issue", "update", data, actor_id, before)
 
@@ -461,6 +514,15 @@ class LinearServer(ServerThread, WebhookControls):
                 return web.json_response({"errors": [{"message": "Internal server error"}]}, status=500)
             elif fault.kind in ("ratelimit", "ratelimit_secondary"):
                 return self._rate_limited(fault.seconds, http_429=fault.kind == "ratelimit")
+        budget: dict[str, str] = {}
+        if self.rate_limits is not None:
+            verdict = self.rate_limits.admit(query_complexity(document, variables, payload.get("operationName")))
+            budget = verdict.headers
+            if not verdict.allowed:
+                response = _errors(400, "Rate limit exceeded", "RATELIMITED", "Too many requests. Please try again later.",
+                                   status_code=429)
+                response.headers.update(budget)
+                return response
         result = graphql.execute_sync(self._schema, document, root_value=_Root(self), variable_values=variables,
                                       operation_name=payload.get("operationName"))
         if fault is not None and fault.kind == "apply_then_error":
@@ -468,7 +530,7 @@ class LinearServer(ServerThread, WebhookControls):
         body: dict[str, Any] = {"data": result.data}
         if result.errors:
             body["errors"] = [_format_error(e) for e in result.errors]
-        return web.json_response(body, status=200)
+        return web.json_response(body, status=200, headers=budget)
 
     def _rate_limited(self, seconds: float, *, http_429: bool) -> web.Response:
         """Linear's rate-limit answer: code RATELIMITED and the bucket's reset as epoch milliseconds."""
@@ -485,9 +547,27 @@ class LinearServer(ServerThread, WebhookControls):
             return float(self._sync_id)
 
 
-def _errors(status: int, message: str, code: str, user_message: str) -> web.Response:
-    body = {"errors": [{"message": message, "extensions": {"code": code, "type": code.lower().replace("_", " "),
-                                                            "userPresentableMessage": user_message}}]}
+def _history_entry(issue: Issue, changes: dict[str, Any], actor_id: str) -> HistoryEntry:
+    """The IssueHistory entry for applying `changes` to `issue` (call before applying them)."""
+    entry = HistoryEntry(str(uuid.uuid4()), "", actor_id)
+    if "state_id" in changes and changes["state_id"] != issue.state_id:
+        entry.from_state_id, entry.to_state_id = issue.state_id, changes["state_id"]
+    if "title" in changes and changes["title"] != issue.title:
+        entry.from_title, entry.to_title = issue.title, changes["title"]
+    entry.updated_description = "description" in changes and changes["description"] != issue.description
+    if "label_ids" in changes:
+        entry.added_label_ids = [i for i in changes["label_ids"] if i not in issue.label_ids] or None
+        entry.removed_label_ids = [i for i in issue.label_ids if i not in changes["label_ids"]] or None
+    if "priority" in changes and changes["priority"] != issue.priority:
+        entry.from_priority, entry.to_priority = issue.priority, changes["priority"]
+    return entry
+
+
+def _errors(status: int, message: str, code: str, user_message: str, *, status_code: int | None = None) -> web.Response:
+    extensions: dict[str, Any] = {"code": code, "type": code.lower().replace("_", " "), "userPresentableMessage": user_message}
+    if status_code is not None:
+        extensions["statusCode"] = status_code  # Linear's rate-limit answer is HTTP 400 saying 429 here
+    body = {"errors": [{"message": message, "extensions": extensions}]}
     return web.json_response(body, status=status)
 
 
@@ -564,7 +644,28 @@ class _Root:
                 [{"id": i, "name": s.labels[i]} for i in issue.label_ids], first, after, s.page_size_cap),
             "comments": lambda info, first=None, after=None: _page(
                 [self._comment_view(c) for c in s.comments if c.issue_id == issue.id], first, after, s.page_size_cap),
+            # Newest first, as Linear lists an issue's history.
+            "history": lambda info, first=None, after=None: _page(
+                [self._history_view(h) for h in reversed(issue.history)], first, after, s.page_size_cap),
         }
+
+    def _history_view(self, entry: HistoryEntry) -> dict[str, Any]:
+        s = self.s
+        return {"id": entry.id, "createdAt": entry.created_at, "updatedAt": entry.created_at,
+                "actor": self._user_view(s.users[entry.actor_id]), "actorId": entry.actor_id,
+                "fromStateId": entry.from_state_id, "toStateId": entry.to_state_id,
+                "fromTitle": entry.from_title, "toTitle": entry.to_title,
+                "updatedDescription": entry.updated_description, "addedLabelIds": entry.added_label_ids,
+                "removedLabelIds": entry.removed_label_ids,
+                "fromPriority": None if entry.from_priority is None else float(entry.from_priority),
+                "toPriority": None if entry.to_priority is None else float(entry.to_priority)}
+
+    def _issue_facts(self, issue: Issue) -> dict[str, Any]:
+        s = self.s
+        state, team = s._state(issue), s.teams[issue.team_id]
+        return {"id": issue.id, "createdAt": issue.created_at, "updatedAt": issue.updated_at,
+                "labels": [s.labels[i] for i in issue.label_ids], "state": {"name": state.name, "type": state.type},
+                "team": {"id": team.id, "key": team.key}}
 
     def _comment_view(self, comment: Comment) -> dict[str, Any]:
         s = self.s
@@ -607,6 +708,34 @@ class _Root:
 
     def viewer(self, info: Any) -> dict[str, Any]:
         return self._user_view(self.s.users[self.s.bot])
+
+    def issues(self, info: Any, filter: dict[str, Any] | None = None, first: int | None = None,
+               after: str | None = None, orderBy: str | None = None, includeArchived: bool | None = None,
+               ) -> dict[str, Any]:
+        with self.s._lock:
+            try:
+                found = [i for i in self.s.issues.values() if match_issue(filter, self._issue_facts(i))]
+            except FilterError as err:
+                raise _GraphQLError(str(err), "INVALID_INPUT", "Invalid filter.") from None
+            # Newest first by the ordering field (createdAt unless told otherwise).
+            key = "updated_at" if orderBy == "updatedAt" else "created_at"
+            found.sort(key=lambda i: (getattr(i, key), i.id), reverse=True)
+            return _page([self._issue_view(i) for i in found], first, after, self.s.page_size_cap)
+
+    def comments(self, info: Any, filter: dict[str, Any] | None = None, first: int | None = None,
+                 after: str | None = None, orderBy: str | None = None, includeArchived: bool | None = None,
+                 ) -> dict[str, Any]:
+        with self.s._lock:
+            def facts(c: Comment) -> dict[str, Any]:
+                return {"createdAt": c.created_at, "updatedAt": c.updated_at, "body": c.body,
+                        "issue": {"id": c.issue_id}}
+            try:
+                found = [c for c in self.s.comments if match_comment(filter, facts(c))]
+            except FilterError as err:
+                raise _GraphQLError(str(err), "INVALID_INPUT", "Invalid filter.") from None
+            key = "updated_at" if orderBy == "updatedAt" else "created_at"
+            found.sort(key=lambda c: (getattr(c, key), c.id), reverse=True)
+            return _page([self._comment_view(c) for c in found], first, after, self.s.page_size_cap)
 
     def comment(self, info: Any, id: str | None = None, hash: str | None = None) -> dict[str, Any]:
         with self.s._lock:
