@@ -24,7 +24,8 @@ from foundry.paths import REPO_ROOT
 # The PostgreSQL variants carry the marker so `-m "not postgres"` leaves them out.
 BACKENDS = [pytest.param("postgres", marks=pytest.mark.postgres), "sqlite"]
 
-TABLES = {"foundry_runs", "foundry_audit_events", "foundry_webhook_deliveries", "foundry_sweeps"}
+TABLES = {"foundry_runs", "foundry_audit_events", "foundry_webhook_deliveries", "foundry_audit_heads",
+          "foundry_sweeps"}
 T0 = datetime(2025, 3, 1, tzinfo=timezone.utc)
 
 

@@ -9,9 +9,10 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from foundry.db.audit_chain import GENESIS_HASH, ChainLink, canonical_payload, chain_is_intact, event_hash
+from foundry.db.audit_chain import (GENESIS_HASH, ChainHead, ChainLink, ChainReport, Keyring, canonical_payload,
+                                    check_chain, event_hash, head_mac, keyring_from_env)
 from foundry.db.engine import session_factory
-from foundry.db.models import AuditEvent, Run
+from foundry.db.models import AuditEvent, AuditHead, Run
 from foundry.db.records import RunRecord
 from foundry.db.timeutil import Clock, utcnow
 from foundry.domain.phases import Phase
@@ -87,6 +88,39 @@ def record_phase(
         raise
 
 
+def close_if_unchanged(
+    bind: Bind,
+    run_id: int,
+    seen_updated_at: datetime,
+    phase: Phase | str,
+    reason: str,
+    detail: Any = None,
+    *,
+    clock: Clock = utcnow,
+) -> RunRecord | None:
+    """End an active row that nobody has touched since it was read (its updated_at
+    is still `seen_updated_at`), with its `phase` audit event. None: it had moved
+    or ended meanwhile, so this caller's verdict is stale and nothing is written.
+
+    The row lock makes two callers with the same verdict (two operator
+    replicas' reapers) close it once: the second finds it changed.
+    """
+    target = Phase(phase)
+    if not target.is_terminal:
+        raise ValueError(f"closing a row needs a terminal phase, not {target.value}")
+    with session_factory(bind)() as session, session.begin():
+        row = _locked_run(session, run_id)
+        if Phase(row.phase).is_terminal or row.updated_at != seen_updated_at:
+            return None
+        previous, now = row.phase, clock()
+        row.phase, row.updated_at = target.value, now
+        if row.finished_at is None:
+            row.finished_at = now
+        append_event(session, row.id, "phase",
+                     {"from": previous, "to": target.value, "reason": reason, "detail": detail}, at=now)
+        return RunRecord.of(row)
+
+
 def record_decision(bind: Bind, run: RunRef, kind: str, payload: Any, *, clock: Clock = utcnow) -> None:
     """Append a non-phase audit event (an approval seen, a policy verdict, …)."""
     with session_factory(bind)() as session, session.begin():
@@ -94,15 +128,19 @@ def record_decision(bind: Bind, run: RunRef, kind: str, payload: Any, *, clock: 
         append_event(session, row.id, kind, payload, at=clock())
 
 
-def append_event(session: Session, run_id: int, kind: str, payload: Any, *, at: datetime) -> AuditEvent:
+def append_event(session: Session, run_id: int, kind: str, payload: Any, *, at: datetime,
+                 keyring: Keyring | None = None) -> AuditEvent:
     """Append to the run's chain inside the caller's transaction.
 
     The caller must hold the run row locked (record_phase/record_decision do),
     so the "last event" read here cannot change before we insert; the unique
-    (run_id, seq) would reject a second writer anyway.
+    (run_id, seq) would reject a second writer anyway. With an audit key
+    ($FOUNDRY_AUDIT_KEY, or `keyring`) the link is an HMAC and the run's head
+    record moves with it, in the same transaction.
     """
     if not kind:
         raise ValueError("an audit event needs a kind")
+    key = (keyring if keyring is not None else keyring_from_env()).current
     stored = canonical_payload(payload)
     last = session.execute(
         select(AuditEvent.seq, AuditEvent.hash)
@@ -118,9 +156,15 @@ def append_event(session: Session, run_id: int, kind: str, payload: Any, *, at: 
         payload=stored,
         at=at,
         prev_hash=prev,
-        hash=event_hash(prev, seq, kind, stored, at),
+        hash=event_hash(prev, seq, kind, stored, at, key=key, run_id=run_id),
+        key_id=key.key_id if key else None,
     )
     session.add(event)
+    if key is not None:
+        head = session.get(AuditHead, run_id) or AuditHead(run_id=run_id)
+        head.count, head.last_hash, head.key_id = seq, event.hash, key.key_id
+        head.mac = head_mac(key, run_id, seq, event.hash)
+        session.add(head)
     session.flush()
     return event
 
@@ -128,7 +172,32 @@ def append_event(session: Session, run_id: int, kind: str, payload: Any, *, at: 
 def audit_events(bind: Bind, run_id: int) -> list[ChainLink]:
     with session_factory(bind)() as session:
         rows = session.scalars(select(AuditEvent).where(AuditEvent.run_id == run_id).order_by(AuditEvent.seq))
-        return [ChainLink(r.seq, r.kind, r.payload, r.at, r.prev_hash, r.hash) for r in rows]
+        return [_link(r) for r in rows]
+
+
+def _link(r: AuditEvent) -> ChainLink:
+    return ChainLink(r.seq, r.kind, r.payload, r.at, r.prev_hash, r.hash, r.key_id)
+
+
+def audit_head(bind: Bind, run_id: int) -> ChainHead | None:
+    with session_factory(bind)() as session:
+        head = session.get(AuditHead, run_id)
+        return ChainHead(head.count, head.last_hash, head.key_id, head.mac) if head else None
+
+
+def audit_report(bind: Bind, run_id: int, keyring: Keyring | None = None) -> ChainReport:
+    """Verify the run's events and its head record; the report names each problem
+    (an altered or missing event, a cut-off tail, an event added without the key)."""
+    ring = keyring if keyring is not None else keyring_from_env()
+    with session_factory(bind)() as session, session.begin():
+        # Appends hold the run row FOR UPDATE; a share lock here keeps one from
+        # landing between reading the events and reading the head.
+        session.execute(select(Run.id).where(Run.id == run_id).with_for_update(read=True))
+        rows = session.scalars(select(AuditEvent).where(AuditEvent.run_id == run_id).order_by(AuditEvent.seq))
+        links = [_link(r) for r in rows]
+        head = session.get(AuditHead, run_id)
+        chain_head = ChainHead(head.count, head.last_hash, head.key_id, head.mac) if head else None
+    return check_chain(links, chain_head, ring, run_id)
 
 
 def last_phase_event(bind: Bind, run_id: int) -> ChainLink | None:
@@ -143,9 +212,10 @@ def last_phase_event(bind: Bind, run_id: int) -> ChainLink | None:
         return ChainLink(r.seq, r.kind, r.payload, r.at, r.prev_hash, r.hash) if r else None
 
 
-def verify_audit_chain(bind: Bind, run_id: int) -> bool:
-    """True if the run's stored events form an unbroken chain (an empty trail is intact)."""
-    return chain_is_intact(audit_events(bind, run_id))
+def verify_audit_chain(bind: Bind, run_id: int, keyring: Keyring | None = None) -> bool:
+    """True if the run's stored events form an unbroken chain that its head record
+    (when it has one) vouches for. An empty trail is intact."""
+    return audit_report(bind, run_id, keyring).intact
 
 
 def _locked_run(session: Session, run: RunRef) -> Run:

@@ -83,8 +83,22 @@ class AuditEvent(Base):
     at: Mapped[datetime] = mapped_column(UtcDateTime())
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    # The id of the key the hash is an HMAC with; NULL: an unkeyed sha256 link.
+    key_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
     __table_args__ = (UniqueConstraint("run_id", "seq"),)
+
+
+class AuditHead(Base):
+    """One per run with keyed events: how long its trail is, under a MAC, so a cut-off tail shows."""
+
+    __tablename__ = "foundry_audit_heads"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("foundry_runs.id"), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    last_hash: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(16))
+    mac: Mapped[str] = mapped_column(String(64))
 
 
 class WebhookDelivery(Base):
