@@ -155,6 +155,18 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
+class Retention:
+    """What the operator's housekeeping keeps, and how hard it works per round (0 = keep for ever)."""
+
+    runs_seconds: int = 7 * 24 * 3600  # finished FoundryRuns are deleted after this (their DB rows stay)
+    deliveries_seconds: int = 7 * 24 * 3600  # webhook delivery ids (the replay guard) are pruned after this
+    interval_seconds: int = 300  # how often housekeeping runs (reaper, pruning, run GC)
+    batch_size: int = 500  # rows or objects per batch
+    max_batches: int = 20  # batches per kind per round; the rest waits for the next round
+    reap_grace_seconds: int = 300  # an active row whose FoundryRun is missing is closed only after this
+
+
+@dataclass(frozen=True)
 class LinearSettings:
     api_url: str = "https://api.linear.app/graphql"
     team: str | None = None  # team key; None = any team
@@ -197,6 +209,7 @@ class FoundryConfig:
     policy: Policy = field(default_factory=Policy)
     agent: Agent = field(default_factory=Agent)
     timeouts: Timeouts = field(default_factory=Timeouts)
+    retention: Retention = field(default_factory=Retention)
     linear: LinearSettings = field(default_factory=LinearSettings)
     github: GitHubSettings = field(default_factory=GitHubSettings)
 
@@ -246,6 +259,7 @@ def parse_config(raw: Any) -> FoundryConfig:
         policy=_policy(top.section("policy")),
         agent=_agent(top.section("agent")),
         timeouts=_timeouts(top.section("timeouts")),
+        retention=_retention(top.section("retention")),
         linear=_linear(top.section("linear")),
         github=_github(top.section("github")),
     )
@@ -446,6 +460,20 @@ def _timeouts(o: "_Obj") -> Timeouts:
     )
     o.done()
     return t
+
+
+def _retention(o: "_Obj") -> Retention:
+    d = Retention()
+    r = Retention(
+        runs_seconds=o.int("runs_seconds", d.runs_seconds, minimum=0),
+        deliveries_seconds=o.int("deliveries_seconds", d.deliveries_seconds, minimum=0),
+        interval_seconds=o.int("interval_seconds", d.interval_seconds, minimum=1),
+        batch_size=o.int("batch_size", d.batch_size, minimum=1),
+        max_batches=o.int("max_batches", d.max_batches, minimum=1),
+        reap_grace_seconds=o.int("reap_grace_seconds", d.reap_grace_seconds, minimum=0),
+    )
+    o.done()
+    return r
 
 
 def _linear(o: "_Obj") -> LinearSettings:

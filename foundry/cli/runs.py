@@ -1,4 +1,4 @@
-"""`foundry runs list|show`: what runs exist and what one of them is doing.
+"""`foundry runs list|show|gc`: what runs exist, what one of them is doing, and deleting finished ones.
 
 The pure part turns FoundryRun objects and audit events into rows and
 sections; the commands below it only fetch and print. The cluster is the
@@ -8,7 +8,7 @@ truth for a run's state; the database adds the audit timeline.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import click
@@ -243,8 +243,8 @@ def read_timeline(namespace: str, name: str, database_url: str | None) -> tuple[
     """(audit events oldest first, a note when the database cannot supply them)."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from foundry.db.audit import audit_events
-    from foundry.db.audit_chain import chain_is_intact
+    from foundry.db.audit import audit_events, audit_report
+    from foundry.db.audit_chain import AuditKeyError
     from foundry.db.claims import get_run
     from foundry.db.engine import DatabaseConfigError, make_engine
 
@@ -257,13 +257,28 @@ def read_timeline(namespace: str, name: str, database_url: str | None) -> tuple[
         if record is None:
             return [], "no audit events: the database has no row for this run (has the operator seen it yet?)"
         links = audit_events(engine, record.id)
+        report = audit_report(engine, record.id)
     except SQLAlchemyError as exc:
         return [], f"timeline unavailable: cannot read the database at {engine.url!r}: {getattr(exc, 'orig', exc)}"
+    except AuditKeyError as exc:
+        return [], f"timeline unavailable: {exc}"
     finally:
         engine.dispose()
     events = [{"seq": l.seq, "at": l.at.isoformat(), "kind": l.kind, "payload": l.payload} for l in links]
-    note = None if chain_is_intact(links) else "WARNING: the audit hash chain does not verify (events altered or removed)"
+    note = None if report.intact else f"WARNING: the audit trail does not verify: {report.summary()}"
     return events, note
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """'7d', '12h', '30m', '90s' or bare seconds → seconds."""
+    match = _DURATION.match(text or "")
+    if not match:
+        raise ValueError(f"{text!r} is not a duration; use e.g. 7d, 12h, 30m or a number of seconds")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
 # --- commands -----------------------------------------------------------------
@@ -392,3 +407,50 @@ def render_run(out: Printer, obj: dict[str, Any], approval_objects_: list[dict[s
 
 
 __all__ = ["runs", "find_run", "list_run_objects", "read_timeline", "EXIT_UNREACHABLE"]
+
+
+@runs.command("gc")
+@kube_options
+@click.option("--older-than", default="7d", show_default=True, metavar="DURATION",
+              help="Delete runs that finished longer ago than this (7d, 12h, 30m, seconds).")
+@click.option("--database-url", envvar="FOUNDRY_DATABASE_URL", default=None,
+              help="Database holding the runs' finish times. [env: FOUNDRY_DATABASE_URL, else the local SQLite file]")
+@click.option("--max", "max_deletes", type=click.IntRange(0), default=1000, show_default=True,
+              help="Delete at most this many runs.")
+@click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
+def gc_cmd(target: Any, older_than: str, database_url: str | None, max_deletes: int, dry_run: bool) -> None:
+    """Delete finished FoundryRuns of the namespace after their retention time.
+
+    The database rows and audit trails stay (`foundry runs show` still reads the
+    timeline of a deleted run by name). The operator does the same on a timer
+    (`retention.runs_seconds`). Exit status: 0, 2 bad option, 3 cluster unreachable.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from foundry.db.engine import DatabaseConfigError, make_engine
+    from foundry.operator.retention import collect_finished_runs
+
+    try:
+        seconds = parse_duration(older_than)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--older-than") from None
+    api, namespace = connect(target)
+    try:
+        engine = make_engine(database_url)
+    except DatabaseConfigError as exc:
+        raise CliError(f"cannot read finish times: {exc}", EXIT_UNREACHABLE) from None
+    try:
+        with kube_errors(api.configuration.host):
+            report = collect_finished_runs(api, engine, namespace, older_than=timedelta(seconds=seconds),
+                                           now=datetime.now(timezone.utc), max_deletes=max_deletes,
+                                           dry_run=dry_run)
+    except SQLAlchemyError as exc:
+        raise CliError(f"cannot read finish times from the database at {engine.url!r}: "
+                       f"{getattr(exc, 'orig', exc)}", EXIT_UNREACHABLE) from None
+    finally:
+        engine.dispose()
+    verb = "would delete" if dry_run else "deleted"
+    for name in report.deleted:
+        click.echo(f"{verb} {namespace}/{name}")
+    click.echo(f"{verb} {len(report.deleted)} finished run(s) in {namespace}; "
+               f"kept {report.kept} finished within {older_than}; listed {report.listed}", err=True)

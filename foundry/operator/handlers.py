@@ -62,6 +62,9 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         memo.deps = build_deps(config_path=memo.get("config_path"))
     # Every reconcile path runs on this pool (foundry.operator.pool), so `workers` bounds them all.
     memo.deps.pool = ReconcilePool(workers)
+    from foundry.operator import housekeeping  # the reaper, delivery pruning, finished-run GC
+
+    memo.housekeeper = housekeeping.start(memo.deps, memo)
     port = memo.get("metrics_port") or os.environ.get("FOUNDRY_METRICS_PORT")
     if port:
         memo.deps.metrics.serve(int(port))
@@ -98,6 +101,9 @@ def connection_info(api: Any) -> kopf.ConnectionInfo:
 
 @kopf.on.cleanup()
 def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    from foundry.operator import housekeeping
+
+    housekeeping.stop(memo)
     deps = memo.get("deps")
     if deps is not None:
         deps.close()

@@ -55,5 +55,10 @@ class OperatorMetrics:
         for p in Phase:
             self.runs_by_phase.labels(phase=p.value).set(tally.get(p.value, 0))
 
+    def seen_namespaces(self) -> set[str]:
+        """The namespaces of the runs this operator currently knows."""
+        with self._lock:
+            return {namespace for namespace, _ in self._phase_of}
+
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         start_http_server(port, addr=addr, registry=self.registry)
