@@ -8,7 +8,8 @@ cannot open more connections than the pools allow. The order per delivery is fix
 size 413 → media type 415 → signature 401 (on the raw bytes: nothing unsigned
 is parsed) → shape 400 → timestamp 401 → replay check → command → delivery
 record. Anything a dependency cannot do right now
-is a 503 with Retry-After and nothing recorded.
+is a 503 with Retry-After and nothing recorded, and so is a delivery whose
+dependencies did not answer within its deadline (foundry.bridge.deadlines).
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from foundry.bridge import commands
 from foundry.bridge.commands import AsyncIntakeBackend, Backend, Outcome, Refused, Trigger, Unavailable
+from foundry.bridge.deadlines import DELIVERY_DEADLINE_SECONDS, READY_TIMEOUT_SECONDS
 from foundry.bridge.logs import LOGGER_NAME, delivery_fields
 from foundry.bridge.mapping import BadPayload, Command, Decision, Ignore, Intake, Ping, PrHint, map_github, map_linear
 from foundry.bridge.metrics import BridgeMetrics
@@ -50,7 +53,6 @@ from foundry.bridge.verify import (
 # failed delivery and retries it; GitHub accepts any 2xx. The body says what happened.
 ACCEPTED = 200
 RETRY_AFTER_SECONDS = 5
-READY_TIMEOUT_SECONDS = 5.0
 _READ_CHUNK = 64 * 1024
 
 T = TypeVar("T")
@@ -91,12 +93,14 @@ class Bridge:
         lean: AsyncIntakeBackend | None = None,
         clock: Callable[[], float] = time.time,
         max_body_bytes: int = MAX_BODY_BYTES,
+        deadline_seconds: float = DELIVERY_DEADLINE_SECONDS,
     ) -> None:
         self.settings = settings
         self.backend = backend
         self.lean = lean
         self.clock = clock
         self.max_body_bytes = max_body_bytes
+        self.deadline_seconds = deadline_seconds
         self.metrics = BridgeMetrics()
         self.executor = ThreadPoolExecutor(settings.workers, thread_name_prefix="bridge")
         self.intakes: SingleFlight[Outcome] = SingleFlight()
@@ -154,10 +158,11 @@ class Bridge:
 
     async def _deliver(self, request: web.Request, provider: str) -> web.Response:
         started = time.perf_counter()
+        deadline = time.monotonic() + self.deadline_seconds
         seen: dict[str, str | None] = {"event": None, "delivery_id": None}
         self.metrics.in_flight.inc()
         try:
-            answer = await self._process(request, provider, seen)
+            answer = await self._process(request, provider, seen, deadline)
         except Exception:
             # Not foreseen: log everything we know, tell the sender nothing internal.
             log.exception(
@@ -193,7 +198,12 @@ class Bridge:
         chunks: list[bytes] = []
         size = 0
         while True:
-            chunk = await request.content.read(_READ_CHUNK)
+            try:
+                chunk = await request.content.read(_READ_CHUNK)
+            except (ConnectionError, HttpProcessingError):
+                # The sender went away mid-body, or framed it wrong (a bad chunk):
+                # its mistake, not ours; a 400 if it still listens, and no error logged.
+                raise Rejection(400, "the body ended before it was complete") from None
             if not chunk:
                 return b"".join(chunks)
             size += len(chunk)
@@ -225,7 +235,9 @@ class Bridge:
             raise Rejection(400, str(exc)) from None
         return envelope, command
 
-    async def _process(self, request: web.Request, provider: str, seen: dict[str, str | None]) -> Answer:
+    async def _process(
+        self, request: web.Request, provider: str, seen: dict[str, str | None], deadline: float
+    ) -> Answer:
         try:
             envelope, command = await self._verified(request, provider, seen)
         except Rejection as rejection:
@@ -235,6 +247,24 @@ class Bridge:
         if isinstance(command, Ignore):
             # Nothing to apply, so nothing to record or deduplicate.
             return Answer(ACCEPTED, "ignored", reason=command.reason)
+        left = deadline - time.monotonic()
+        try:
+            # The sender stops listening at its own limit (Linear: 5 s); an answer
+            # after that is lost however right it is. Work still under way goes on
+            # in the background (each call has its own timeout), and every step is
+            # idempotent, so the sender's retry finds whatever it finished.
+            return await asyncio.wait_for(self._apply(command, envelope, provider), max(left, 0.001))
+        except asyncio.TimeoutError:
+            return Answer(
+                503,
+                "unavailable",
+                reason="a dependency did not answer in time, retry later",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                detail=f"delivery deadline of {self.deadline_seconds} s",
+            )
+
+    async def _apply(self, command: Command, envelope: Envelope, provider: str) -> Answer:
+        """Replay check, command, record: everything that needs the database or the API server."""
         try:
             # The replay pre-check matters where re-applying later could mean
             # something new (an old "/foundry approve" reaching a newer attempt).

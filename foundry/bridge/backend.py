@@ -20,6 +20,12 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from foundry.bridge.commands import Claim, Refused, RunRef, Trigger, Unavailable
+from foundry.bridge.deadlines import (
+    KUBE_CONNECT_SECONDS,
+    KUBE_REQUEST_SECONDS,
+    SQL_CONNECT_SECONDS,
+    SQL_STATEMENT_SECONDS,
+)
 from foundry.bridge.mapping import TRACKER, Decision, Intake, Ticket
 from foundry.db import claims, deliveries
 from foundry.db.engine import make_engine, session_factory
@@ -31,7 +37,24 @@ from foundry.kube import approvals, runs
 from foundry.kube.crds import GROUP, VERSION
 from foundry.kube.errors import AccessDenied, IdentityConflict, KubeRequestError, ObjectRejected, translate
 
-KUBE_TIMEOUT_SECONDS = 10.0
+# (connect, read) for every call through the official client that does not set its own.
+KUBE_TIMEOUT = (KUBE_CONNECT_SECONDS, KUBE_REQUEST_SECONDS)
+
+
+class BoundedApiClient(client.ApiClient):
+    """An ApiClient whose every request has a timeout.
+
+    foundry.kube's helpers (create-or-attach of runs and approvals) are shared
+    with the operator and pass no `_request_timeout`; without one urllib3 waits
+    on a hung API server for as long as the TCP connection lives.
+    """
+
+    def __init__(self, configuration: client.Configuration, timeout: tuple[float, float] = KUBE_TIMEOUT) -> None:
+        super().__init__(configuration)
+        self.default_timeout = timeout
+
+    def call_api(self, *args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+        return super().call_api(*args, _request_timeout=_request_timeout or self.default_timeout, **kwargs)
 
 
 @contextlib.contextmanager
@@ -71,7 +94,7 @@ def kubernetes_errors() -> Iterator[None]:
         if status in (401, 403):
             raise Unavailable("kubernetes", f"access denied ({status})") from exc
         raise Refused(502, f"the API server answered {translate(exc, 'request').message[:200]}") from exc
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
+    except (urllib3.exceptions.HTTPError, OSError) as exc:  # timeouts included
         raise Unavailable("kubernetes", type(exc).__name__) from exc
 
 
@@ -89,7 +112,7 @@ def kube_api_client(kubeconfig: str | None, pool_size: int) -> client.ApiClient:
     # Fail fast to a 503 rather than retrying inside a request the sender is
     # waiting on; one retry covers a pooled connection the server closed.
     configuration.retries = urllib3.Retry(total=1, read=0, redirect=0, status=0)
-    return client.ApiClient(configuration)
+    return BoundedApiClient(configuration)
 
 
 def run_manifest(claim: Claim, intake: Intake, trigger: Trigger) -> dict[str, Any] | None:
@@ -128,7 +151,15 @@ class RealBackend:
 
     @classmethod
     def from_settings(cls, database_url: str | None, kubeconfig: str | None, namespace: str, workers: int) -> "RealBackend":
-        return cls(make_engine(database_url, pool_size=workers), kube_api_client(kubeconfig, workers), namespace)
+        engine = make_engine(
+            database_url,
+            pool_size=workers,
+            connect_timeout=SQL_CONNECT_SECONDS,
+            statement_timeout=SQL_STATEMENT_SECONDS,
+            # Threads and connections are as many, so a wait means a connection is stuck.
+            pool_timeout=SQL_STATEMENT_SECONDS,
+        )
+        return cls(engine, kube_api_client(kubeconfig, workers), namespace)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -206,7 +237,7 @@ class RealBackend:
         with kubernetes_errors():
             try:
                 api.patch_namespaced_custom_object(
-                    GROUP, VERSION, namespace, runs.PLURAL, name, body, _request_timeout=KUBE_TIMEOUT_SECONDS
+                    GROUP, VERSION, namespace, runs.PLURAL, name, body, _request_timeout=KUBE_TIMEOUT
                 )
             except client.ApiException as exc:
                 if exc.status == 404:
@@ -226,7 +257,7 @@ class RealBackend:
             checks["database"] = type(exc).__name__
         try:
             client.CustomObjectsApi(self.api_client).list_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, runs.PLURAL, limit=1, _request_timeout=3
+                GROUP, VERSION, self.namespace, runs.PLURAL, limit=1, _request_timeout=KUBE_TIMEOUT
             )
             checks["kubernetes"] = "ok"
         except client.ApiException as exc:

@@ -94,13 +94,17 @@ def _error(status: int, reason: str | None, body: str, action: str) -> KubeReque
 class KubeRuns:
     """FoundryRun create-or-attach over one aiohttp session (one per bridge process)."""
 
-    def __init__(self, target: KubeTarget, *, connections: int, timeout_seconds: float) -> None:
+    def __init__(
+        self, target: KubeTarget, *, connections: int, timeout_seconds: float, connect_seconds: float | None = None
+    ) -> None:
+        """`timeout_seconds` bounds each request from start to the last byte of its answer (a hung
+        server included); `connect_seconds`, if given, the TCP and TLS connect within it."""
         self.target = target
         connector = aiohttp.TCPConnector(limit=connections, ssl=target.ssl_context)
         self.session = aiohttp.ClientSession(
             base_url=target.server,
             connector=connector,
-            timeout=aiohttp.ClientTimeout(total=timeout_seconds),
+            timeout=aiohttp.ClientTimeout(total=timeout_seconds, connect=connect_seconds),
             json_serialize=json.dumps,
             skip_auto_headers=("User-Agent",),
         )

@@ -20,13 +20,12 @@ from sqlalchemy.engine import URL
 from foundry.bridge.backend import kubernetes_errors, run_manifest
 from foundry.bridge.batching import Batcher
 from foundry.bridge.commands import Claim, Trigger, Unavailable
+from foundry.bridge.deadlines import KUBE_CONNECT_SECONDS, KUBE_REQUEST_SECONDS, SQL_CONNECT_SECONDS, SQL_STATEMENT_SECONDS
 from foundry.bridge.kubehttp import KubeRuns, target_from_configuration
 from foundry.bridge.mapping import TRACKER, Intake, Ticket
 from foundry.bridge.pgpool import PgPool
 from foundry.db import claims, deliveries
 from foundry.domain.naming import run_name
-
-KUBE_TIMEOUT_SECONDS = 10.0
 
 
 @contextlib.contextmanager
@@ -110,8 +109,16 @@ def open_lean_intake(
     database_url: URL, configuration: client.Configuration, namespace: str, *, connections: int
 ) -> LeanIntake:
     """The lean path for a PostgreSQL URL and the process's kubernetes Configuration (call inside the loop)."""
-    pool = PgPool(libpq_conninfo(database_url), connections)
+    pool = PgPool(
+        libpq_conninfo(database_url),
+        connections,
+        connect_timeout=SQL_CONNECT_SECONDS,
+        statement_timeout=SQL_STATEMENT_SECONDS,
+    )
     kube = KubeRuns(
-        target_from_configuration(configuration), connections=connections * 4, timeout_seconds=KUBE_TIMEOUT_SECONDS
+        target_from_configuration(configuration),
+        connections=connections * 4,
+        timeout_seconds=KUBE_REQUEST_SECONDS,
+        connect_seconds=KUBE_CONNECT_SECONDS,
     )
     return LeanIntake(pool, kube, namespace, record_flushers=max(1, connections // 4))

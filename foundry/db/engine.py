@@ -55,24 +55,51 @@ def normalise_url(url: str | URL) -> URL:
     return parsed
 
 
-def make_engine(url: str | URL | None = None, *, pool_size: int | None = None, echo: bool = False) -> Engine:
+def make_engine(
+    url: str | URL | None = None,
+    *,
+    pool_size: int | None = None,
+    echo: bool = False,
+    connect_timeout: int | None = None,
+    statement_timeout: float | None = None,
+    pool_timeout: float | None = None,
+) -> Engine:
     """An engine for `url` (default: database_url()).
 
     pool_size: how many connections may be open at once; raise it for callers
-    that run many threads against one engine.
+    that run many threads against one engine. connect_timeout (whole seconds,
+    libpq's minimum is 2) and statement_timeout (seconds, enforced by the
+    server) bound each PostgreSQL call; pool_timeout bounds the wait for a free
+    pooled connection. None keeps the driver's default (wait indefinitely).
     """
     parsed = normalise_url(url if url is not None else database_url())
     kwargs: dict[str, Any] = {"echo": echo, "future": True}
     if pool_size is not None:
         kwargs["pool_size"] = pool_size
         kwargs["max_overflow"] = 0
+    if pool_timeout is not None:
+        kwargs["pool_timeout"] = pool_timeout
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed, kwargs)
     kwargs["pool_pre_ping"] = True
+    kwargs["connect_args"] = postgres_timeouts(parsed, connect_timeout, statement_timeout)
     try:
         return create_engine(parsed, **kwargs)
     except NoSuchModuleError as exc:
         raise DatabaseConfigError(f"no driver for {parsed.drivername!r}: {exc}") from None
+
+
+def postgres_timeouts(url: URL, connect_timeout: int | None, statement_timeout: float | None) -> dict[str, Any]:
+    """libpq connection parameters for the timeouts; any `options` already in the URL are kept."""
+    params: dict[str, Any] = {}
+    if connect_timeout is not None:
+        params["connect_timeout"] = max(2, int(connect_timeout))
+    if statement_timeout is not None:
+        existing = url.query.get("options")
+        existing = " ".join(existing) if isinstance(existing, tuple) else existing
+        setting = f"-c statement_timeout={max(1, round(statement_timeout * 1000))}"
+        params["options"] = f"{existing} {setting}" if existing else setting
+    return params
 
 
 def _sqlite_engine(url: URL, kwargs: dict[str, Any]) -> Engine:
