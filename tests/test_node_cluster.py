@@ -10,6 +10,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -21,6 +22,7 @@ from kubernetes import client
 
 from foundry.testing import node_config as cfg
 from foundry.testing import node_host as host
+from foundry.testing import node_store
 from foundry.testing.node import NodeCluster, node_bin_dir
 from foundry.testing.node_images import PAUSE_IMAGE
 from foundry.testing.node_pods import pod, shell_container, unique, wait_default_service_account, wait_job, wait_pod
@@ -220,6 +222,17 @@ def _leftovers(cluster: NodeCluster, pod_netns: list[str]) -> dict[str, object]:
     a, state = cluster.addr, cluster.paths.root
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
     iptables = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+    # The image store outlives the cluster (node_store.py); nothing but images may.
+    store = cluster.paths.containerd_root
+    store_mounts = host.mounts_under(store)
+    if cluster.containerd_address.is_socket():
+        containers = subprocess.run(["ctr", "--address", str(cluster.containerd_address), "-n", "k8s.io", "containers", "ls", "-q"],
+                                    capture_output=True, text=True, check=True).stdout.split()
+    elif cluster.paths.image_store is not None:
+        with tempfile.TemporaryDirectory(prefix="fstore-") as work:  # a short path: it holds a socket
+            containers = node_store.stored_containers(store, Path(work))
+    else:
+        containers = [store] if store.exists() else []
     return {
         "processes in cgroup": sorted(host.cgroup_pids(a)),
         "processes naming its dirs": host.processes_mentioning(str(state) + "/") + host.processes_mentioning(str(cluster.paths.short) + "/"),
@@ -229,9 +242,9 @@ def _leftovers(cluster: NodeCluster, pod_netns: list[str]) -> dict[str, object]:
         "links": [name for name in (a.host_veth, a.node_veth, a.bridge) if f" {name}:" in links or f" {name}@" in links],
         "host routes": cfg.overlapping(a, host.host_routes()),
         "iptables rules": [line for line in iptables.splitlines() if str(a.pods) in line or str(a.services) in line],
-        "mounts": host.mounts_under(state) + host.mounts_under(cluster.paths.short),
+        "mounts": host.mounts_under(state) + host.mounts_under(cluster.paths.short) + store_mounts,
         "ipam dir": cluster.paths.ipam_dir.exists(),
-        "containerd root": cluster.paths.containerd_root.exists(),
+        "containers in containerd": containers,
         "short dir (sockets, kubelet root)": cluster.paths.short.exists(),
     }
 
@@ -307,6 +320,10 @@ time.sleep(3600)
         assert not any(host.netns_exists(n) for n in pod_netns), "the crashed run's pod netns are gone"
         with again.api_client() as api:
             assert [p.metadata.name for p in client.CoreV1Api(api).list_pod_for_all_namespaces().items] == []
+        # The slot's image store kept its images but none of the crashed run's containers.
+        ctr = ["ctr", "--address", str(again.containerd_address), "-n", "k8s.io"]
+        assert subprocess.run([*ctr, "containers", "ls", "-q"], capture_output=True, text=True, check=True).stdout.split() == []
+        assert PAUSE_IMAGE in subprocess.run([*ctr, "images", "ls", "-q"], capture_output=True, text=True, check=True).stdout.split()
         pod_netns = _run_a_pod_and_a_service(again)
         # While it runs, every probe below sees something (so none is vacuous),
         # except iptables on the host: the node's rules live in its namespace.

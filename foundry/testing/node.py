@@ -11,6 +11,7 @@ a cgroup tree and a CNI bridge of its own. Needs root.
     cluster.import_image(tar, "ghcr.io/foundry-dev/foundry:0.1.0")
     cluster.node_ip      # pods reach servers on the host here (bind 0.0.0.0 or this address)
     cluster.stop()       # pods through the API, then processes, mounts, netns, veths, cgroups
+                         # (images stay in the slot's store for the next run: node_store.py)
 
 Several clusters can run at once on one machine (one slot each).
 """
@@ -39,6 +40,7 @@ import yaml
 
 from foundry.testing import node_config as cfg
 from foundry.testing import node_host as host
+from foundry.testing import node_store
 from foundry.testing.controlplane import ADMIN_USER, USERS
 from foundry.testing.node_images import BUSYBOX_IMAGE, busybox_image, import_image, pause_image
 from foundry.testing.node_pki import write_node_pki
@@ -190,7 +192,8 @@ class NodeCluster:
             self._teardown(Path(stale["state_dir"]) if stale else None)
         root = self.state_root or Path(tempfile.mkdtemp(prefix="foundry-node-"))
         self.state_root = root
-        self.paths = cfg.NodePaths(root / f"slot-{self.slot}", SHORT_ROOT / f"s{self.slot}")
+        self.paths = cfg.NodePaths(root / f"slot-{self.slot}", SHORT_ROOT / f"s{self.slot}",
+                                   image_store=node_store.store_dir(self.slot))
         (SLOT_DIR / f"slot-{self.slot}.json").write_text(json.dumps({"state_dir": str(self.paths.root), "pid": os.getpid()}))
 
     def _slot_record(self) -> dict | None:
@@ -214,8 +217,14 @@ class NodeCluster:
             shutil.rmtree(p.root)
         host.umount_all(p.short)
         shutil.rmtree(p.short, ignore_errors=True)
-        for d in (p.short, p.logs, p.cni_conf_dir, p.ipam_dir, p.kubelet_root, p.pod_logs, p.root / "kubeconfigs", p.containerd_root.parent):
+        for d in (p.short, p.logs, p.cni_conf_dir, p.ipam_dir, p.kubelet_root, p.pod_logs, p.root / "kubeconfigs", p.root / "containerd"):
             d.mkdir(parents=True, exist_ok=True)
+        if p.image_store is not None:
+            # Images stay from earlier runs; whatever else a crashed one left goes.
+            if node_store.in_use(p.image_store):
+                host.umount_all(p.image_store)
+                node_store.scrub(p.image_store, p.short)
+            node_store.mark_in_use(p.image_store)
         self.pki = write_node_pki(p.pki, self.addr)
         self._write_configs()
         host.setup_network(self.addr)
@@ -536,15 +545,18 @@ class NodeCluster:
         host.kill_cgroup(a)
         host.kill_pids(host.processes_in_netns(a.netns))
         short = SHORT_ROOT / f"s{a.slot}"
-        for d in (state_dir, short):
+        store = node_store.store_dir(a.slot)
+        for d in (state_dir, short, store):
             if d is not None:
                 host.kill_pids(host.processes_mentioning(str(d) + "/"))
                 host.umount_all(d)
         host.teardown_network(a, pod_netns)
         host.remove_cgroups(a)
+        if store is not None and node_store.in_use(store):
+            node_store.scrub(store, short)  # only images stay for the next run
         shutil.rmtree(short, ignore_errors=True)
         if state_dir is not None and state_dir.exists():
-            # Keep the logs for a post-mortem; the rest (images, etcd) is large.
+            # Keep the logs for a post-mortem; the rest (etcd, an unkept image store) is large.
             for child in state_dir.iterdir():
                 if child.name != "logs":
                     shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)

@@ -153,6 +153,9 @@ class NodePaths:
     # containerd's socket and the kubelet's root dir (it binds sockets under
     # it) live in a short per-slot directory on disk instead.
     short: Path
+    # containerd's root (images, content, snapshots) when it outlives the run
+    # (node_store.py); None: inside the state directory, gone with it.
+    image_store: Path | None = None
 
     @property
     def pki(self) -> Path:
@@ -164,7 +167,7 @@ class NodePaths:
 
     @property
     def containerd_root(self) -> Path:
-        return self.root / "containerd" / "root"
+        return self.image_store or self.root / "containerd" / "root"
 
     @property
     def containerd_state(self) -> Path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from foundry.testing.node_config import PAUSE_IMAGE
@@ -202,26 +204,145 @@ def busybox_image() -> Path:
 
 
 # ---- importing -------------------------------------------------------------------
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
+
+
 def import_image(tar_path: Path | str, ref: str, *, address: Path | str) -> str:
     """Load a docker-archive (or OCI archive) tarball into the containerd at
     `address` (its socket) under `ref`, in the namespace the kubelet uses.
-    Returns the normalised name. Idempotent: importing the same tarball again
-    only re-tags."""
+    Returns the normalised name. Idempotent: an image already there under
+    `ref` with the same manifest is left alone, and of a new one only the
+    layers containerd lacks are sent (a node keeps its image store across
+    runs, so a changed wheel layer is all a warm run imports)."""
     ctr = _need("ctr")
     sock = Path(address)
     # ctr waits ~10 s on a missing socket before failing; say so at once.
     if not sock.is_socket():
         raise ImageError(f"no containerd socket at {sock}: is the node running?")
     want = normalize_ref(ref)
-    base = [ctr, "--address", str(sock), "--namespace", "k8s.io"]
-    out = _run(base + ["images", "import", str(tar_path)]).stdout
+    archive = read_docker_archive(Path(tar_path))
+    if archive is None:  # not a skopeo/docker-save archive whose files are named by digest
+        return _ctr_import(ctr, sock, Path(tar_path), want)
+    manifest = archive.manifest_bytes()
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    if image_digests(sock).get(want) == digest:
+        return want
+    have = set(_ctr(ctr, sock, "content", "ls", "-q").split())
+    proc = subprocess.Popen([ctr, "--address", str(sock), "--namespace", "k8s.io", "images", "import", "-"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        # ctr prints a line or two: its pipe cannot fill while we write.
+        archive.write_oci_layout(proc.stdin, want, manifest, digest, skip=have)
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass  # ctr failed: its message follows
+    out = proc.stdout.read().decode(errors="replace")
+    if proc.wait() != 0:
+        raise ImageError(f"ctr images import of {tar_path} as {want} failed ({proc.returncode}):\n{out.strip()}")
+    if image_digests(sock).get(want) != digest:
+        raise ImageError(f"ctr imported {tar_path} but containerd has no {want} at {digest}:\n{out}")
+    return want
+
+
+def _ctr(ctr: str, sock: Path, *args: str) -> str:
+    return _run([ctr, "--address", str(sock), "--namespace", "k8s.io", *args]).stdout
+
+
+def _ctr_import(ctr: str, sock: Path, tar_path: Path, want: str) -> str:
+    out = _ctr(ctr, sock, "images", "import", str(tar_path))
     # "unpacking docker.io/library/x:1 (sha256:...)...done"
     names = [line.split()[1] for line in out.splitlines() if line.startswith("unpacking ")]
     if want not in names and want not in image_names(sock):
         if not names:
             raise ImageError(f"ctr imported nothing from {tar_path}:\n{out}")
-        _run(base + ["images", "tag", "--force", names[0], want])
+        _ctr(ctr, sock, "images", "tag", "--force", names[0], want)
     return want
+
+
+def image_digests(address: Path | str) -> dict[str, str]:
+    """{image name: manifest digest} of what the containerd at `address` holds."""
+    out = _ctr(_need("ctr"), Path(address), "images", "ls")
+    rows = [line.split() for line in out.splitlines()[1:]]
+    return {r[0]: r[2] for r in rows if len(r) > 2 and r[2].startswith("sha256:")}
+
+
+@dataclass(frozen=True)
+class DockerArchive:
+    """A docker-archive tarball whose config and layer files are named by their
+    sha256 (skopeo's and `docker save`'s layout): the digests are known without
+    reading the layers, so an import can leave out what containerd already has."""
+
+    path: Path
+    config: tuple[str, int, bytes]             # (digest, size, bytes)
+    layers: tuple[tuple[str, int, str], ...]   # (digest, size, member name), bottom first
+    platform: dict
+
+    def manifest_bytes(self) -> bytes:
+        """A schema-2 manifest of the archive, serialised canonically: the same
+        archive always gives the same digest, which is how an import sees that
+        containerd already holds it."""
+        doc = {"schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
+               "config": {"mediaType": DOCKER_CONFIG, "digest": self.config[0], "size": self.config[1]},
+               "layers": [{"mediaType": DOCKER_LAYER, "digest": d, "size": n} for d, n, _ in self.layers]}
+        return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+
+    def write_oci_layout(self, out, name: str, manifest: bytes, digest: str, *, skip: set[str]) -> None:
+        """Stream an OCI layout tarball (what `ctr images import` reads) naming
+        `name`, with every blob except the layers in `skip`."""
+        import tarfile
+
+        index = {"schemaVersion": 2, "manifests": [{
+            "mediaType": DOCKER_MANIFEST, "digest": digest, "size": len(manifest),
+            "annotations": {"io.containerd.image.name": name}, "platform": self.platform}]}
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as dst:
+            def add(arcname: str, data: bytes) -> None:
+                info = tarfile.TarInfo(arcname)
+                info.size, info.mode = len(data), 0o444
+                dst.addfile(info, io.BytesIO(data))
+
+            add("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+            add("index.json", json.dumps(index).encode())
+            add(f"blobs/sha256/{digest[7:]}", manifest)
+            add(f"blobs/sha256/{self.config[0][7:]}", self.config[2])
+            with tarfile.open(self.path) as src:
+                for layer_digest, size, member in self.layers:
+                    if layer_digest in skip:
+                        continue
+                    info = tarfile.TarInfo(f"blobs/sha256/{layer_digest[7:]}")
+                    info.size, info.mode = size, 0o444
+                    with src.extractfile(member) as fh:  # type: ignore[union-attr]
+                        dst.addfile(info, fh)
+
+
+def read_docker_archive(path: Path) -> DockerArchive | None:
+    """The archive's manifest, if its files are named by digest; None otherwise."""
+    import re
+    import tarfile
+
+    named = re.compile(r"^([0-9a-f]{64})\.(tar|json)$")
+    try:
+        with tarfile.open(path) as tf:
+            members = {m.name: m for m in tf.getmembers()}
+            if "manifest.json" not in members:
+                return None
+            (entry,) = json.load(tf.extractfile("manifest.json"))  # type: ignore[arg-type]
+            config_match = named.match(entry["Config"])
+            layer_matches = [named.match(name) for name in entry["Layers"]]
+            if not config_match or not all(layer_matches) or any(n not in members for n in entry["Layers"]):
+                return None
+            config = tf.extractfile(entry["Config"]).read()  # type: ignore[union-attr]
+    except (OSError, ValueError, KeyError, tarfile.TarError):
+        return None
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    if config_digest != f"sha256:{config_match.group(1)}":
+        return None
+    doc = json.loads(config)
+    platform = {"architecture": doc.get("architecture", "amd64"), "os": doc.get("os", "linux")}
+    layers = tuple((f"sha256:{m.group(1)}", members[name].size, name) for m, name in zip(layer_matches, entry["Layers"]))
+    return DockerArchive(path, (config_digest, len(config), config), layers, platform)
 
 
 def image_names(address: Path | str) -> list[str]:
