@@ -14,6 +14,7 @@ Each runs its blocking work on deps.pool (foundry.operator.pool), sized by
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import kopf
@@ -52,7 +53,8 @@ async def reconcile(namespace: str, name: str, memo: Any, **_: Any) -> None:
 
 
 @kopf.daemon(GROUP, VERSION, RUNS, when=_is_active, cancellation_timeout=5.0)
-async def resync(stopped: Any, namespace: str, name: str, memo: Any, logger: Any, **_: Any) -> None:
+async def resync(stopped: Any, namespace: str, name: str, memo: Any, logger: Any, body: Any,
+                 **_: Any) -> None:
     from foundry.operator.reconcile.loop import reconcile_run
     from foundry.operator.reconcile.timing import next_wake
 
@@ -62,7 +64,9 @@ async def resync(stopped: Any, namespace: str, name: str, memo: Any, logger: Any
         run = await deps.pool.run(_read, deps, namespace, name)
         if run is None:
             return
-        await stopped.wait(max(next_wake(run, deps.config, deps.clock()), not_before))
+        wait = max(next_wake(run, deps.config, deps.clock()), not_before)
+        await _sleep_unless_moved(stopped, body, {_phase(body), _phase(run)}, wait,
+                                  float(deps.config.timeouts.resync_seconds))
         if stopped:
             return
         not_before = 0.0
@@ -77,6 +81,30 @@ async def resync(stopped: Any, namespace: str, name: str, memo: Any, logger: Any
         except Exception as err:  # noqa: BLE001 - a daemon that dies stops resyncing this run
             deps.metrics.reconcile_errors.labels(kind="unexpected").inc()
             logger.exception("resync of %s failed: %s", name, err)
+
+
+def _phase(run: Any) -> str | None:
+    return (run.get("status") or {}).get("phase")
+
+
+async def _sleep_unless_moved(stopped: Any, body: Any, phases: set[str | None], seconds: float,
+                              step: float) -> None:
+    """Sleep `seconds`, but end early once the run is in none of `phases` (the one
+    just read, and the one kopf's copy shows, which may lag behind by an event).
+
+    A run idle for long (WaitingApproval sleeps until its expiry) is moved on
+    by other paths (an approval event, a restart); once it is in a phase that
+    is polled (AgentRunning waits on GitHub), the resync must poll it, not
+    finish the long sleep first. kopf keeps a daemon's `body` up to date with
+    each watch event, so looking costs no API call."""
+    deadline = time.monotonic() + seconds
+    while not stopped:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        await stopped.wait(min(left, step))
+        if _phase(body) not in phases:
+            return
 
 
 def _read(deps: Any, namespace: str, name: str) -> dict[str, Any] | None:
