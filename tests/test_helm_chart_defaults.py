@@ -104,9 +104,11 @@ def test_no_pod_can_be_stuck_on_a_missing_secret_key(defaults):
     operator = one(defaults, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"][0]
     for name in ("FOUNDRY_LINEAR_API_KEY", "FOUNDRY_GITHUB_TOKEN"):
         assert _env(operator)[name]["valueFrom"]["secretKeyRef"]["optional"] is True
-    # The bridge needs one webhook secret: GitHub's is generated (GitHub lets you choose it).
+    # The bridge needs one webhook secret: GitHub's is generated (GitHub lets you choose it); so is the audit key.
     generated = _secret_data(one(defaults, "Secret", "-secrets"))
-    assert set(generated) == {"github-webhook-secret"} and len(generated["github-webhook-secret"]) == 40
+    assert set(generated) == {"github-webhook-secret", "audit-key"} and len(generated["github-webhook-secret"]) == 40
+    assert len(generated["audit-key"]) == 48
+    assert _env(operator)["FOUNDRY_AUDIT_KEY"]["valueFrom"]["secretKeyRef"]["optional"] is True
 
 
 def test_storage_for_a_cluster_without_a_provisioner(helm):
@@ -297,12 +299,14 @@ def test_generated_secrets_survive_upgrade_and_rollback_and_the_hook_appears_on_
     _helm(control_plane, "install", release, str(CHART), "-n", namespace, "--no-hooks")
     first_db = _secret(kube_client, namespace, f"{release}-foundry-database")
     first_hook = _secret(kube_client, namespace, f"{release}-foundry-secrets")["github-webhook-secret"]
+    first_audit_key = _secret(kube_client, namespace, f"{release}-foundry-secrets")["audit-key"]
     assert _hook_names(control_plane, release, namespace).keys() == {f"Pod/{release}-foundry-test-bridge-ready"}
 
     _helm(control_plane, "upgrade", release, str(CHART), "-n", namespace, "--no-hooks",
           *set_args({"bridge": {"replicas": 3}}))
     assert _secret(kube_client, namespace, f"{release}-foundry-database") == first_db
     assert _secret(kube_client, namespace, f"{release}-foundry-secrets")["github-webhook-secret"] == first_hook
+    assert _secret(kube_client, namespace, f"{release}-foundry-secrets")["audit-key"] == first_audit_key
     # The StatefulSet exists now, so the migration is a pre-upgrade hook again.
     assert _hook_names(control_plane, release, namespace)[f"Job/{release}-foundry-migrate"] == "pre-upgrade"
 
