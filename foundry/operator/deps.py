@@ -126,6 +126,17 @@ def service_transport() -> Any:
     return BreakerTransport()
 
 
+def _check_audit_key() -> None:
+    """A bad FOUNDRY_AUDIT_KEY stops the start (AuditKeyError says why); none is allowed, with a warning."""
+    import logging
+
+    from foundry.db.audit_chain import ENV_KEY, keyring_from_env
+
+    if keyring_from_env().current is None:
+        logging.getLogger("foundry.operator").warning(
+            "%s is not set: the audit chain is unkeyed (edits show, a cut-off tail does not)", ENV_KEY)
+
+
 def build_deps(config_path: str | None = None) -> Deps:
     """Deps from the environment: FOUNDRY_CONFIG (or config_path), FOUNDRY_DATABASE_URL,
     KUBECONFIG, FOUNDRY_LINEAR_API_KEY, FOUNDRY_GITHUB_TOKEN, and optionally
@@ -138,6 +149,7 @@ def build_deps(config_path: str | None = None) -> Deps:
     from foundry.db.engine import make_engine
 
     cfg = load_config(config_path or os.environ.get("FOUNDRY_CONFIG"))
+    _check_audit_key()
     api = kube_api_client()
     # The environment wins over the config file, so one config serves several installations.
     linear_url = os.environ.get(ENV_LINEAR_URL) or cfg.linear.api_url
