@@ -19,6 +19,10 @@ MISSING = "missing"
 STATES = (RUNNING, SUCCEEDED, FAILED, MISSING)
 # The reason of an attempt whose pod the cluster refused (admission): retrying cannot help.
 POD_REFUSED = "PodRefused"
+# What ended a failed attempt, as the cluster reports it (status.agent.jobs[].cause).
+OOM_KILLED = "OOMKilled"  # the kubelet killed a step over its memory limit
+DEADLINE_EXCEEDED = "DeadlineExceeded"  # the Job controller ended the Job at activeDeadlineSeconds
+CAUSES = (OOM_KILLED, DEADLINE_EXCEEDED, POD_REFUSED)
 
 
 class AgentError(RuntimeError):

@@ -33,13 +33,13 @@ from typing import Any, Callable
 from kubernetes import client
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from foundry.agents.base import (FAILED, MISSING, POD_REFUSED, RUNNING, SUCCEEDED, AgentError, AgentUnavailable,
-                                 attempt_name, record, run_identity, utc_iso)
+from foundry.agents.base import (DEADLINE_EXCEEDED, FAILED, MISSING, POD_REFUSED, RUNNING, SUCCEEDED, AgentError,
+                                 AgentUnavailable, attempt_name, record, run_identity, utc_iso)
 from foundry.agents.credentials import CredentialError, StaticTokenSource, TokenSource
 from foundry.agents.job_manifest import (ANNOTATION_REPO, ANNOTATION_TOKEN_EXPIRES, TOKEN_KEY, attempt_selector,
                                          build_input_configmap, build_job, build_token_secret, input_configmap_name,
                                          job_namespace, token_secret_name)
-from foundry.agents.result import RESULT_FIELDS, newest_pod, pod_result
+from foundry.agents.result import RESULT_FIELDS, newest_pod, pod_cause, pod_result
 from foundry.config import FoundryConfig
 
 # Replace a token that has less than this left: a resync comes every
@@ -118,6 +118,24 @@ def refusal(events: list[Mapping[str, Any]]) -> str | None:
     newest = max(refused, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or
                                             (e.get("metadata") or {}).get("creationTimestamp") or ""))
     return " ".join(str(newest.get("message")).split())[:1000]
+
+
+def failure_cause(job: Mapping[str, Any], pod: Mapping[str, Any] | None,
+                  result: Mapping[str, Any] | None) -> dict[str, Any]:
+    """{'cause': ...} (and what it implies) for a failed attempt the cluster ended: a step the
+    kubelet OOM-killed, or the Job controller's deadline; {} otherwise. The pod is killed at the
+    deadline, so its result (if any) tells only how its last step was interrupted, or is an earlier
+    step's (`pushed` from prepare): the deadline leads, and the attempt's outcome is `failed`."""
+    cause = pod_cause(pod) if pod is not None else None
+    if cause is not None:
+        return {"cause": cause}
+    if job_state(job).get("reason") != DEADLINE_EXCEEDED:
+        return {}
+    seconds = (job.get("spec") or {}).get("activeDeadlineSeconds")
+    reason = f"the attempt ran past its deadline of {seconds} s (DeadlineExceeded)"
+    if result is not None and result.get("reason"):
+        reason += f"; its last step: {result['reason']}"
+    return {"cause": DEADLINE_EXCEEDED, "outcome": "failed", "reason": reason[:1000]}
 
 
 class JobProvider:
@@ -306,7 +324,7 @@ class JobProvider:
             if not status.get("active") and not status.get("ready"):
                 why = self._refusal(job)
                 if why is not None:
-                    return {**st, "state": FAILED, "reason": POD_REFUSED, "message": why}
+                    return {**st, "state": FAILED, "reason": POD_REFUSED, "message": why, "cause": POD_REFUSED}
             self._ensure_secret(run, attempt, job)
             return st
         pod = newest_pod(self._pods(run, attempt, namespace))
@@ -314,6 +332,8 @@ class JobProvider:
         if result is not None:
             st.pop("message", None)
             st.update({k: result[k] for k in RESULT_FIELDS if k in result})
+        if st["state"] == FAILED:
+            st.update(failure_cause(job, pod, result))
         self._drop_secret(run, attempt, namespace)
         return st
 

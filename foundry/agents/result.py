@@ -143,6 +143,17 @@ def pod_result(pod: Mapping[str, Any]) -> dict[str, Any] | None:
             "reason": f"step {step} ended with {why} (exit code {term.get('exitCode')}) and wrote no result"}
 
 
+def pod_cause(pod: Mapping[str, Any]) -> str | None:
+    """`OOMKilled` when the kubelet says a step of `pod` was killed over its memory limit, else None.
+    From the container states the kubelet writes, never from the pod's own words (its result)."""
+    status = pod.get("status") or {}
+    for container in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+        term = _terminated(container)
+        if term is not None and term.get("reason") == "OOMKilled":
+            return "OOMKilled"
+    return None
+
+
 def newest_pod(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     """The attempt's latest pod (a Job with backoffLimit 0 normally has one)."""
     if not pods:

@@ -4,11 +4,13 @@ A PR whose head is new (not a SHA we are remediating) is judged like any PR.
 Without one, the attempt's result (its pod's termination message) decides:
 `refused` (the change broke policy before push) → Blocked; `failed` or
 `no-changes`, or a Job that failed without a result, → retried within the
-caps, else ExecutionFailed with the reason; a pod the cluster refused
-(admission) → ExecutionFailed at once, since a retry would be refused too; a
-finished attempt that leaves no new commit within the timeout →
-ExecutionFailed. Each ending gets the one "blocked" comment that says why:
-nothing else will happen on it without a human.
+caps, else ExecutionFailed with the reason (AgentOOMKilled or
+AgentDeadlineExceeded when the cluster ended the last attempt, else
+AgentFailed); a pod the cluster refused (admission) → ExecutionFailed at
+once, since a retry would be refused too; a finished attempt that leaves no
+new commit within the timeout → ExecutionFailed. Each ending gets the one
+"blocked" comment that says why: nothing else will happen on it without a
+human.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from foundry.domain import comments as texts
 from foundry.domain.phases import Phase
-from foundry.agents.base import POD_REFUSED
+from foundry.agents.base import DEADLINE_EXCEEDED, OOM_KILLED, POD_REFUSED
 from foundry.operator.reconcile import agentio, comments, feedback, pr
 from foundry.operator.reconcile.dispatch import gate
 from foundry.operator.reconcile.outcome import Outcome, Stay, Transition
@@ -59,7 +61,8 @@ def watch_agent(deps: "Deps", run: RunView) -> Outcome:
         nxt = run.attempt + 1
         verdict = gate(deps, run, nxt, jobs)
         if not verdict.allowed:
-            return _failed(deps, run, "AgentFailed", f"{why}; {verdict.reason}",
+            reason = FAILURE_REASONS.get(job.get("cause"), "AgentFailed")
+            return _failed(deps, run, reason, f"{why}; {verdict.reason}",
                            {**base, "agent": agentio.agent_status(run.agent, jobs)})
         record = agentio.start(deps, run, nxt, **_remediation(deps, run, truth))
         agent = agentio.agent_status(run.agent, agentio.with_job(jobs, record), attempt=nxt)
@@ -75,6 +78,10 @@ def watch_agent(deps: "Deps", run: RunView) -> Outcome:
         base.pop("agent", None)
         return Stay(status={**base, "agent": agentio.agent_status(run.agent, jobs)})
     return Stay()
+
+
+# The run's reason when its last attempt was ended by the cluster (status.agent.jobs[].cause).
+FAILURE_REASONS = {OOM_KILLED: "AgentOOMKilled", DEADLINE_EXCEEDED: "AgentDeadlineExceeded"}
 
 
 def _why(attempt: int, job: dict) -> str:
