@@ -35,6 +35,8 @@ from foundry.bridge.mapping import Decision, Intake, Ticket, TriggerRule
 from foundry.bridge.settings import Settings
 from foundry.testing.server_thread import ServerThread
 
+pytestmark = pytest.mark.slow  # about 20 s of examples
+
 SECRET = "fuzz-linear"
 GH_SECRET = "fuzz-github"
 LIMIT = 4096  # the bridge's body limit for this module: sizes around it are cheap to send

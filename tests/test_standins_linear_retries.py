@@ -91,6 +91,7 @@ def test_at_most_three_retries_each_re_signed_with_a_fresh_timestamp(hook: Webho
     assert stamps == sorted(stamps) and len(set(stamps)) == 4
 
 
+@pytest.mark.slow
 def test_an_answer_slower_than_5_s_is_a_failed_delivery(hook: WebhookReceiver) -> None:
     hook.script(("hang", 8.0))
     with _linear(hook.url) as linear:  # Linear's own limit, not a test override
