@@ -138,3 +138,33 @@ def test_event_retries_keep_a_long_retry_after_from_github(monkeypatch):
         _Deps.pool.close()
     assert calls == ["run-1", "run-1"]
     assert waits and waits[0] >= 600, waits
+
+
+def test_the_operators_database_calls_end_when_postgres_stops_answering(tmp_path, monkeypatch):
+    import yaml
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from foundry.operator.deps import DB_CONNECT_TIMEOUT, build_deps
+
+    (tmp_path / "foundry.yaml").write_text(yaml.safe_dump({"repositories": [{"name": "app", "github": REPO}]}))
+    (tmp_path / "kubeconfig").write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    with SilentServer() as silent:
+        monkeypatch.setenv("FOUNDRY_CONFIG", str(tmp_path / "foundry.yaml"))
+        monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+        monkeypatch.setenv("FOUNDRY_DATABASE_URL", f"postgresql+psycopg://foundry@127.0.0.1:{silent.port}/foundry")
+        deps = build_deps()
+        try:
+            started = time.monotonic()
+            with pytest.raises(OperationalError):
+                with deps.engine.connect() as conn:
+                    conn.execute(text("select 1"))
+            took = time.monotonic() - started
+        finally:
+            deps.close()
+    assert silent.accepted >= 1
+    assert took < DB_CONNECT_TIMEOUT + 3, took

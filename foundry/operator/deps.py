@@ -27,6 +27,12 @@ ENV_GITHUB_TOKEN = "FOUNDRY_GITHUB_TOKEN"
 ENV_GITHUB_URL = "FOUNDRY_GITHUB_URL"
 
 
+# Seconds: to open a PostgreSQL connection, and for any one statement (the
+# operator's are single-row writes and bounded batches).
+DB_CONNECT_TIMEOUT = 5
+DB_STATEMENT_TIMEOUT = 30.0
+
+
 class DepsError(RuntimeError):
     """The operator cannot start: a setting is missing or wrong (the message says which)."""
 
@@ -170,7 +176,8 @@ def build_deps(config_path: str | None = None) -> Deps:
         tokens = push_token_source(cfg.github, github_url)  # the static token (development)
     return Deps(
         api=api,
-        engine=make_engine(),
+        # A PostgreSQL that stops answering fails the call (RetryLater) instead of holding a worker.
+        engine=make_engine(connect_timeout=DB_CONNECT_TIMEOUT, statement_timeout=DB_STATEMENT_TIMEOUT),
         linear=_client_or_unconfigured(ENV_LINEAR_KEY, "secrets.linearApiKey", "Linear",
                                        lambda key: LinearClient(key, url=linear_url,
                                                                 transport=service_transport())),
