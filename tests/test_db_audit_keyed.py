@@ -162,3 +162,42 @@ def test_a_keyed_link_is_bound_to_its_run(engine: Engine, monkeypatch: pytest.Mo
                           "(SELECT mac FROM foundry_audit_heads WHERE run_id = :f) WHERE run_id = :r"),
                      {"h": src, "r": second, "f": first})
     assert not audit.audit_report(engine, second).intact
+
+
+def test_sealing_gives_old_trails_a_head_and_refuses_broken_ones(engine: Engine,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV_KEY, raising=False)
+    good, broken, empty = _run(engine, "good"), _run(engine, "broken"), _run(engine, "empty")
+    _walk(engine, good)
+    _walk(engine, broken)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE foundry_audit_events SET kind = 'forged' WHERE run_id = :r AND seq = 2"),
+                     {"r": broken})
+    with pytest.raises(AuditKeyError, match="needs the audit key"):
+        audit.seal_unkeyed_trails(engine)
+
+    monkeypatch.setenv(ENV_KEY, KEY_A)
+    report = audit.seal_unkeyed_trails(engine, batch_size=2)
+    assert (report.sealed, report.broken) == (1, [broken])
+    assert audit.audit_head(engine, good).count == 4 and audit.audit_head(engine, empty) is None
+    assert audit.audit_report(engine, good).intact
+    assert audit.seal_unkeyed_trails(engine).sealed == 0  # again: nothing left to seal
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM foundry_audit_events WHERE run_id = :r AND seq = 4"), {"r": good})
+    assert audit.audit_report(engine, good).problems == ("truncated: the head records 4 event(s), 3 remain",)
+
+
+def test_seal_audit_command(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from foundry.cli.main import cli
+
+    eng = make_engine(sqlite_url)
+    create_schema(eng)
+    monkeypatch.delenv(ENV_KEY, raising=False)
+    _walk(eng, _run(eng))
+    eng.dispose()
+    refused = CliRunner().invoke(cli, ["db", "seal-audit", "--database-url", sqlite_url])
+    assert refused.exit_code == 1 and f"set {ENV_KEY}" in refused.output, refused.output
+    sealed = CliRunner().invoke(cli, ["db", "seal-audit", "--database-url", sqlite_url], env={ENV_KEY: KEY_A})
+    assert sealed.exit_code == 0 and "sealed 1 trail(s)" in sealed.output, sealed.output

@@ -70,6 +70,31 @@ def current(database_url: str | None) -> None:
             click.echo(f"{revision} (behind head {head}; run `foundry db upgrade`)")
 
 
+@db.command("seal-audit")
+@url_option
+def seal_audit(database_url: str | None) -> None:
+    """Give trails written before the audit key was set a keyed head record
+    ($FOUNDRY_AUDIT_KEY), so a cut-off tail shows on them too. Trails that do
+    not verify are listed and left as they are. Safe to run again."""
+    from foundry.db.audit import seal_unkeyed_trails
+    from foundry.db.audit_chain import AuditKeyError
+
+    url = _resolve(database_url)
+    with _plain_errors(url):
+        engine = db_engine.make_engine(url)
+        try:
+            report = seal_unkeyed_trails(engine)
+        except AuditKeyError as exc:
+            raise click.ClickException(str(exc)) from None
+        finally:
+            engine.dispose()
+    click.echo(f"sealed {report.sealed} trail(s)")
+    if report.broken:
+        click.echo(f"{len(report.broken)} trail(s) do not verify and were left unsealed: run ids "
+                   + ", ".join(str(i) for i in report.broken), err=True)
+        raise SystemExit(1)
+
+
 def _resolve(database_url: str | None) -> str:
     try:
         return normalise_url(database_url or db_engine.database_url()).render_as_string(hide_password=False)

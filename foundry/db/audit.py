@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -9,8 +10,8 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from foundry.db.audit_chain import (GENESIS_HASH, ChainHead, ChainLink, ChainReport, Keyring, canonical_payload,
-                                    check_chain, event_hash, head_mac, keyring_from_env)
+from foundry.db.audit_chain import (ENV_KEY, GENESIS_HASH, AuditKeyError, ChainHead, ChainLink, ChainReport, Keyring,
+                                    canonical_payload, check_chain, event_hash, head_mac, keyring_from_env)
 from foundry.db.engine import session_factory
 from foundry.db.models import AuditEvent, AuditHead, Run
 from foundry.db.records import RunRecord
@@ -216,6 +217,50 @@ def verify_audit_chain(bind: Bind, run_id: int, keyring: Keyring | None = None) 
     """True if the run's stored events form an unbroken chain that its head record
     (when it has one) vouches for. An empty trail is intact."""
     return audit_report(bind, run_id, keyring).intact
+
+
+@dataclass
+class SealReport:
+    sealed: int = 0
+    broken: list[int] = field(default_factory=list)  # run ids whose trail did not verify: left unsealed
+
+
+def seal_unkeyed_trails(bind: Bind, keyring: Keyring | None = None, *, batch_size: int = 500) -> SealReport:
+    """Give every run whose trail has no head record one, under the current key,
+    after checking its (unkeyed) links: from then on a cut-off tail shows on
+    those trails too. A trail that does not verify is reported, never sealed
+    (sealing would bless the damage). Safe to run again and alongside the operator.
+    """
+    ring = keyring if keyring is not None else keyring_from_env()
+    key = ring.current
+    if key is None:
+        raise AuditKeyError(f"sealing needs the audit key: set {ENV_KEY}")
+    report, after = SealReport(), 0
+    sessions = session_factory(bind)
+    while True:
+        with sessions() as session:
+            ids = list(session.scalars(
+                select(Run.id).outerjoin(AuditHead, AuditHead.run_id == Run.id)
+                .where(AuditHead.run_id.is_(None), Run.id > after).order_by(Run.id).limit(batch_size)))
+        for run_id in ids:
+            with sessions() as session, session.begin():
+                _locked_run(session, run_id)  # no append can land while we read and seal
+                if session.get(AuditHead, run_id) is not None:
+                    continue  # an append under the key sealed it meanwhile
+                links = [_link(r) for r in session.scalars(
+                    select(AuditEvent).where(AuditEvent.run_id == run_id).order_by(AuditEvent.seq))]
+                if not links:
+                    continue
+                if not check_chain(links, None, ring, run_id).intact:
+                    report.broken.append(run_id)
+                    continue
+                last = links[-1]
+                session.add(AuditHead(run_id=run_id, count=last.seq, last_hash=last.hash, key_id=key.key_id,
+                                      mac=head_mac(key, run_id, last.seq, last.hash)))
+                report.sealed += 1
+        if len(ids) < batch_size:
+            return report
+        after = ids[-1]
 
 
 def _locked_run(session: Session, run: RunRef) -> Run:
