@@ -258,6 +258,31 @@ def test_unavailable_dependency_is_503_with_retry_after_and_nothing_recorded(fai
     assert list(backend.recorded) == [("linear", "d-1")]
 
 
+@pytest.mark.parametrize("stuck", ["claim", "record"])
+def test_a_dependency_that_never_answers_gets_503_by_the_deadline(stuck: str) -> None:
+    backend = RecordingBackend()
+    release = threading.Event()
+    step = backend._step
+
+    def hang_at(name: str) -> None:
+        step(name)
+        if name == stuck:
+            release.wait(30)  # a call without a timeout of its own, on a server that never answers
+
+    backend._step = hang_at  # type: ignore[method-assign]
+
+    async def test(client: TestClient, _bridge: Bridge) -> None:
+        body, headers = _linear(linear_issue(ISSUE, "ACME-1"))
+        started = time.monotonic()
+        status, answer, response_headers = await _post(client, "/webhooks/linear", body, headers)
+        took = time.monotonic() - started
+        release.set()
+        assert (status, answer) == (503, {"error": "a dependency did not answer in time, retry later"})
+        assert response_headers["Retry-After"].isdigit() and 0.5 <= took < 1.5, took
+
+    serve(backend, test, deadline_seconds=0.5)
+
+
 def test_decision_replay_is_answered_from_the_record_before_anything_is_applied() -> None:
     backend = RecordingBackend()
     backend.runs[f"run-{ISSUE}"] = {}

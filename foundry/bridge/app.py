@@ -7,9 +7,9 @@ client, SQLAlchemy) runs in one bounded thread pool per process, so a storm
 cannot open more connections than the pools allow. The order per delivery is fixed:
 size 413 → media type 415 → signature 401 (on the raw bytes: nothing unsigned
 is parsed) → shape 400 → timestamp 401 → replay check → command → delivery
-record. Anything a dependency cannot do right now
-is a 503 with Retry-After and nothing recorded, and so is a delivery whose
-dependencies did not answer within its deadline (foundry.bridge.deadlines).
+record. Anything a dependency cannot do right now is a 503 with Retry-After and
+nothing recorded, and so is a delivery whose dependencies did not answer within
+its deadline (foundry.bridge.deadlines).
 """
 
 from __future__ import annotations
