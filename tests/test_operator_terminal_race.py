@@ -118,3 +118,32 @@ def test_record_phase_refuses_terminal_to_active(pg_url):
         assert again.finished_at == row.finished_at
     finally:
         engine.dispose()
+
+
+def test_a_status_left_behind_by_a_crash_follows_its_ended_row(control_plane, kube_client, crds, namespace, pg_url):
+    """A crash between the row write and the status write, then a step that only stays: the
+    housekeeping round writes the row's ending to the status (no second audit event)."""
+    from foundry.operator import housekeeping
+
+    engine = make_engine(pg_url)
+    try:
+        with OperatorStack.open(control_plane.api_client(), engine, namespace) as stack:
+            issue_id, run = stack.ticket()
+            assert reconcile_run(stack.deps, namespace, run).value == "WaitingApproval"
+            row = claims.get_run(engine, namespace, run)
+            # What the killed operator had written: the row, not the status.
+            audit.record_phase(engine, row.id, "Stopped", "StoppedByHuman",
+                               {"message": "stop by alice (kubernetes)", "from": "WaitingApproval"})
+            # The restarted operator's reconcile finds nothing to do (the decision is gone).
+            assert reconcile_run(stack.deps, namespace, run).value == "WaitingApproval"
+
+            report = housekeeping.run_round(stack.deps, lambda: [namespace])
+            assert report.settled == [f"{namespace}/{run}"] and not report.skipped, report
+            status = stack.run(run)["status"]
+            assert (status["phase"], status["reason"], status["message"]) == (
+                "Stopped", "StoppedByHuman", "stop by alice (kubernetes)"), status
+            assert _phases(engine, row.id) == ["Analysing", "WaitingApproval", "Stopped"]
+            assert housekeeping.run_round(stack.deps, lambda: [namespace]).settled == []
+            assert claims.active_run(engine, "linear", issue_id) is None
+    finally:
+        engine.dispose()

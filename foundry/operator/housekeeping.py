@@ -1,4 +1,4 @@
-"""The operator's housekeeping: the reaper, delivery pruning and finished-run GC, on a timer.
+"""The operator's housekeeping: the reaper, status settling, delivery pruning and finished-run GC, on a timer.
 
 One background thread per operator, started by the startup handler: a round
 at once (the reaper must run before intakes pile onto a dead run after a
@@ -41,6 +41,7 @@ class RoundReport:
     reaped: list[tuple[str, str, str]] = field(default_factory=list)
     deliveries_pruned: int = 0
     runs_deleted: list[str] = field(default_factory=list)
+    settled: list[str] = field(default_factory=list)  # statuses brought to their ended rows
     skipped: list[str] = field(default_factory=list)  # the parts a dependency kept from running
 
 
@@ -60,6 +61,15 @@ def prune_once(deps: "Deps") -> int:
         return 0
     return prune_deliveries(deps.engine, timedelta(seconds=r.deliveries_seconds), r.batch_size,
                             clock=deps.clock, max_batches=r.max_batches)
+
+
+def settle_once(deps: "Deps") -> list[str]:
+    """Bring the status of runs whose row already ended (a crash between the row
+    write and the status write, then a step that only stays) to the row's phase."""
+    from foundry.domain.phases import ACTIVE_PHASE_NAMES
+    from foundry.operator.settle import settle_ended_rows
+
+    return settle_ended_rows(deps, deps.metrics.runs_in(ACTIVE_PHASE_NAMES), settings(deps).batch_size)
 
 
 def collect_once(deps: "Deps", namespaces: Iterable[str]) -> list[str]:
@@ -92,6 +102,7 @@ def run_round(deps: "Deps", namespaces: Callable[[], Iterable[str]]) -> RoundRep
 
     reaped = part("reaper", lambda: reap_once(deps))
     out.reaped = reaped.closed if reaped else []
+    out.settled = part("status settling", lambda: settle_once(deps)) or []
     out.deliveries_pruned = part("delivery pruning", lambda: prune_once(deps)) or 0
     out.runs_deleted = part("run GC", lambda: collect_once(deps, namespaces())) or []
     return out

@@ -55,6 +55,11 @@ class OperatorMetrics:
         for p in Phase:
             self.runs_by_phase.labels(phase=p.value).set(tally.get(p.value, 0))
 
+    def runs_in(self, phases: "tuple[str, ...]") -> list[tuple[str, str]]:
+        """(namespace, name) of the runs this operator last saw in one of `phases`."""
+        with self._lock:
+            return [key for key, phase in self._phase_of.items() if phase in phases]
+
     def seen_namespaces(self) -> set[str]:
         """The namespaces of the runs this operator currently knows."""
         with self._lock:
