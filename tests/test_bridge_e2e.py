@@ -20,6 +20,7 @@ import pytest
 from kubernetes import client
 from sqlalchemy import func, select, update
 
+from foundry.bridge.deadlines import DELIVERY_DEADLINE_SECONDS, SENDER_LIMIT_SECONDS
 from foundry.bridge.testkit import BridgeProcess, encode, linear_headers, linear_issue, now_ms
 from foundry.db.engine import create_schema, make_engine
 from foundry.db.models import Run
@@ -184,9 +185,16 @@ def delivery_with_id(body: bytes, headers: dict[str, str]) -> tuple[bytes, dict[
 
 def _storm_with_outage(urls: list[str], payload: dict[str, Any], stop, after: int) -> list[tuple[Any, ...]]:
     """Send STORM deliveries eight at a time and call `stop` once `after` answers are in."""
+    return _storm_with_outage_answers(urls, payload, stop, after)[0]
+
+
+def _storm_with_outage_answers(
+    urls: list[str], payload: dict[str, Any], stop, after: int
+) -> tuple[list[tuple[Any, ...]], list[tuple[int, dict[str, Any], str | None, float]]]:
+    """_storm_with_outage, and every answer: (status, body, Retry-After, seconds)."""
     sends = [delivery(payload) for _ in range(STORM)]
 
-    async def run() -> list[tuple[int, dict[str, Any], float]]:
+    async def run() -> list[tuple[int, dict[str, Any], str | None, float]]:
         stopped = asyncio.Event()
         answered = 0
         limit = asyncio.Semaphore(8)
@@ -197,8 +205,9 @@ def _storm_with_outage(urls: list[str], payload: dict[str, Any], stop, after: in
                 async with limit:
                     if i >= after:
                         await stopped.wait()  # the rest of the storm arrives during the outage
+                    started = time.monotonic()
                     async with session.post(f"{urls[i % 2]}/webhooks/linear", data=body, headers=headers) as r:
-                        result = (r.status, await r.json(), r.headers.get("Retry-After"))
+                        result = (r.status, await r.json(), r.headers.get("Retry-After"), time.monotonic() - started)
                     answered += 1
                     if answered == after:
                         await asyncio.to_thread(stop)
@@ -208,11 +217,11 @@ def _storm_with_outage(urls: list[str], payload: dict[str, Any], stop, after: in
             return await asyncio.gather(*(one(i, b, h) for i, (b, h) in enumerate(sends)))
 
     answers = asyncio.run(run())
-    statuses = Counter(status for status, _, _ in answers)
+    statuses = Counter(status for status, _, _, _ in answers)
     assert set(statuses) <= {200, 503}, statuses
     assert statuses[503] >= STORM - after, statuses  # everything sent during the outage was refused honestly
-    assert all(retry_after and retry_after.isdigit() for status, _, retry_after in answers if status == 503)
-    return sends
+    assert all(retry_after and retry_after.isdigit() for status, _, retry_after, _ in answers if status == 503)
+    return sends, answers
 
 
 def test_api_server_outage_mid_storm_then_redelivery_makes_exactly_one_run(
@@ -235,6 +244,28 @@ def test_api_server_outage_mid_storm_then_redelivery_makes_exactly_one_run(
         assert db_rows(pg_url, issue) == 1
     late_answers = Counter(a[1]["status"] for a in answers[STORM:])
     assert late_answers["created"] == 1, late_answers
+
+
+def test_api_server_frozen_mid_storm_is_answered_within_linears_limit_then_one_run(
+    bridges, control_plane, kube_client, namespace: str, pg_url: str
+) -> None:
+    # The API server stops answering (SIGSTOP: connections stay open, nothing
+    # comes back) while a storm is under way. Measured by hand before the
+    # bridge had deadlines: 503s, but after 10.6 s, when Linear had long given up.
+    urls = [b.url for b in bridges]
+    issue_id = str(uuid.uuid4())
+    try:
+        sends, answers = _storm_with_outage_answers(
+            urls, linear_issue(issue_id, "ACME-11"), control_plane.freeze_apiserver, after=8)
+    finally:
+        control_plane.thaw_apiserver()
+    slowest = max(seconds for _, _, _, seconds in answers)
+    print(f"frozen API server mid-storm: slowest answer {slowest:.2f} s")
+    assert slowest < DELIVERY_DEADLINE_SECONDS + 0.5 < SENDER_LIMIT_SECONDS["linear"], slowest
+    answers_after = _redeliver_until_accepted(urls, sends, time.monotonic() + 60)
+    assert len(answers_after) == STORM
+    assert len(runs_for(kube_client, namespace, issue_id)) == 1
+    assert db_rows(pg_url, issue_id) == 1
 
 
 def test_postgres_outage_mid_storm_then_redelivery_makes_exactly_one_run(

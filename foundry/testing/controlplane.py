@@ -167,6 +167,13 @@ class ControlPlane:
     def stop_apiserver(self) -> None:
         self._terminate("kube-apiserver")
 
+    def freeze_apiserver(self) -> None:
+        """SIGSTOP kube-apiserver: its sockets stay open, connections are accepted, nothing is answered."""
+        os.kill(self._procs["kube-apiserver"].pid, signal.SIGSTOP)
+
+    def thaw_apiserver(self) -> None:
+        os.kill(self._procs["kube-apiserver"].pid, signal.SIGCONT)
+
     def stop(self) -> None:
         self._terminate("kube-apiserver")
         self._terminate("etcd")

@@ -55,6 +55,12 @@ class ExternalCluster:
     def start_apiserver(self) -> None:
         pytest.skip("cannot start the API server of an external cluster")
 
+    def freeze_apiserver(self) -> None:
+        pytest.skip("cannot freeze the API server of an external cluster")
+
+    def thaw_apiserver(self) -> None:
+        pytest.skip("cannot thaw the API server of an external cluster")
+
 
 @pytest.fixture(scope="session")
 def control_plane():
