@@ -38,11 +38,13 @@ async def serve(settings: Settings, host: str, port: int, announce: Callable[[st
         await site.start()
         bound = runner.addresses[0]
         shown = f"[{bound[0]}]" if ":" in str(bound[0]) else bound[0]
-        announce(f"{READY_LINE} http://{shown}:{bound[1]}")
+        # Handlers first, then the announcement: a SIGTERM right after "listening"
+        # must stop the bridge cleanly, not kill it with the default action.
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        announce(f"{READY_LINE} http://{shown}:{bound[1]}")
         await stop.wait()
     finally:
         if sweep is not None:

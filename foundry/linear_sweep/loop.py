@@ -21,7 +21,7 @@ from foundry.bridge.mapping import TriggerRule
 from foundry.linear_sweep.metrics import SweepMetrics
 from foundry.linear_sweep.sweeper import Round, Sweeper, SweepSettings
 
-log = logging.getLogger("foundry.linear_sweep")
+log = logging.getLogger("foundry.bridge.sweep")  # the bridge process logs it with its own lines
 
 MAX_WAIT = 3600.0  # never sleep longer than this, whatever a rate-limit answer says
 JITTER = 0.1  # ±10 % per period, so replicas started together drift apart

@@ -13,10 +13,10 @@ from typing import Any
 
 from foundry.bridge.mapping import CLOSED_STATE_TYPES, TriggerRule
 
-ISSUE_PAGE = 25
-COMMENT_PAGE = 50
+ISSUE_PAGE = 10
+COMMENT_PAGE = 25
 HISTORY_PAGE = 25
-LABELS_PER_ISSUE = 50  # the mapping keeps at most 64; routing reads them
+LABELS_PER_ISSUE = 30  # routing reads them; more on one issue is rare, and each costs every page
 # Comments are asked for per batch of issues: `in` lists stay short.
 ISSUES_PER_COMMENT_QUERY = 50
 

@@ -34,7 +34,7 @@ from foundry.linear_sweep import queries, state
 from foundry.linear_sweep.decide import NeedsHistory, changed_since, decision_command, issue_command
 from foundry.linear_sweep.metrics import SweepMetrics
 
-log = logging.getLogger("foundry.linear_sweep")
+log = logging.getLogger("foundry.bridge.sweep")  # the bridge process logs it with its own lines
 
 SWEEP_NAME = "linear"
 HISTORY_PAGES = 4  # a ticket edited more than this many pages of times since its last run has changed
