@@ -37,6 +37,8 @@ def test_build_deps_reads_github_as_the_app_and_scopes_attempt_tokens(control_pl
 
         # The operator's reads work without any static token: the App's installation token.
         assert deps.github.get_pull("acme/api", number)["number"] == number
+        # Who Foundry is on GitHub (a PR is adopted only if opened as this): the App's bot user.
+        assert deps.github.login() == "foundry[bot]"
         # Each attempt's push token is limited to its repository, with only what the runner needs.
         pushed = deps.agents.tokens.push_token("acme/api")
         info = gh.token_info(pushed.token)

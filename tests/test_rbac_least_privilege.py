@@ -31,6 +31,7 @@ from foundry.db.engine import make_engine
 from foundry.testing.helmchart import CHART, run_tool, set_args
 from foundry.testing.jobs import finish_job
 from foundry.testing.kubeutil import client_with_token, service_account_token
+from foundry.testing.operator_stack import runner_message
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
@@ -150,7 +151,8 @@ def test_bridge_and_operator_do_their_work_as_the_chart_service_accounts(
 
             # The agent pushes and opens the PR; CI fails while its Job still runs.
             github.create_branch(repo, f"foundry/{run}")
-            head = github.commit(repo, f"foundry/{run}", {"greeter.py": "def greet(name):\n    return name\n"}, "a1")
+            head = github.commit(repo, f"foundry/{run}", {"greeter.py": "def greet(name):\n    return name\n"},
+                                 runner_message("a1", run, 1), author="Foundry agent")
             number = github.open_pr(repo, f"foundry/{run}", f"{run}: greet")
             hint(number, "hint-1")
             wait_phase(kube_client, ns, run, "PROpen", timeout=60)
@@ -163,7 +165,8 @@ def test_bridge_and_operator_do_their_work_as_the_chart_service_accounts(
             # would be judged as the head of attempt 1's remediation-free PR).
             wait_for(lambda: _attempt(kube_client, ns, run) == 2, timeout=30, what="attempt 2 recorded")
 
-            head = github.commit(repo, f"foundry/{run}", {"test_greeter.py": "def test_ok():\n    pass\n"}, "a2")
+            head = github.commit(repo, f"foundry/{run}", {"test_greeter.py": "def test_ok():\n    pass\n"},
+                                 runner_message("a2", run, 2), author="Foundry agent")
             github.set_check(repo, head, "success")
             finish_job(kube_client, ns, f"{run}-a2")
             hint(number, "hint-3")

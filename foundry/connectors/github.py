@@ -101,6 +101,8 @@ class GitHubClient:
         self._lock = threading.Lock()
         #: Last x-ratelimit-remaining seen (None before the first answer); for metrics.
         self.rate_remaining: int | None = None
+        self._token_source = None if isinstance(token, str) else token
+        self._login: str | None = None
 
     def close(self) -> None:
         self._http.close()
@@ -134,6 +136,23 @@ class GitHubClient:
         target = _sha_target(repo, sha)
         body, _ = self._get("combined_status", target, f"/repos/{repo}/commits/{sha}/status")
         return body
+
+    def get_commit(self, repo: str, sha: str) -> dict[str, Any]:
+        """GitHub's commit object: `commit.author`, `commit.message`, `author` (the user, if known)."""
+        target = _sha_target(repo, sha)
+        body, _ = self._get("get_commit", target, f"/repos/{repo}/commits/{sha}")
+        return body
+
+    def login(self) -> str:
+        """Who this client acts as on GitHub: the App's `<slug>[bot]`, else the token's user (cached)."""
+        if self._login is None:
+            from_app = getattr(self._token_source, "login", None)
+            if from_app is not None:
+                self._login = str(from_app())
+            else:
+                body, _ = self._get("get_authenticated_user", "user", "/user")
+                self._login = str(body["login"])
+        return self._login
 
     def find_pull_by_branch(self, repo: str, branch: str) -> dict[str, Any] | None:
         """The PR whose head is `branch` in `repo` (open first, else the newest), or None."""

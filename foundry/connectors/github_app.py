@@ -165,6 +165,26 @@ class GitHubApp:
             self.minted += 1
         return token
 
+    def bot_login(self) -> str:
+        """The login GitHub shows for what the App's installation tokens do: `<slug>[bot]` (cached)."""
+        with self._lock:
+            cached = getattr(self, "_bot_login", None)
+        if cached:
+            return cached
+        url = f"{self.base_url}/app"
+
+        def once() -> str:
+            response = send(self._http, "get_app", "app", "GET", url, headers={"Authorization": f"Bearer {self.jwt()}"})
+            if response.status_code != 200:
+                raise BadResponse("get_app", "app", f"HTTP {response.status_code}: {_message(response)}",
+                                  status=response.status_code)
+            return f"{response.json()['slug']}[bot]"
+
+        login = call_with_retry(once, self.retry, sleep=self._sleep)
+        with self._lock:
+            self._bot_login = login
+        return login
+
     def runner_token(self, repo: str) -> InstallationToken:
         """The token an agent attempt gets: one repository, contents and pull requests write, nothing else."""
         return self.mint(repositories=[repo], permissions=RUNNER_PERMISSIONS)
@@ -263,6 +283,7 @@ def token_source(app: GitHubApp) -> Callable[[], str]:
         return app.operator_token()
 
     current.invalidate = app.invalidate_operator_token  # type: ignore[attr-defined]
+    current.login = app.bot_login  # type: ignore[attr-defined]  # who the App's tokens act as
     return current
 
 

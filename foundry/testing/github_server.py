@@ -147,6 +147,8 @@ class GitHubServer(GitSide, RestWrites, ServerThread, WebhookControls):
             web.get(f"{r}/pulls/{{number:\\d+}}/reviews", self._route("pulls/list-reviews", self._list_reviews)),
             web.get(f"{r}/commits/{{ref}}/check-runs", self._route("checks/list-for-ref", self._list_check_runs)),
             web.get(f"{r}/commits/{{ref}}/status", self._route("repos/get-combined-status-for-ref", self._status)),
+            web.get(f"{r}/commits/{{ref}}", self._route("repos/get-commit", self._get_commit)),
+            web.get("/user", self._get_user),
             *self.rest_routes(),
             *control_routes(self, CONTROLS),
             *self.git_routes(),  # last: "/{owner}/{name}/..." must not shadow the API's paths
@@ -775,6 +777,28 @@ class GitHubServer(GitSide, RestWrites, ServerThread, WebhookControls):
         pulls = self._pulls_at(repo.full_name, sha)
         chunk, link = self._paginate(request, runs)
         return {"total_count": len(runs), "check_runs": [P.check_run(self.url, repo, c, None, pulls) for c in chunk]}, link
+
+    def _get_commit(self, request: web.Request, repo: Repo) -> dict[str, Any]:
+        c = self.commits[self._resolve(repo, request.match_info["ref"])]
+        person = {"name": c.author, "email": f"{c.author.lower().replace(' ', '-')}@users.noreply.github.com",
+                  "date": c.at}
+        api = f"{self.url}/repos/{repo.full_name}/commits/{c.sha}"
+        # `author` is the GitHub user the commit's email belongs to; the stand-in knows none (null).
+        return {"sha": c.sha, "node_id": P.node_id("C", int(c.sha[:8], 16)), "url": api, "author": None,
+                "committer": None, "html_url": f"https://github.com/{repo.full_name}/commit/{c.sha}",
+                "commit": {"author": person, "committer": person, "message": c.message,
+                           "tree": {"sha": c.tree_sha}, "url": api},
+                "parents": [{"sha": p} for p in (c.parents or ((c.parent,) if c.parent else ()))]}
+
+    async def _get_user(self, request: web.Request) -> web.Response:
+        """The token's user; an installation token has none (GitHub: 403 for an integration)."""
+        try:
+            token = self.tokens.lookup(_rest_token(request.headers.get("Authorization", "")))
+        except AuthError as err:
+            return self._json({"message": err.message, "status": "401"}, status=401)
+        if token.kind == "installation":
+            return self._json({"message": "Resource not accessible by integration", "status": "403"}, status=403)
+        return self._json(P.user(self.url, token.login), status=200)
 
     def _status(self, request: web.Request, repo: Repo) -> dict[str, Any]:
         sha = self._resolve(repo, request.match_info["ref"])

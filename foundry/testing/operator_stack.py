@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator
 
 from kubernetes import client
 
+from foundry.domain.adoption import RUNNER_AUTHOR
 from foundry.kube.approvals import build_approval_manifest, create_or_attach_approval
 from foundry.kube.runs import TicketSnapshot, Trigger, build_run_manifest, create_or_attach
 from foundry.operator.kubeio import GROUP, RUNS, VERSION
@@ -37,6 +38,11 @@ READY_DESCRIPTION = (
     "- a test covers the endpoint\n"
 )
 APP_FILES = {"app/main.py": "def main():\n    return 0\n", "README.md": "# app\n"}
+
+
+def runner_message(subject: str, run: str, attempt: int) -> str:
+    """A commit message shaped like the runner's (foundry.runner.publish.commit_message)."""
+    return f"{subject}\n\nFoundry-Run: {run}\nFoundry-Attempt: {attempt}\n"
 
 
 def stack_config(**policy: Any) -> dict[str, Any]:
@@ -178,11 +184,17 @@ class OperatorStack:
     # ---- GitHub: what the agent, CI and reviewers do ------------------------------
 
     def push(self, run: str, files: dict[str, str | None], message: str = "foundry: work") -> str:
-        """The agent commits to foundry/<run> (created from main on first push); returns the head SHA."""
+        """The agent's runner commits to foundry/<run> (created from main on first push), as the
+        runner does: authored by the Foundry agent, with its trailers for the run's current
+        attempt. Returns the head SHA."""
         branch = f"foundry/{run}"
         if branch not in self.github.repos[REPO].branches:
             self.github.create_branch(REPO, branch)
-        return self.github.commit(REPO, branch, files, message)
+        return self.github.commit(REPO, branch, files, runner_message(message, run, self._attempt(run)),
+                                  author=RUNNER_AUTHOR)
+
+    def _attempt(self, run: str) -> int:
+        return int(((self.run(run).get("status") or {}).get("agent") or {}).get("attempt") or 1)
 
     def open_pr(self, run: str) -> int:
         return self.github.open_pr(REPO, f"foundry/{run}", f"{run}: work")

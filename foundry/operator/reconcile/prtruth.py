@@ -1,5 +1,6 @@
 """What GitHub says about the run's pull request, read fresh (never from hints),
-and summarised into plain values. `summarise_*` are pure."""
+and summarised into plain values. `summarise_*` are pure. A PR on the run's
+branch that Foundry did not open is not the run's (reconcile.adoption)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from foundry.operator.outside import outside_call
+from foundry.operator.reconcile import adoption
 from foundry.operator.reconcile.view import RunView
 
 if TYPE_CHECKING:
@@ -74,6 +76,11 @@ def fetch(deps: "Deps", run: RunView) -> PRTruth | None:
     with outside_call(f"reading the pull request of {run.name} from GitHub"):
         pull = deps.github.find_pull_by_branch(repo, run.branch)
         if pull is None:
+            return None
+        # The branch name is computable: a PR someone else opened from it is not the run's.
+        why = adoption.refusal(deps, run, repo, pull)
+        if why is not None:
+            adoption.tell(deps, run, pull, why)
             return None
         number = int(pull["number"])
         head = pull["head"]["sha"]
