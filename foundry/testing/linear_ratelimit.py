@@ -34,7 +34,7 @@ def query_complexity(document: graphql.DocumentNode, variables: dict[str, Any],
         if isinstance(definition, graphql.OperationDefinitionNode):
             if operation_name and (definition.name is None or definition.name.value != operation_name):
                 continue
-            return max(1, math.ceil(_cost(definition.selection_set, variables)))
+            return max(1, math.ceil(round(_cost(definition.selection_set, variables), 6)))  # no float dust
     return 1
 
 
