@@ -40,15 +40,17 @@ def test_the_deadline_leads_and_the_interrupted_step_follows():
     pod = _pod(prepare=("Completed", None), agent=("Error", None))
     got = failure_cause(_job("DeadlineExceeded", 15), pod, pod_result(pod))
     assert got == {"cause": "DeadlineExceeded", "outcome": "failed", "reason": "the attempt ran past its deadline "
-                   "of 15 s (DeadlineExceeded); its last step: step agent ended with Error (exit code 1) and wrote "
-                   "no result"}
+                   "of 15 s (DeadlineExceeded); step agent ended with Error (exit code 1) and wrote no result"}
     # The pod already gone (the controller deletes it at the deadline): the deadline alone.
     assert failure_cause(_job("DeadlineExceeded", 60), None, None) == {
         "cause": "DeadlineExceeded", "outcome": "failed",
         "reason": "the attempt ran past its deadline of 60 s (DeadlineExceeded)"}
-    # Killed while the agent step ran: the last step that ended is prepare, which had pushed nothing yet.
-    pod = _pod(prepare=("Completed", json.dumps({"outcome": "pushed", "step": "prepare"})))
-    assert failure_cause(_job("DeadlineExceeded"), pod, pod_result(pod))["outcome"] == "failed"
+    # Killed while the agent step ran: the last step that ended is prepare, which had done its part ("ok").
+    pod = _pod(prepare=("Completed", json.dumps({"version": 1, "step": "prepare", "outcome": "ok"})))
+    assert pod_result(pod) == {"outcome": "failed", "step": "prepare", "reason": "step prepare was the last to finish"}
+    assert failure_cause(_job("DeadlineExceeded"), pod, pod_result(pod)) == {
+        "cause": "DeadlineExceeded", "outcome": "failed",
+        "reason": "the attempt ran past its deadline of 15 s (DeadlineExceeded); step prepare was the last to finish"}
     assert job_state(_job("DeadlineExceeded"))["reason"] == "DeadlineExceeded"
 
 

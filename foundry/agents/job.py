@@ -134,7 +134,7 @@ def failure_cause(job: Mapping[str, Any], pod: Mapping[str, Any] | None,
     seconds = (job.get("spec") or {}).get("activeDeadlineSeconds")
     reason = f"the attempt ran past its deadline of {seconds} s (DeadlineExceeded)"
     if result is not None and result.get("reason"):
-        reason += f"; its last step: {result['reason']}"
+        reason += f"; {result['reason']}"
     return {"cause": DEADLINE_EXCEEDED, "outcome": "failed", "reason": reason[:1000]}
 
 

@@ -18,6 +18,8 @@ from typing import Any
 
 MAX_BYTES = 4096  # the kubelet keeps at most this much of a termination message
 OUTCOMES = ("pushed", "no-changes", "refused", "failed")
+# What `prepare` and `agent` write when they did their part; never the last word of a finished pod.
+STEP_DONE = "ok"
 STEPS = ("prepare", "agent", "publish")
 # What the operator records of a result in status.agent.jobs[] (the rest is the pod's business).
 RESULT_FIELDS = ("outcome", "reason", "step", "headSha", "pr", "tokens", "costUsd", "summary", "filesChanged",
@@ -46,7 +48,7 @@ def _money(value: Any) -> float | None:
     return round(float(value), 6) if value < 1e9 else None
 
 
-def parse_result(text: str | bytes | None) -> dict[str, Any]:
+def parse_result(text: str | bytes | None, *, step_done: bool = False) -> dict[str, Any]:
     """The result object as the operator records it, or {'error': why} when unreadable.
 
     Keys (each only when present and well-formed): outcome, reason, step,
@@ -67,7 +69,7 @@ def parse_result(text: str | bytes | None) -> dict[str, Any]:
     if not isinstance(doc, Mapping):
         return {"error": f"the result is JSON but not an object (a {type(doc).__name__})"}
     outcome = doc.get("outcome")
-    if outcome not in OUTCOMES:
+    if outcome not in OUTCOMES and not (step_done and outcome == STEP_DONE):
         return {"error": f"the result's outcome {str(outcome)[:40]!r} is not one of {', '.join(OUTCOMES)}"}
     out: dict[str, Any] = {"outcome": outcome}
     for key, limit in (("reason", _MAX_REASON), ("summary", _MAX_SUMMARY), ("branch", 255), ("runner", 64)):
@@ -127,7 +129,10 @@ def pod_result(pod: Mapping[str, Any]) -> dict[str, Any] | None:
     step = str(container.get("name") or "?")
     message = term.get("message")
     if message:
-        result = parse_result(message)
+        result = parse_result(message, step_done=True)
+        if result.get("outcome") == STEP_DONE:
+            # The pod was ended (its deadline, a deletion) while a later step ran: that one said nothing.
+            result.update(outcome="failed", reason=f"step {step} was the last to finish")
         if "error" not in result:
             if step in STEPS:
                 result.setdefault("step", step)

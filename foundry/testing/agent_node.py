@@ -223,7 +223,13 @@ class AgentPodBed:
     def config(self, namespace: str, *, runner: dict[str, Any], agent_seconds: int = 600,
                resources: dict[str, Any] | None = None, **agent: Any) -> FoundryConfig:
         """The operator's configuration for attempts in `namespace`, as a user would write it."""
-        return parse_config({
+        return parse_config(self.config_doc(namespace, runner=runner, agent_seconds=agent_seconds,
+                                            resources=resources, **agent))
+
+    def config_doc(self, namespace: str, *, runner: dict[str, Any], agent_seconds: int = 600,
+                   resources: dict[str, Any] | None = None, **agent: Any) -> dict[str, Any]:
+        """config() as the document (for foundry.config.parse_config) before it is parsed."""
+        return {
             "repositories": [{"name": "api", "github": REPO}],
             "github": {"api_url": self.github.url, "app_id": APP_ID, "installation_id": INSTALLATION_ID,
                        "private_key_env": APP_KEY_ENV},
@@ -233,7 +239,7 @@ class AgentPodBed:
                                       {"secret": MODEL_SECRET, "key": "api-key", "env": "OPENAI_API_KEY"}],
                       "resources": resources or RESOURCES, "runner": runner, **agent},
             "timeouts": {"agent_seconds": agent_seconds},
-        })
+        }
 
     def provider(self, cfg: FoundryConfig) -> JobProvider:
         """The real JobProvider with the real App token source (JWT → installation token for the repo)."""
