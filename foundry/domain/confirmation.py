@@ -97,4 +97,4 @@ def refusal_comment(issue_key: str, decision: str, who: str, source: str, why: s
             f"**Decision:** `{line(decision)}` by {line(who)} ({line(source)})\n\n"
             f"**Why it did not count:** {line(why)}\n\n"
             "Nothing changed on the run. A configured approver can decide again with a new "
-            f"`/foundry {line(decision)}` comment here, or with `foundry {line(decision)}`.")
+            f"`/foundry {line(decision)}` comment here, or with `foundry {line(decision)} {line(issue_key)}`.")
