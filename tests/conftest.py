@@ -4,6 +4,7 @@ pytest_plugins = [
     "foundry.testing.pytest_crds",
     "foundry.testing.pytest_node",
     "foundry.testing.pytest_agents",
+    "foundry.testing.pytest_operator_errors",
 ]
 
 import pytest  # noqa: E402 - after pytest_plugins, which pytest reads first

@@ -34,6 +34,9 @@ def _ticket(issue_id: str) -> TicketSnapshot:
                           description="Thin", updated_at=datetime(2025, 1, 2, tzinfo=timezone.utc))
 
 
+# The Deps here have only what the claim needs (no config, Linear or GitHub): the winner's
+# later steps and the resync timer fail on the missing parts, by design of this test.
+@pytest.mark.allow_operator_errors(r"'NoneType' object has no attribute")
 def test_hand_made_run_for_an_active_issue_is_duplicate(control_plane, kube_client, crds, namespace, engine):
     issue_id = f"issue-{uuid.uuid4().hex[:8]}"
     ticket = _ticket(issue_id)

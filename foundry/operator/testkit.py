@@ -95,7 +95,7 @@ def _main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("-n", "--namespace", required=True)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     deps = build_deps()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -30,6 +30,7 @@ from typing import Any, Iterator
 import yaml
 
 from foundry.testing.operator_stack import stack_config
+from foundry.testing.pytest_operator_errors import watch_log
 
 # Inherited settings that would change what the child talks to or whether it dies.
 _SCRUB = ("FOUNDRY_FAULT", "FOUNDRY_FAULT_ONCE_DIR", "FOUNDRY_LINEAR_URL", "FOUNDRY_GITHUB_URL",
@@ -101,6 +102,7 @@ class OperatorProcess:
         self._log = open(self.log_path, "ab")
         self._log.write(f"\n===== start {self.starts} (fault: {fault or 'none'}) =====\n".encode())
         self._log.flush()
+        watch_log(self.log_path)  # the running test fails on its unexpected errors (pytest_operator_errors)
         self.proc = subprocess.Popen([sys.executable, "-m", "foundry.operator.testkit", "-n", self.namespace],
                                      env=env, stdout=self._log, stderr=subprocess.STDOUT)
 
