@@ -163,7 +163,9 @@ def test_a_lost_approval_comment_is_applied_once(control_plane, kube_client, crd
             run, "approve", "alice@example.com", "linear")
         assert spec["commentId"] == comment
         for _ in range(2):
-            sweeper.run_once()
+            later = sweeper.run_once()
+            # Read again (the overlap), but not sent again: this replica remembers what it fed.
+            assert later.counts.get("decision_seen") == 1 and "decision_applied" not in later.counts, later
         assert len(_approvals(kube_client, namespace)) == 1
 
 

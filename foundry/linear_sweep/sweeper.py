@@ -39,6 +39,7 @@ log = logging.getLogger("foundry.bridge.sweep")  # the bridge process logs it wi
 SWEEP_NAME = "linear"
 HISTORY_PAGES = 4  # a ticket edited more than this many pages of times since its last run has changed
 SETTLED_MAX = 2048  # issues whose history said "only moved", remembered so it is not read every round
+APPLIED_MAX = 4096  # comments this replica already fed, so the overlap does not re-send them every round
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class Sweeper:
         self.holder = holder
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self._settled: OrderedDict[str, str] = OrderedDict()
+        self._applied: OrderedDict[str, str] = OrderedDict()  # comment id -> the run it was applied to
 
     # ------------------------------------------------------------ one round
 
@@ -283,12 +285,21 @@ class Sweeper:
         if not isinstance(command, Decision):
             self._counted(result, "decision", "ignored")
             return
+        comment_id = str(node.get("id"))
+        if comment_id in self._applied:
+            # Fed in an earlier round (the overlap reads it again): the approval exists already.
+            result.count("decision_seen")
+            return
         try:
             outcome = commands.decide(self.backend, command)
         except Refused as exc:
-            self._counted(result, "decision", "refused", f"comment {str(node.get('id'))[:64]}: {exc.reason}")
+            self._counted(result, "decision", "refused", f"comment {comment_id[:64]}: {exc.reason}")
             return
         self._counted(result, "decision", outcome.status)
+        if outcome.status == "applied" and outcome.run:
+            self._applied[comment_id] = outcome.run
+            while len(self._applied) > APPLIED_MAX:
+                self._applied.popitem(last=False)
 
     def _counted(self, result: Round, command: str, outcome: str, problem: str | None = None) -> None:
         result.count(f"{command}_{outcome}")
