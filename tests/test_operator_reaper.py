@@ -89,7 +89,7 @@ def test_a_restored_mid_run_snapshot_is_reaped_at_start(control_plane, kube_clie
                                             metrics=OperatorMetrics(), locks=RunLocks())
             with operator_thread(restarted, namespace):
                 wait_for(lambda: all(claims.active_run(engine, "linear", i) is None for i in (issue_a, issue_b)),
-                         30, what="the restored rows to be reaped at start")
+                         60, what="the restored rows to be reaped at start")
 
         row_a = claims.get_run(engine, namespace, run_a)
         row_b = claims.get_run(engine, namespace, run_b)
