@@ -261,7 +261,12 @@ def test_two_sweepers_at_once_do_not_double_apply(control_plane, kube_client, cr
             other.close()
 
 
-def test_a_sweeper_whose_lease_ran_out_cannot_move_the_cursor(control_plane, engine, pg_url, namespace):
+@pytest.mark.parametrize("backend", ["postgres", "sqlite"])
+def test_a_sweeper_whose_lease_ran_out_cannot_move_the_cursor(request, backend):
+    from foundry.db.engine import make_engine
+
+    engine = make_engine(request.getfixturevalue("pg_url" if backend == "postgres" else "sqlite_url"))
+    request.addfinalizer(engine.dispose)
     create_schema(engine)
     now = datetime.now(timezone.utc)
     ttl = timedelta(seconds=60)
