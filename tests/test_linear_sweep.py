@@ -52,11 +52,11 @@ def _scene(control_plane, engine, pg_url: str, namespace: str, *,
 
 
 def _sweeper(linear: LinearServer, backend: RealBackend, holder: str = "replica-a",
-             registry: CollectorRegistry | None = None, **settings) -> Sweeper:
+             registry: CollectorRegistry | None = None, name: str = SWEEP_NAME, **settings) -> Sweeper:
     client_ = LinearClient(linear.api_key, url=linear.graphql_url,
                            retry=RetryPolicy(max_attempts=2, base_delay=0.01, max_rate_limit_wait=0.0))
     return Sweeper(client_, backend, backend.engine, TriggerRule(), SweepSettings(**settings),
-                   SweepMetrics(registry or CollectorRegistry()), holder=holder)
+                   SweepMetrics(registry or CollectorRegistry()), holder=holder, name=name)
 
 
 def _runs(api, namespace: str) -> list[dict]:
@@ -224,17 +224,22 @@ def test_the_round_stops_at_the_budget_reserve_before_linear_refuses(control_pla
 # ---------------------------------------------------------------- several replicas
 
 
-def test_two_sweepers_at_once_do_not_double_apply(control_plane, kube_client, crds, namespace, engine, pg_url):
+@pytest.mark.parametrize("shared_lease", [True, False], ids=["one-lease", "no-lease"])
+def test_two_sweepers_at_once_do_not_double_apply(control_plane, kube_client, crds, namespace, engine, pg_url,
+                                                  shared_lease):
+    """With one lease they take turns; without it (two rows: as if the lease were broken) both read the
+    same windows at the same moment, and the commands' own guards still make one of everything."""
     with _scene(control_plane, engine, pg_url, namespace) as (linear, backend, alice):
         issues = [linear.create_issue(TEAM, f"Endpoint number {n}", READY, labels=["foundry"], actor_id=alice)
                   for n in range(12)]
         # Two replicas, each with its own engine, client and backend: separate processes in all but name.
         other = RealBackend.from_settings(pg_url, str(control_plane.kubeconfig), namespace, 4)
         try:
-            sweepers = [_sweeper(linear, backend, "replica-a"), _sweeper(linear, other, "replica-b")]
+            sweepers = [_sweeper(linear, backend, "replica-a"),
+                        _sweeper(linear, other, "replica-b", name=SWEEP_NAME if shared_lease else "other")]
             outcomes: list[str] = []
             for round_ in range(4):
-                if round_ == 2:  # the runs are active now: everyone approves, twice
+                if round_ == 2:  # the runs are active now: everyone approves
                     time.sleep(0.01)
                     for issue in issues:
                         linear.add_comment(issue, "/foundry approve", user_id=alice)
@@ -252,7 +257,10 @@ def test_two_sweepers_at_once_do_not_double_apply(control_plane, kube_client, cr
                     t.join(60)
                 outcomes += [r.outcome for r in results]
             assert set(outcomes) <= {"swept", "skipped"}, outcomes
-            assert "skipped" in outcomes  # the lease kept them apart at least once
+            if shared_lease:
+                assert "skipped" in outcomes  # the lease kept them apart at least once
+            else:
+                assert outcomes == ["swept"] * 8  # nothing kept them apart
             names = sorted(r["metadata"]["name"] for r in _runs(kube_client, namespace))
             assert names == sorted(run_name("linear", i, 1) for i in issues)
             approvals = _approvals(kube_client, namespace)

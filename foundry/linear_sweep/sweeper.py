@@ -83,7 +83,8 @@ class Sweeper:
     """Runs rounds; blocking (the loop runs it in a thread of its own)."""
 
     def __init__(self, linear: Any, backend: Backend, engine: Engine, rule: TriggerRule, settings: SweepSettings,
-                 metrics: SweepMetrics, *, holder: str, clock: Callable[[], datetime] | None = None) -> None:
+                 metrics: SweepMetrics, *, holder: str, clock: Callable[[], datetime] | None = None,
+                 name: str = SWEEP_NAME) -> None:
         self.linear = linear  # foundry.connectors.linear.LinearClient
         self.backend = backend
         self.engine = engine
@@ -91,6 +92,7 @@ class Sweeper:
         self.settings = settings
         self.metrics = metrics
         self.holder = holder
+        self.name = name  # the row in foundry_sweeps (one per Linear workspace)
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self._settled: OrderedDict[str, str] = OrderedDict()
         self._applied: OrderedDict[str, str] = OrderedDict()  # comment id -> the run it was applied to
@@ -101,7 +103,7 @@ class Sweeper:
         started = self.clock()
         t0 = time.monotonic()
         try:
-            lease = state.acquire(self.engine, SWEEP_NAME, self.holder, started, self.settings.lease)
+            lease = state.acquire(self.engine, self.name, self.holder, started, self.settings.lease)
         except Exception as exc:  # noqa: BLE001 - the database is down: the next round tries again
             return self._finish(Round("unavailable", detail=f"database: {type(exc).__name__}"))
         if lease is None:
@@ -127,7 +129,7 @@ class Sweeper:
             result.outcome, result.detail = "failed", f"{type(exc).__name__}: {exc}"
         finally:
             try:
-                state.release(self.engine, SWEEP_NAME, self.holder, self.clock())
+                state.release(self.engine, self.name, self.holder, self.clock())
             except Exception:  # noqa: BLE001 - the lease runs out by itself
                 log.warning("could not release the sweep lease; it ends by itself")
         return self._finish(result)
@@ -141,7 +143,7 @@ class Sweeper:
 
     def _covered(self) -> datetime | None:
         try:
-            current = state.read(self.engine, SWEEP_NAME)
+            current = state.read(self.engine, self.name)
         except Exception:  # noqa: BLE001 - the metric keeps its last value
             return None
         return current.covered_until if current else None
@@ -166,7 +168,7 @@ class Sweeper:
             raise _Stop("failed", str(err)) from err
 
     def _renew(self) -> None:
-        if not state.renew(self.engine, SWEEP_NAME, self.holder, self.clock(), self.settings.lease):
+        if not state.renew(self.engine, self.name, self.holder, self.clock(), self.settings.lease):
             raise _Stop("lost_lease", "another replica took the sweep lease")
 
     def _since(self, cursor: datetime | None, started: datetime) -> datetime:
