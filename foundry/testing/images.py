@@ -256,6 +256,21 @@ def build_wheel() -> Path:
     return final
 
 
+_wheel_of_this_process: list[Path] = []
+
+
+def _process_wheel() -> Path:
+    """The checkout's wheel as it was at this process's first build.
+
+    A test session tests one state of the checkout: while others edit it, every
+    build would otherwise make a new wheel and re-export the 2 GB agent image,
+    and the session's tests would judge different images. (A wheel pruned
+    meanwhile is built again.)"""
+    if not _wheel_of_this_process or not _wheel_of_this_process[0].exists():
+        _wheel_of_this_process[:] = [build_wheel()]
+    return _wheel_of_this_process[0]
+
+
 def wheel_metadata(wheel: Path) -> str:
     with zipfile.ZipFile(wheel) as zf:
         name = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
@@ -492,7 +507,20 @@ def _prune(name: str, layout: Path, keep: int) -> None:
     stale = {t for t in _layout_tags(layout) if t.startswith((f"{name}_img_", f"{name}_wheel_"))
              and t.rsplit("_", 1)[-1] not in keep_keys}
     if stale:
-        oci.remove_tags(layout, stale)
+        oci.remove_tags(layout, stale, gc=_gc_due(layout))
+
+
+# A pruned image leaves a wheel layer and a config behind (about a megabyte), but
+# collecting them costs minutes (umoci gc verifies every blob): once a day is enough.
+GC_EVERY_S = 24 * 3600
+
+
+def _gc_due(layout: Path) -> bool:
+    stamp = layout.parent / ".last-gc"
+    if stamp.exists() and time.time() - stamp.stat().st_mtime < GC_EVERY_S:
+        return False
+    stamp.touch()
+    return True
 
 
 def _build_deps_logged(recipe: Recipe, inp: _Inputs, tag: str, base_tag: str) -> None:
@@ -522,7 +550,7 @@ def ensure_built(names: tuple[str, ...] | None = None, *, wheel: Path | None = N
     with locked(images_cache() / ".lock", "images"):
         rootfs, rid = ensure_rootfs()
         if wheel is None and needs_wheel:
-            wheel = build_wheel()
+            wheel = _process_wheel()
         inp = _Inputs(rootfs=rootfs, rootfs_id=rid, sources_text=image_sources_text(host_apt_sources()),
                       wheel=wheel, requirements=runtime_requirements(wheel_metadata(wheel)) if wheel else [],
                       cli_versions=agent_cli_versions() if any(r.agent_clis for r in todo) else {},
