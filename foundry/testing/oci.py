@@ -8,11 +8,15 @@ inside an image as its own user, with its own environment and entrypoint.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import re
 import shutil
 import subprocess
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -76,11 +80,16 @@ def configure(layout: Path, tag: str, new_tag: str, config: ImageConfig, *, crea
     _run(args, "umoci config")
 
 
-def remove_tags(layout: Path, tags: set[str]) -> None:
-    """Drop these tags and the blobs only they used."""
+def remove_tags(layout: Path, tags: set[str], *, gc: bool = True) -> None:
+    """Drop these tags and (with gc) the blobs only they used.
+
+    umoci gc reads and verifies every blob still referenced (gigabytes here),
+    which takes minutes: callers with little garbage can leave it for later.
+    """
     for tag in sorted(tags):
         _run(["umoci", "rm", "--image", f"{layout}:{tag}"], "umoci rm")
-    _run(["umoci", "gc", "--layout", str(layout)], "umoci gc")
+    if gc:
+        _run(["umoci", "gc", "--layout", str(layout)], "umoci gc")
 
 
 def export_docker_archive(layout: Path, tag: str, tar: Path, ref: str) -> None:
@@ -140,14 +149,24 @@ def bundle_from_archive(tar: Path, bundle: Path) -> dict[str, Any]:
     rootfs = bundle / "rootfs"
     rootfs.mkdir(parents=True)
     entry = archive_manifest(tar)
+    _apply_layers(tar, entry["Layers"], rootfs)
+    return _write_runtime(tar, entry, bundle)
+
+
+def _apply_layers(tar: Path, layer_names: list[str], rootfs: Path) -> None:
     with tarfile.open(tar) as outer:
-        for layer_name in entry["Layers"]:
+        for layer_name in layer_names:
             member = outer.getmember(layer_name)
             while member.issym():  # docker-archive: <id>/layer.tar -> ../<digest>.tar
                 member = outer.getmember(str(Path(layer_name).parent / member.linkname).replace("../", ""))
             with outer.extractfile(member) as layer:  # type: ignore[union-attr]
                 _apply_layer(layer, rootfs)
+
+
+def _write_runtime(tar: Path, entry: dict[str, Any], bundle: Path) -> dict[str, Any]:
+    with tarfile.open(tar) as outer:
         config = json.load(outer.extractfile(entry["Config"]))["config"]  # type: ignore[arg-type]
+    rootfs = bundle / "rootfs"
     runtime = _default_runtime_config()
     process = runtime["process"]
     process["args"] = (config.get("Entrypoint") or []) + (config.get("Cmd") or [])
@@ -157,6 +176,82 @@ def bundle_from_archive(tar: Path, bundle: Path) -> dict[str, Any]:
     runtime["root"] = {"path": "rootfs", "readonly": False}
     (bundle / "config.json").write_text(json.dumps(runtime))
     return runtime
+
+
+# ---- the same bundle, its lower layers unpacked once and kept ----------------------
+
+KEEP_UNPACKED = 4  # layer stacks kept (an agent image's is about 2 GB unpacked)
+PRUNE_AFTER_S = 6 * 3600
+_DIGEST_NAME = re.compile(r"^[0-9a-f]{64}\.tar$")
+
+
+def cached_bundle(tar: Path, bundle: Path, cache: Path) -> dict[str, Any]:
+    """bundle_from_archive, faster: the image's layers but the top one are
+    unpacked once into `cache` (keyed by their digests) and mounted read-only
+    as an overlay's lower directory; the top layer (a Foundry image's wheel,
+    which changes with every checkout) is applied on the overlay, like
+    everything written later, into a fresh upper directory inside `bundle`.
+    The root the container sees is the same. Release with release_bundle().
+
+    Archives whose layers are not named by digest are unpacked in full.
+    """
+    entry = archive_manifest(tar)
+    layers: list[str] = entry["Layers"]
+    if not all(_DIGEST_NAME.match(name) for name in layers):
+        return bundle_from_archive(tar, bundle)
+    lower_layers, top = (layers[:-1], layers[-1:]) if len(layers) > 1 else (layers, [])
+    lower = _unpacked_stack(tar, lower_layers, cache)
+    release_bundle(bundle)
+    rootfs = bundle / "rootfs"
+    upper, work = bundle / "overlay" / "upper", bundle / "overlay" / "work"
+    for d in (rootfs, upper, work):
+        d.mkdir(parents=True)
+    _run(["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={lower},upperdir={upper},workdir={work}", str(rootfs)],
+         "mount overlay")
+    try:
+        _apply_layers(tar, top, rootfs)
+        return _write_runtime(tar, entry, bundle)
+    except BaseException:
+        release_bundle(bundle)
+        raise
+
+
+def release_bundle(bundle: Path) -> None:
+    """Unmount a cached_bundle's root (if mounted) and remove the bundle."""
+    rootfs = bundle / "rootfs"
+    if rootfs.is_mount():
+        _run(["umount", str(rootfs)], "umount overlay")
+    shutil.rmtree(bundle, ignore_errors=True)
+
+
+def _unpacked_stack(tar: Path, layer_names: list[str], cache: Path) -> Path:
+    """These layers applied in order, in a directory of `cache` named by their
+    digests; made once (into a temporary directory, renamed when complete)."""
+    key = hashlib.sha256(" ".join(n.removesuffix(".tar") for n in layer_names).encode()).hexdigest()[:24]
+    done = cache / key
+    if done.is_dir():
+        os.utime(done)  # recently used: the last to be pruned
+        return done
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache))
+    try:
+        _apply_layers(tar, layer_names, tmp)
+        tmp.chmod(0o755)
+        try:
+            tmp.rename(done)
+        except OSError:  # another session finished the same stack first
+            if not done.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    stacks = sorted((d for d in cache.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                    key=lambda d: d.stat().st_mtime, reverse=True)
+    # Beyond the newest few, stacks unused for a while go (one in use by
+    # another session right now is recent, so it stays under its overlay).
+    for old in stacks[KEEP_UNPACKED:]:
+        if time.time() - old.stat().st_mtime > PRUNE_AFTER_S:
+            shutil.rmtree(old, ignore_errors=True)
+    return done
 
 
 def _apply_layer(layer: Any, rootfs: Path) -> None:
