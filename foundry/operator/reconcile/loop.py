@@ -14,6 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Callable
 
+from foundry.agents.base import AgentUnavailable
 from foundry.domain.phases import Phase
 from foundry.operator.errors import CannotReconcile, RetryLater
 from foundry.operator.kubeio import Conflict, get_run, patch_run_status
@@ -69,6 +70,11 @@ def reconcile_run(deps: "Deps", namespace: str, name: str) -> Phase | None:
         except RetryLater:
             deps.metrics.reconcile_errors.labels(kind="retry").inc()
             raise
+        except AgentUnavailable as err:
+            # Any step may read or cancel an attempt (a stop cancels it from any phase): an
+            # unreachable agent backend is an outage like the others, retried, not a crash.
+            deps.metrics.reconcile_errors.labels(kind="retry").inc()
+            raise RetryLater(f"the agent backend for {namespace}/{name}: {err}") from err
         except CannotReconcile:
             deps.metrics.reconcile_errors.labels(kind="permanent").inc()
             raise
