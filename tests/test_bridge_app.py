@@ -355,6 +355,21 @@ def test_approval_comment_applies_to_active_run_and_without_one_is_ignored() -> 
     assert backend.approvals == {(f"run-{ISSUE}", "approve", "alice@example.com")}
 
 
+def test_a_command_comment_without_its_id_is_400_and_applies_nothing() -> None:
+    backend = RecordingBackend()
+    backend.runs[f"run-{ISSUE}"] = {}
+
+    async def test(client: TestClient, _bridge: Bridge) -> None:
+        payload = linear_comment(ISSUE, "/foundry approve")
+        del payload["data"]["id"]
+        body, headers = _linear(payload, "c-noid")
+        status, answer, _ = await _post(client, "/webhooks/linear", body, headers)
+        assert status == 400 and "data.id" in answer["error"]
+
+    serve(backend, test)
+    assert backend.approvals == set()
+
+
 def test_github_ping_hint_and_signature() -> None:
     backend = RecordingBackend()
     backend.runs["lin-abc-1"] = {}

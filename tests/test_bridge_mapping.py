@@ -181,6 +181,19 @@ def test_comment_without_issue_or_author_is_bad_payload() -> None:
         _map(payload)
 
 
+def test_a_command_comment_without_its_id_is_bad_payload() -> None:
+    # The operator confirms a decision by reading its comment back by id; without
+    # one the decision could never count (and the CRD would refuse the object).
+    for bad in (None, "", "   ", "x" * 129, 7):
+        payload = linear_comment(ISSUE_ID, "/foundry approve")
+        if bad is None:
+            del payload["data"]["id"]
+        else:
+            payload["data"]["id"] = bad
+        with pytest.raises(BadPayload, match="data.id"):
+            _map(payload)
+
+
 def test_unknown_linear_types_are_ignored() -> None:
     assert isinstance(map_linear("Project", {"action": "create", "data": {}}, RULE), Ignore)
 

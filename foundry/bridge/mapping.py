@@ -298,12 +298,17 @@ def map_linear(event: str, payload: dict[str, Any], rule: TriggerRule) -> Comman
             approver = data["userId"].strip()
         if approver is None:
             raise BadPayload("comment carries no author (data.user, actor or data.userId)")
+        # The operator reads the comment back from Linear by this id before the
+        # decision counts, so a command without one could never count: refuse it here.
+        comment_id = data.get("id")
+        if not isinstance(comment_id, str) or not 0 < len(comment_id.strip()) <= 128:
+            raise BadPayload("missing or invalid field data.id (the comment's id)")
         return Decision(
             decision=match.group(1).lower(),
             issue_id=issue_id,
             approver=approver,
             comment=match.group(2).strip()[:MAX_SHORT],
-            comment_id=data["id"] if isinstance(data.get("id"), str) and 0 < len(data["id"]) <= 128 else None,
+            comment_id=comment_id.strip(),
         )
     return Ignore(f"Linear {event[:40]} events are not used")
 
