@@ -41,11 +41,12 @@ test: venv binaries postgres node-runtime agent-clis ## run the whole test suite
 demo: venv binaries agent-clis ## run Foundry locally end to end: a ticket becomes a merged PR
 	$(VENV)/bin/foundry dev demo
 
-bench: venv binaries postgres ## print the benchmark figures (docs/benchmarks.md)
+bench: venv binaries postgres node-runtime agent-clis ## print the benchmark figures (docs/benchmarks.md; the last needs root)
 	$(PY) tools/bench_claims.py
 	$(PY) tools/bench_kube_create.py
 	$(PY) tools/bench_bridge.py
 	$(PY) tools/bench_operator.py
+	$(PY) tools/bench_node_dispatch.py
 
 kind-e2e: venv ## the chart, RBAC and image tests in a kind cluster (needs Docker and kind)
 	bash tools/kind-e2e.sh

@@ -4,8 +4,8 @@ An AgentPodBed (foundry.testing.agent_node: the agent image on the node, the
 GitHub stand-in with an App and the model stand-in on the node IP, restricted
 agent namespaces) plus what the operator needs around it: the Linear stand-in,
 a PostgreSQL engine, Foundry's CRDs on the node's API server, and the operator
-itself (kopf in a thread of the test process, foundry.operator.testkit) with
-the real JobProvider minting an installation token per attempt.
+itself (kopf in a thread of the test process, foundry.operator.testkit),
+reading GitHub as the App and minting an installation token per attempt.
 
 Nothing plays the kubelet or the Job controller: the run's phase follows what
 the node's controllers report.
@@ -22,7 +22,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from foundry.testing.agent_node import AgentPodBed
+from foundry.testing.agent_node import APP_KEY_ENV, AgentPodBed
 from foundry.testing.operator_stack import TEAM, OperatorStack, stack_config
 
 
@@ -44,8 +44,11 @@ def operator_config(bed: AgentPodBed, agents_namespace: str, *, runner: dict[str
 @contextmanager
 def operator_on_node(bed: AgentPodBed, engine: Any, namespace: str, config: dict[str, Any]) -> Iterator[OperatorStack]:
     """The operator watching FoundryRuns in `namespace` (CRDs must be installed), with its stand."""
+    from foundry.agents.credentials import AppTokenSource
+    from foundry.agents.job import JobProvider
     from foundry.config import parse_config
     from foundry.connectors.github import GitHubClient
+    from foundry.connectors.github_app import app_from_settings, token_source
     from foundry.connectors.linear import LinearClient
     from foundry.connectors.retry import RetryPolicy
     from foundry.db.engine import create_schema
@@ -60,11 +63,13 @@ def operator_on_node(bed: AgentPodBed, engine: Any, namespace: str, config: dict
     with LinearServer() as linear:
         linear.add_team(TEAM, "Acme")
         alice_id = linear.add_user("Alice", "alice@example.com")
-        deps = Deps(api=api, engine=engine, config=cfg, agents=bed.provider(cfg),
+        # As a deployed operator with an App: it reads GitHub with the App's own installation token
+        # (so the PRs the attempts open are by the identity it adopts) and mints each attempt's.
+        # The same URL goes into each attempt's input; the bed's GitHub binds the node IP, so pods reach it.
+        app = app_from_settings(cfg.github, env={APP_KEY_ENV: bed.app_key}, base_url=bed.github.url)
+        deps = Deps(api=api, engine=engine, config=cfg, agents=JobProvider(cfg, api, AppTokenSource(app)),
                     linear=LinearClient(linear.api_key, url=linear.graphql_url, retry=retry),
-                    # The operator's own GitHub client; the same URL goes into each attempt's input,
-                    # and the bed's GitHub binds the node IP, so pods reach it there.
-                    github=GitHubClient(bed.github.token, base_url=bed.github.url, retry=retry))
+                    github=GitHubClient(token_source(app), base_url=bed.github.url, retry=retry))
         try:
             with operator_thread(deps, namespace):
                 yield OperatorStack(api, engine, namespace, linear, bed.github, deps, alice_id)
