@@ -97,6 +97,7 @@ def test_a_labelled_ticket_whose_webhook_was_lost_gets_its_run_once(control_plan
         assert spec["issueKey"] == linear.issue_json(issue)["identifier"]
         assert spec["ticket"]["labels"] == ["foundry"] and spec["ticket"]["priority"] == 2
         assert spec["trigger"]["deliveryId"].startswith(f"linear-sweep/{issue}@")
+        assert spec["trigger"]["source"] == "sweep"  # kubectl says the sweep, not a webhook, made it
         assert first.counts.get("intake_created") == 1
 
         # The next rounds read the same window (the overlap) and change nothing.
@@ -188,8 +189,12 @@ def test_a_comment_older_than_the_run_does_not_count_for_it(control_plane, kube_
 
 def test_a_rate_limited_round_keeps_its_cursor_and_the_next_one_catches_up(control_plane, kube_client, crds,
                                                                          namespace, engine, pg_url):
-    # Three requests per 3 s: the round needs two issue pages and a comments page.
-    limits = RateLimits(requests=3, complexity=1_000_000, period=3.0)
+    # Three requests per 3 s: the round needs two issue pages and a comments page. The
+    # buckets' clock stands still until the first round is refused, so a slow setup
+    # (a loaded machine) cannot refill them early; then it follows the wall clock.
+    frozen: list[float | None] = [time.time()]
+    limits = RateLimits(requests=3, complexity=1_000_000, period=3.0,
+                        clock=lambda: frozen[0] if frozen[0] is not None else time.time())
     # A fresh client knows no budget yet, so it is Linear's refusal that stops the round.
     with _scene(control_plane, engine, pg_url, namespace, rate_limits=limits) as (linear, backend, alice):
         for n in range(15):
@@ -200,6 +205,7 @@ def test_a_rate_limited_round_keeps_its_cursor_and_the_next_one_catches_up(contr
         assert first.outcome == "rate_limited" and first.wait is not None and 0 < first.wait <= 3.5, first
         assert limits.refused == 1
         assert state.read(engine, SWEEP_NAME).issues_after is None  # nothing moved
+        frozen[0] = None
         time.sleep(first.wait)
         second = sweeper.run_once()
         assert second.outcome == "swept", second

@@ -138,7 +138,7 @@ def run_manifest(claim: Claim, intake: Intake, trigger: Trigger) -> dict[str, An
             priority=ticket.priority,
         ),
         claim.attempt,
-        runs.Trigger("webhook", trigger.delivery_id, intake.actor, trigger.received_at),
+        runs.Trigger(trigger.source, trigger.delivery_id, intake.actor, trigger.received_at),
         namespace=claim.namespace,
     )
 

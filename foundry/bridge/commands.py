@@ -64,6 +64,7 @@ class Outcome:
 class Trigger:
     delivery_id: str
     received_at: datetime
+    source: str = "webhook"  # webhook | sweep (the Linear sweep found what a webhook should have said)
 
 
 class Backend(Protocol):

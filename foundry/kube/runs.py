@@ -27,7 +27,7 @@ LABEL_ISSUE_KEY = "foundry.dev/issue-key"
 LABEL_ATTEMPT = "foundry.dev/attempt"
 
 _ISSUE_KEY = re.compile(r"^[A-Z][A-Z0-9]*-[0-9]+$")
-_TRIGGER_SOURCES = ("webhook", "manual")
+_TRIGGER_SOURCES = ("webhook", "sweep", "manual")
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class TicketSnapshot:
 class Trigger:
     """What made Foundry create the run."""
 
-    source: str  # webhook | manual
+    source: str  # webhook | sweep | manual
     delivery_id: str | None = None
     actor: str | None = None
     received_at: datetime | str | None = None

@@ -218,7 +218,7 @@ class Sweeper:
             self._counted(result, "intake", "ignored")
             return
         ticket = command.ticket
-        trigger = Trigger(f"linear-sweep/{ticket.issue_id}@{ticket.updated_at.isoformat()}", self.clock())
+        trigger = Trigger(f"linear-sweep/{ticket.issue_id}@{ticket.updated_at.isoformat()}", self.clock(), source="sweep")
         try:
             outcome = commands.intake(self.backend, command, trigger)
         except Refused as exc:
