@@ -64,15 +64,15 @@ TICKET_DESCRIPTION = example_repo.TICKET_DESCRIPTION
 AGENT_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
 
 # The model's one move per attempt, a shell command through Claude Code's Bash tool: the first attempt
-# (a fresh branch) strips the name but forgets the empty one, so CI fails; the next one finds its own
-# change on the branch and finishes the job. Deciding from the work tree keeps one script right for
-# every attempt of every ticket, whichever order they ask in.
+# strips the name but forgets the empty one, so CI fails; the next one finds that first try on the
+# branch and finishes the job. Deciding from the work tree keeps one script right for every attempt
+# of every ticket (a later ticket starts from the earlier one's merge, and still fails CI once).
 EDIT = ("python3 - <<'EOF'\n"
         "import pathlib\n"
         f"root = pathlib.Path({WORK!r})\n"
         f"first, fixed, tests = {[FIRST_TRY, FIXED, TESTS]!r}\n"
         "greeter = root / 'greeter.py'\n"
-        "retry = 'strip()' in greeter.read_text()\n"
+        "retry = greeter.read_text() == first\n"
         "greeter.write_text(fixed if retry else first)\n"
         "(root / 'test_greeter.py').write_text(tests)\n"
         "print('retry' if retry else 'first try')\n"
