@@ -48,7 +48,7 @@ bench: venv binaries postgres node-runtime agent-clis ## print the benchmark fig
 	$(PY) tools/bench_operator.py
 	$(PY) tools/bench_node_dispatch.py
 
-kind-e2e: venv ## the chart, RBAC and image tests in a kind cluster (needs Docker and kind)
+kind-e2e: venv ## the chart, RBAC, image and real-node tests in a kind cluster (needs Docker and kind)
 	bash tools/kind-e2e.sh
 
 clean: ## remove the virtualenv and caches inside the checkout

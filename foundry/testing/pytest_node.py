@@ -3,7 +3,9 @@
     real_node        session scope: a NodeCluster, Ready, with cluster DNS
     node_namespace   a fresh namespace on it (its default ServiceAccount exists)
 
-Needs root; a machine without it fails these tests with what to do. The
+Needs root; a machine without it fails these tests with what to do. With
+FOUNDRY_TEST_KUBECONFIG set, real_node is that cluster instead (see
+node_external.py for the two settings that go with it). The
 envtest `control_plane` (pytest_kube.py) stays the fixture for suites that
 need no pods.
 """
@@ -23,6 +25,10 @@ from foundry.testing.node_pods import wait_default_service_account
 
 @pytest.fixture(scope="session")
 def real_node():
+    external = _external_node()
+    if external is not None:  # FOUNDRY_TEST_KUBECONFIG: a cluster someone else runs (kind-e2e)
+        yield external.start()
+        return
     state_root = Path(tempfile.mkdtemp(prefix="foundry-node-"))
     cluster = NodeCluster(bin_dir=node_bin_dir(build=True), state_root=state_root, coredns=coredns_binary(build=True))
     try:
@@ -31,6 +37,17 @@ def real_node():
     finally:
         cluster.stop()
         shutil.rmtree(state_root, ignore_errors=True)
+
+
+def _external_node():
+    import os
+
+    from foundry.testing.binaries import control_plane_bin_dir
+    from foundry.testing.node_external import external_settings, external_node
+
+    if external_settings(os.environ) is None:
+        return None
+    return external_node(os.environ, control_plane_bin_dir(build=True))
 
 
 @pytest.fixture
