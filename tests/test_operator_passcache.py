@@ -24,7 +24,11 @@ def _run() -> RunView:
 
 
 def _approve(run: str = "r1") -> dict:
-    return {"spec": {"run": run, "decision": "approve", "approver": "alice", "source": "kubernetes"}}
+    # As the API server returns it: every object has its name, uid and creation time.
+    made = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"metadata": {"name": f"{run}-approve-alice", "namespace": "ns", "uid": f"a-{run}",
+                         "creationTimestamp": made},
+            "spec": {"run": run, "decision": "approve", "approver": "alice", "source": "kubernetes"}}
 
 
 def _setup(monkeypatch, listings: list[list[dict]]):
