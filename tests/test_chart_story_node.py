@@ -156,5 +156,8 @@ def test_killing_the_operator_pod_at_every_step_changes_nothing(bed, tmp_path):
     assert [k for k, _ in kills] == ["plan-comment", "approval", "job-1-created", "pr-opened", "ci-failed",
                                      "job-2-created", "ci-passed", "merged"]
     assert_story_facts(bed, facts, tmp_path)
-    assert seen_in_order(facts.phases, SEEN), facts.phases
+    # No transition was made twice (two remediations, say). While a new operator starts nobody polls, so
+    # the phases seen prove little here; an Event posted after its status write may be lost in a kill.
+    assert seen_in_order(TRANSITIONS, transitions(bed, facts.run)), transitions(bed, facts.run)
+    assert facts.phases[-1] == "Complete"
     assert len(attempt_prompts(bed, facts)) == 2
