@@ -5,6 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
+# PYTEST_WORKERS=2: two xdist workers, each test module a group of its own, the real-node and
+# slow ones first (foundry/testing/pytest_groups.py). 0 (the default): one process, as before.
+PYTEST_WORKERS ?= 0
+PYTEST_DIST := -p foundry.testing.pytest_groups -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 .PHONY: help demo test venv binaries postgres node-runtime bench kind-e2e agent-clis images clean
 help: ## list the commands
@@ -36,7 +40,7 @@ node-runtime: ## install containerd, runc, CNI plugins and image tools from Debi
 	@bash tools/node-runtime.sh
 
 test: venv binaries postgres node-runtime agent-clis ## run the whole test suite (real kube-apiserver, etcd and PostgreSQL)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_DIST) $(PYTEST_ARGS)
 
 demo: venv binaries agent-clis ## run Foundry locally end to end: a ticket becomes a merged PR
 	$(VENV)/bin/foundry dev demo
