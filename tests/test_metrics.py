@@ -30,6 +30,7 @@ from foundry.bridge.testkit import BridgeProcess, encode, github_headers, linear
 from foundry.db.engine import create_schema, make_engine
 from foundry.domain.phases import Phase
 from foundry.operator.testkit import wait_for, wait_phase
+from foundry.testing.linear_server import LinearServer
 from foundry.testing.operator_process import operator_env, write_config
 from foundry.testing.operator_stack import OperatorStack
 from foundry.testing.postgres import free_port
@@ -182,18 +183,33 @@ def test_bridge_metrics_count_deliveries_by_outcome(control_plane, crds, namespa
     env = {"KUBECONFIG": str(control_plane.kubeconfig), "FOUNDRY_NAMESPACE": namespace,
            "FOUNDRY_DATABASE_URL": pg_url, "FOUNDRY_LINEAR_WEBHOOK_SECRET": LINEAR_SECRET,
            "FOUNDRY_GITHUB_WEBHOOK_SECRET": GITHUB_SECRET}
-    with BridgeProcess(env, log_path=tmp_path / "bridge.log") as bridge:
-        linear, github = f"{bridge.url}/webhooks/linear", f"{bridge.url}/webhooks/github"
-        issue = encode(linear_issue(str(uuid.uuid4()), "ACME-7", description="Add a health endpoint."))
-        delivery = str(uuid.uuid4())
-        answers = [
-            _post(linear, issue, linear_headers(issue, LINEAR_SECRET, delivery)),  # a new run
-            _post(linear, issue, linear_headers(issue, LINEAR_SECRET, delivery)),  # its replay
-            _post(linear, issue, linear_headers(issue, "not-the-secret", str(uuid.uuid4()))),  # forged
-            _post(github, b"{}", github_headers(b"{}", GITHUB_SECRET, str(uuid.uuid4()), "ping")),
-        ]
-        assert answers == [200, 200, 401, 200]
-        found = scrape(f"{bridge.url}/metrics")
+    # With a Linear key the bridge also sweeps Linear (its first round at start), so
+    # the sweep's metrics are exported too; without one they are absent, not a lag
+    # that grows for ever.
+    with LinearServer() as tracker:
+        tracker.add_team("ACME", "Acme")
+        author = tracker.add_user("Alice", "alice@example.com")
+        # A labelled ticket only the sweep hears of: the first round, at start, feeds its intake.
+        tracker.create_issue("ACME", "Add a version endpoint", "The service needs GET /version.\n\n"
+                             "## Acceptance criteria\n- GET /version answers 200\n", labels=["foundry"], actor_id=author)
+        env |= {"FOUNDRY_LINEAR_API_KEY": tracker.api_key, "FOUNDRY_LINEAR_URL": tracker.graphql_url}
+        with BridgeProcess(env, log_path=tmp_path / "bridge.log") as bridge:
+            linear, github = f"{bridge.url}/webhooks/linear", f"{bridge.url}/webhooks/github"
+            issue = encode(linear_issue(str(uuid.uuid4()), "ACME-7", description="Add a health endpoint."))
+            delivery = str(uuid.uuid4())
+            answers = [
+                _post(linear, issue, linear_headers(issue, LINEAR_SECRET, delivery)),  # a new run
+                _post(linear, issue, linear_headers(issue, LINEAR_SECRET, delivery)),  # its replay
+                _post(linear, issue, linear_headers(issue, "not-the-secret", str(uuid.uuid4()))),  # forged
+                _post(github, b"{}", github_headers(b"{}", GITHUB_SECRET, str(uuid.uuid4()), "ping")),
+            ]
+            assert answers == [200, 200, 401, 200]
+            def swept() -> Scrape | None:
+                s = scrape(f"{bridge.url}/metrics")
+                fed = s.value("foundry_linear_sweep_commands_total", command="intake", outcome="created") or 0
+                return s if fed >= 1 and (s.value("foundry_linear_sweep_rounds_total", outcome="swept") or 0) >= 1 else None
+
+            found = wait_for(swept, timeout=90, what="a complete sweep round that fed the labelled ticket's intake")
 
     deliveries = "foundry_bridge_deliveries_total"
     assert found.value(deliveries, provider="linear", event="Issue", outcome="created") == 1
@@ -204,4 +220,5 @@ def test_bridge_metrics_count_deliveries_by_outcome(control_plane, crds, namespa
     assert found.value("foundry_bridge_delivery_seconds_count", provider="linear") == 3
     assert found.value("foundry_bridge_delivery_seconds_count", provider="github") == 1
     assert found.value("foundry_bridge_in_flight") == 0
+    assert found.value("foundry_linear_sweep_requests_total") >= 1 and found.value("foundry_linear_sweep_lag_seconds") >= 0
     check_documented(found, "bridge")
