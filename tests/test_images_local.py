@@ -28,9 +28,9 @@ from foundry.testing.binaries import control_plane_bin_dir
 from foundry.testing.dockerfile import copies_from_context, global_args, image_config, instructions, stage_args
 from foundry.testing.helmchart import pod_specs, render
 from foundry.testing.images import (BASE_ENV, POSTGRES_REF, agent_cli_versions, cache_key, chart_refs,
-                                    ensure_built, runtime_requirements, stable_config)
+                                    ensure_built, images_cache, runtime_requirements, stable_config)
 
-pytestmark = pytest.mark.timeout(3600)  # a cold build of all three images takes minutes
+pytestmark = [pytest.mark.timeout(3600), pytest.mark.slow]  # a cold build of all three images takes minutes
 
 DOCKERFILE = REPO_ROOT / "operator" / "Dockerfile"
 AGENT_DOCKERFILE = REPO_ROOT / "operator" / "Dockerfile.agent"
@@ -48,13 +48,18 @@ def built():
 
 @pytest.fixture(scope="module")
 def bundles(built, tmp_path_factory):
-    """name -> (bundle dir, runtime config), unpacked once per image from the tarball containerd gets."""
+    """name -> (bundle dir, runtime config), unpacked from the tarball containerd gets (the layers
+    below the top one once per content, kept in the images cache; see oci.cached_bundle)."""
     root = tmp_path_factory.mktemp("bundles")
     out = {}
-    for name, b in built.items():
-        out[name] = (root / name, oci.bundle_from_archive(b.tar, root / name))
-    yield out
-    shutil.rmtree(root, ignore_errors=True)
+    try:
+        for name, b in built.items():
+            out[name] = (root / name, oci.cached_bundle(b.tar, root / name, images_cache() / "unpacked"))
+        yield out
+    finally:
+        for bundle, _ in out.values():
+            oci.release_bundle(bundle)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
