@@ -156,8 +156,12 @@ def test_killing_the_operator_pod_at_every_step_changes_nothing(bed, tmp_path):
     assert [k for k, _ in kills] == ["plan-comment", "approval", "job-1-created", "pr-opened", "ci-failed",
                                      "job-2-created", "ci-passed", "merged"]
     assert_story_facts(bed, facts, tmp_path)
-    # No transition was made twice (two remediations, say). While a new operator starts nobody polls, so
-    # the phases seen prove little here; an Event posted after its status write may be lost in a kill.
-    assert seen_in_order(TRANSITIONS, transitions(bed, facts.run)), transitions(bed, facts.run)
+    # No transition was made twice (two remediations, say). The path may differ from the clean one: a CI
+    # failure that lands while the operator restarts is judged straight from AgentRunning (no PROpen
+    # first). An Event is posted after its status write, so a kill may lose one, never add one.
+    reasons = [e.reason for e in bed.core.list_namespaced_event(bed.namespace, field_selector=(
+        f"involvedObject.kind=FoundryRun,involvedObject.name={facts.run}")).items]
+    once = ("Planned", "AgentStarted", "Remediating", "Merged")  # PROpened comes once per new head
+    assert all(reasons.count(r) <= 1 for r in once), (reasons, transitions(bed, facts.run))
     assert facts.phases[-1] == "Complete"
     assert len(attempt_prompts(bed, facts)) == 2
