@@ -128,11 +128,12 @@ def _exists(api, namespace: str, name: str) -> bool:
 @pytest.mark.parametrize("bridges_n,operators_n", [
     (1, 1),
     (2, 1),
-    # (2, 2) passes only when the operators' race goes one way: two operator processes both
-    # reconcile every run (kopf runs standalone, there is no leader election), and post_once's
-    # search-then-post is not atomic across processes, so about one run in two gets two plan
-    # comments. Add (2, 2) here once the operator replicas elect a leader.
-], ids=["one-bridge-one-operator", "two-bridges-one-operator"])
+    # Two operator processes both reconcile every run (standalone, no leader election):
+    # what keeps them from posting a comment twice is the per-run-and-purpose lock
+    # around post_once's search-then-post (foundry.db.serial); without it about one run
+    # in two got two plan comments here.
+    (2, 2),
+], ids=["one-bridge-one-operator", "two-bridges-one-operator", "two-bridges-two-operators"])
 def test_a_ticket_and_an_approval_made_while_the_bridge_was_down_are_acted_on_within_one_sweep(
         control_plane, kube_client, crds, namespace, engine, pg_url, tmp_path, bridges_n, operators_n):
     t0 = time.monotonic()

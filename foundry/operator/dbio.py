@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from foundry.db import audit, claims
+from foundry.db import audit, claims, serial
 from foundry.db.claims import OperatorInsert
 from foundry.domain.phases import Phase
 from foundry.operator.errors import RetryLater
@@ -35,6 +35,14 @@ def _outage_is_retry(what: str) -> Iterator[None]:
         if err.connection_invalidated:
             raise RetryLater(f"database connection lost while {what}", delay=3.0) from err
         raise
+
+
+@contextmanager
+def one_replica(deps: "Deps", what: str, name: str) -> Iterator[None]:
+    """Run the block while no other operator replica runs one for `name` (foundry.db.serial).
+    A database that is down makes it a retry: better late than posted twice."""
+    with _outage_is_retry(what), serial.one_at_a_time(deps.engine, name):
+        yield
 
 
 def _ticket_updated_at(run: "RunView") -> datetime:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from foundry.connectors.comments import post_once
+from foundry.operator import dbio
 from foundry.operator.faults import crash_point
 from foundry.operator.outside import outside_call
 from foundry.operator.reconcile.view import RunView
@@ -23,12 +24,18 @@ def post(deps: "Deps", run: RunView, purpose: str, body: str) -> dict[str, str]:
         recorded[purpose] = comment_id
         crash_point("after-comment-post")
 
-    with outside_call(f"posting the {purpose} comment on {run.issue_key}"):
-        # Only Foundry's own comments count as "already posted": run names are
-        # computable, so anyone could paste the marker first (viewer id is cached).
-        author = None if run.comments.get(purpose) else deps.linear.viewer_id()
-        comment_id = post_once(deps.linear, run.issue_id, run.name, purpose, body,
-                               run.comments.get(purpose), record, author_id=author)
+    what = f"posting the {purpose} comment on {run.issue_key}"
+    recorded_id = run.comments.get(purpose)
+    if recorded_id:
+        comment_id = recorded_id
+    else:
+        # Search-then-post is crash-safe but not safe against a second replica
+        # searching in the same moment: one replica at a time per run and purpose.
+        with dbio.one_replica(deps, what, f"comment:{run.uid}:{purpose}"), outside_call(what):
+            # Only Foundry's own comments count as "already posted": run names are
+            # computable, so anyone could paste the marker first (viewer id is cached).
+            comment_id = post_once(deps.linear, run.issue_id, run.name, purpose, body,
+                                   None, record, author_id=deps.linear.viewer_id())
     comments = run.comments
     comments[purpose] = comment_id
     return comments
