@@ -13,13 +13,13 @@ import logging
 import os
 import random
 import socket
-import threading
 import uuid
 from typing import Any
 
 from foundry.bridge.mapping import TriggerRule
 from foundry.linear_sweep.metrics import SweepMetrics
 from foundry.linear_sweep.sweeper import Round, Sweeper, SweepSettings
+from foundry.periodic import Periodic
 
 log = logging.getLogger("foundry.bridge.sweep")  # the bridge process logs it with its own lines
 
@@ -46,39 +46,28 @@ def replica_id() -> str:
 
 
 class SweepLoop:
+    """The sweep's own thread (foundry.periodic): a round at start, then one a period (jittered),
+    longer when Linear asked to wait."""
+
     def __init__(self, sweeper: Sweeper, interval: float) -> None:
         self.sweeper = sweeper
         self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.rounds = 0
-        self.last: Round | None = None
+        self._thread = Periodic("linear-sweep", sweeper.run_once, self._delay, log)
+
+    def _delay(self, last: Round | None) -> float:
+        delay = self.interval * (1 + random.uniform(-JITTER, JITTER))
+        if last is not None and last.wait:
+            delay = max(delay, min(last.wait, MAX_WAIT))
+        return delay
 
     def start(self) -> "SweepLoop":
-        self._thread = threading.Thread(target=self._run, name="linear-sweep", daemon=True)
         self._thread.start()
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
         close = getattr(self.sweeper.linear, "close", None)
-        if close is not None and (self._thread is None or not self._thread.is_alive()):
+        if self._thread.stop(timeout) and close is not None:
             close()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.last = self.sweeper.run_once()
-            except Exception:  # noqa: BLE001 - run_once reports its own failures; this is a last resort
-                log.exception("sweep round raised")
-                self.last = None
-            self.rounds += 1
-            delay = self.interval * (1 + random.uniform(-JITTER, JITTER))
-            if self.last is not None and self.last.wait:
-                delay = max(delay, min(self.last.wait, MAX_WAIT))
-            self._stop.wait(delay)
 
 
 def start_sweep(settings: Any, backend: Any, registry: Any) -> SweepLoop | None:

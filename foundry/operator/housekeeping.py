@@ -13,7 +13,6 @@ its round with a warning; the next round tries again.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -26,6 +25,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from foundry.config import Retention
 from foundry.db.deliveries import prune_deliveries
 from foundry.operator import reaper, retention
+from foundry.periodic import Periodic
 
 if TYPE_CHECKING:
     from foundry.operator.deps import Deps
@@ -114,36 +114,26 @@ def _short(err: BaseException) -> str:
 
 
 class Housekeeper:
-    """The background thread. `namespaces` says where to look for finished runs."""
+    """The background thread (foundry.periodic). `namespaces` says where to look for finished runs."""
 
     def __init__(self, deps: "Deps", namespaces: Callable[[], Iterable[str]]) -> None:
         self.deps = deps
         self.namespaces = namespaces
-        self.rounds = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread = Periodic("foundry-housekeeping", self._round,
+                                lambda _: settings(self.deps).interval_seconds, log)
+
+    def _round(self) -> None:
+        report = run_round(self.deps, self.namespaces)
+        if report.reaped or report.deliveries_pruned or report.runs_deleted:
+            log.info("housekeeping: %d row(s) reaped, %d deliveries pruned, %d finished run(s) deleted",
+                     len(report.reaped), report.deliveries_pruned, len(report.runs_deleted))
 
     def start(self) -> "Housekeeper":
-        self._thread = threading.Thread(target=self._loop, name="foundry-housekeeping", daemon=True)
         self._thread.start()
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                report = run_round(self.deps, self.namespaces)
-                if report.reaped or report.deliveries_pruned or report.runs_deleted:
-                    log.info("housekeeping: %d row(s) reaped, %d deliveries pruned, %d finished run(s) deleted",
-                             len(report.reaped), report.deliveries_pruned, len(report.runs_deleted))
-            except Exception:  # noqa: BLE001 - a bug here must not end housekeeping for good
-                log.exception("housekeeping round failed")
-            self.rounds += 1
-            self._stop.wait(settings(self.deps).interval_seconds)
+        self._thread.stop(timeout)
 
 
 def start(deps: "Deps", memo: Any) -> Housekeeper:
