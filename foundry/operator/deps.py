@@ -16,6 +16,7 @@ from kubernetes import client, config as kube_config
 from sqlalchemy import Engine
 
 from foundry.operator.kubeio import CONNECT_TIMEOUT, READ_TIMEOUT, bound_requests
+from foundry.operator.leadership import AlwaysLeading, Leadership
 from foundry.operator.locks import RunLocks
 from foundry.operator.metrics import OperatorMetrics
 from foundry.operator.pool import ReconcilePool
@@ -56,6 +57,8 @@ class Deps:
     pool: ReconcilePool = field(default_factory=ReconcilePool)
     # (connect, read) seconds for each Kubernetes request (foundry.operator.kubeio.bound_requests).
     kube_timeouts: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT)
+    # Whether this process may act (foundry.operator.leadership); the Lease elector replaces it.
+    leadership: Leadership = field(default_factory=AlwaysLeading)
 
     def __post_init__(self) -> None:
         # Every Kubernetes call of the operator (and of the Job provider, which shares
