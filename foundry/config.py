@@ -200,6 +200,23 @@ class GitHubSettings:
 
 
 @dataclass(frozen=True)
+class LeaderElection:
+    """The operator's Lease (coordination.k8s.io/v1); client-go's defaults. Off: one process acts alone."""
+
+    enabled: bool = False
+    lease_name: str = "foundry-operator"
+    namespace: str | None = None  # None: the operator's own namespace (POD_NAMESPACE, the ServiceAccount's)
+    lease_duration_seconds: float = 15.0  # a standby takes over this long after the last renewal it saw
+    renew_deadline_seconds: float = 10.0  # the leader stops acting this long after its last successful renewal
+    retry_period_seconds: float = 2.0  # between renewals, and between a standby's looks
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    leader_election: LeaderElection = field(default_factory=LeaderElection)
+
+
+@dataclass(frozen=True)
 class FoundryConfig:
     """The whole configuration. `repositories` is keyed by repository name, in file order."""
 
@@ -212,6 +229,7 @@ class FoundryConfig:
     retention: Retention = field(default_factory=Retention)
     linear: LinearSettings = field(default_factory=LinearSettings)
     github: GitHubSettings = field(default_factory=GitHubSettings)
+    operator: OperatorSettings = field(default_factory=OperatorSettings)
 
 
 # The name others were told about; both spellings refer to the same class.
@@ -262,6 +280,7 @@ def parse_config(raw: Any) -> FoundryConfig:
         retention=_retention(top.section("retention")),
         linear=_linear(top.section("linear")),
         github=_github(top.section("github")),
+        operator=_operator(top.section("operator")),
     )
     top.done()
     _cross_checks(cfg)
@@ -511,6 +530,38 @@ def _github(o: "_Obj") -> GitHubSettings:
         raise ConfigError(f"{o.at('private_key_env')}: not an environment variable name: {s.private_key_env!r}")
     o.done()
     return s
+
+
+def _operator(o: "_Obj") -> OperatorSettings:
+    s = OperatorSettings(leader_election=_leader_election(o.section("leader_election")))
+    o.done()
+    return s
+
+
+def _leader_election(o: "_Obj") -> LeaderElection:
+    d = LeaderElection()
+    e = LeaderElection(
+        enabled=o.bool("enabled", d.enabled),
+        lease_name=o.str("lease_name", d.lease_name),
+        namespace=o.opt_str("namespace"),
+        lease_duration_seconds=o.opt_number("lease_duration_seconds") or d.lease_duration_seconds,
+        renew_deadline_seconds=o.opt_number("renew_deadline_seconds") or d.renew_deadline_seconds,
+        retry_period_seconds=o.opt_number("retry_period_seconds") or d.retry_period_seconds,
+    )
+    o.done()
+    if not _K8S_NAME.match(e.lease_name):
+        raise ConfigError(f"{o.at('lease_name')}: {e.lease_name!r} is not a Kubernetes object name")
+    if e.namespace is not None and not _NAMESPACE.match(e.namespace):
+        raise ConfigError(f"{o.at('namespace')}: {e.namespace!r} is not a Kubernetes namespace name")
+    # client-go's rules: the leader must stop acting before a standby may take over, and must get
+    # several tries at renewing (retries are up to 1.2 periods apart) before it gives up.
+    if e.lease_duration_seconds <= e.renew_deadline_seconds:
+        raise ConfigError(f"{o.at('lease_duration_seconds')}: must be longer than renew_deadline_seconds "
+                          f"({e.renew_deadline_seconds:g}), or a standby could act while the leader still does")
+    if e.renew_deadline_seconds <= 1.2 * e.retry_period_seconds:
+        raise ConfigError(f"{o.at('renew_deadline_seconds')}: must be longer than 1.2 × retry_period_seconds "
+                          f"({1.2 * e.retry_period_seconds:g})")
+    return e
 
 
 def _cross_checks(cfg: FoundryConfig) -> None:
