@@ -18,7 +18,7 @@ import difflib
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from foundry import __version__
+from foundry.domain.triggers import TriggerRule
 
 ENV_CONFIG = "FOUNDRY_CONFIG"
 
@@ -55,14 +56,6 @@ class ConfigFileNotFound(ConfigError, FileNotFoundError):
 
 
 # ---------------------------------------------------------------- the model
-
-
-@dataclass(frozen=True)
-class Trigger:
-    """Which Linear issues start a run: carrying `label` and/or being in one of `states`."""
-
-    label: str | None = "foundry"
-    states: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -220,7 +213,7 @@ class OperatorSettings:
 class FoundryConfig:
     """The whole configuration. `repositories` is keyed by repository name, in file order."""
 
-    trigger: Trigger = field(default_factory=Trigger)
+    trigger: TriggerRule = field(default_factory=TriggerRule)  # its team is linear.team
     repositories: Mapping[str, Repository] = field(default_factory=lambda: MappingProxyType({}))
     approvers: tuple[Approver, ...] = ()
     policy: Policy = field(default_factory=Policy)
@@ -270,15 +263,17 @@ def parse_config(raw: Any) -> FoundryConfig:
     if raw is None:
         return FoundryConfig()
     top = _Obj(raw, "")
+    linear = _linear(top.section("linear"))
     cfg = FoundryConfig(
-        trigger=_trigger(top.section("trigger")),
+        # The rule carries linear.team, so webhooks and the sweep start runs for that team only.
+        trigger=replace(_trigger(top.section("trigger")), team=linear.team),
         repositories=_repositories(top.list("repositories")),
         approvers=_approvers(top.list("approvers")),
         policy=_policy(top.section("policy")),
         agent=_agent(top.section("agent")),
         timeouts=_timeouts(top.section("timeouts")),
         retention=_retention(top.section("retention")),
-        linear=_linear(top.section("linear")),
+        linear=linear,
         github=_github(top.section("github")),
         operator=_operator(top.section("operator")),
     )
@@ -290,14 +285,14 @@ def parse_config(raw: Any) -> FoundryConfig:
 # ---------------------------------------------------------------- sections
 
 
-def _trigger(o: "_Obj") -> Trigger:
-    d = Trigger()
+def _trigger(o: "_Obj") -> TriggerRule:
+    d = TriggerRule()
     label = o.opt_str("label", d.label)
     states = o.str_list("states")
     o.done()
     if not label and not states:
         raise ConfigError("trigger: needs a label or at least one state; as written nothing would start a run")
-    return Trigger(label=label or None, states=states)
+    return TriggerRule(label=label or None, states=states)
 
 
 def _repositories(items: list["_Obj"]) -> Mapping[str, Repository]:

@@ -39,15 +39,14 @@ def db(pg_url: str) -> Iterator[tuple[Engine, str]]:
 def lean_claim(conninfo: str, issue: str, at: datetime, namespace: str = "ns", name_for: Any = None) -> claims.Claim:
     async def go() -> claims.Claim:
         async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-            return await claims.claim_run_pg(
-                conn,
+            return await claims.claim_run_pg(conn, claims.ClaimRequest(
                 tracker="linear",
                 issue_id=issue,
                 issue_key="ACME-1",
                 namespace=namespace,
                 ticket_updated_at=at,
                 name_for=name_for or (lambda attempt: f"{issue}-a{attempt}"),
-            )
+            ))
 
     return asyncio.run(go())
 
@@ -149,10 +148,10 @@ def _storm(engine: Engine, conninfo: str, issue: str, at: datetime, lean: int, o
         async def go() -> claims.Claim:
             async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
                 await asyncio.get_running_loop().run_in_executor(None, barrier.wait)
-                return await claims.claim_run_pg(
-                    conn, tracker="linear", issue_id=issue, issue_key="ACME-1", namespace="ns",
+                return await claims.claim_run_pg(conn, claims.ClaimRequest(
+                    tracker="linear", issue_id=issue, issue_key="ACME-1", namespace="ns",
                     ticket_updated_at=at, name_for=lambda attempt: f"{issue}-a{attempt}",
-                )
+                ))
 
         report(lambda: asyncio.run(go()))
 

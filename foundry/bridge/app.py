@@ -28,7 +28,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from foundry.bridge import commands
-from foundry.bridge.commands import AsyncIntakeBackend, Backend, Outcome, Refused, Trigger, Unavailable
+from foundry.bridge.commands import AsyncIntakeBackend, Backend, Outcome, Refused, Unavailable
 from foundry.bridge.deadlines import DELIVERY_DEADLINE_SECONDS, READY_TIMEOUT_SECONDS
 from foundry.bridge.logs import LOGGER_NAME, delivery_fields
 from foundry.bridge.mapping import BadPayload, Command, Decision, Ignore, Intake, Ping, PrHint, map_github, map_linear
@@ -48,6 +48,7 @@ from foundry.bridge.verify import (
     verify_linear_signature,
     verify_linear_timestamp,
 )
+from foundry.domain.triggers import Trigger
 
 # Every success, duplicate or ignore is a 200: Linear counts any other status as a
 # failed delivery and retries it; GitHub accepts any 2xx. The body says what happened.
@@ -306,7 +307,7 @@ class Bridge:
 
     async def _execute(self, command: Command, envelope: Envelope) -> Outcome:
         if isinstance(command, Intake):
-            trigger = Trigger(envelope.delivery_id, _utc(self.clock()))
+            trigger = Trigger("webhook", envelope.delivery_id, received_at=_utc(self.clock()))
             outcome, leader = await self.intakes.run(command.coalesce_key, lambda: self._intake(command, trigger))
             if not leader and outcome.status == "created":
                 outcome = replace(outcome, status="attached")  # the leader created it; we joined

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import urllib3
@@ -19,7 +19,7 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from foundry.bridge.commands import Claim, Refused, RunRef, Trigger, Unavailable
+from foundry.bridge.commands import Refused, RunRef, Unavailable
 from foundry.bridge.deadlines import (
     KUBE_CONNECT_SECONDS,
     KUBE_REQUEST_SECONDS,
@@ -31,8 +31,10 @@ from foundry.db import claims, deliveries
 from foundry.db.engine import make_engine, session_factory
 from foundry.db.models import Run
 from foundry.db.timeutil import utcnow
+from foundry.domain.attempts import Claim
 from foundry.domain.naming import run_name
 from foundry.domain.phases import ACTIVE_PHASE_NAMES
+from foundry.domain.triggers import Trigger
 from foundry.kube import approvals, runs
 from foundry.kube.crds import GROUP, VERSION
 from foundry.kube.errors import AccessDenied, IdentityConflict, KubeRequestError, ObjectRejected, translate
@@ -138,7 +140,7 @@ def run_manifest(claim: Claim, intake: Intake, trigger: Trigger) -> dict[str, An
             priority=ticket.priority,
         ),
         claim.attempt,
-        runs.Trigger(trigger.source, trigger.delivery_id, intake.actor, trigger.received_at),
+        replace(trigger, actor=intake.actor),
         namespace=claim.namespace,
     )
 
@@ -192,7 +194,7 @@ class RealBackend:
                 ticket_updated_at=ticket.updated_at,
                 name_for=lambda attempt: run_name(TRACKER, ticket.issue_id, attempt),
             )
-        return Claim(claim.status, claim.name, claim.attempt, claim.namespace)
+        return claim
 
     def create_or_attach_run(self, claim: Claim, intake: Intake, trigger: Trigger) -> str:
         manifest = run_manifest(claim, intake, trigger)

@@ -10,11 +10,12 @@ Kubernetes modules (foundry.bridge.backend).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Protocol
 
 from foundry.bridge.mapping import Decision, Intake, PrHint, Ticket
+from foundry.domain.attempts import Claim
 from foundry.domain.naming import DNS1123_LABEL
+from foundry.domain.triggers import Trigger
 
 PR_HINT_ANNOTATION = "foundry.dev/pr-hint"
 
@@ -37,16 +38,6 @@ class Refused(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True)
-class Claim:
-    """What the database claim decided: created | attached | unchanged, and the run's name and attempt."""
-
-    status: str
-    name: str | None
-    attempt: int | None
-    namespace: str | None = None
-
-
 # (namespace, name) of a FoundryRun
 RunRef = tuple[str, str]
 
@@ -58,13 +49,6 @@ class Outcome:
     status: str
     run: str | None
     reason: str | None = None
-
-
-@dataclass(frozen=True)
-class Trigger:
-    delivery_id: str
-    received_at: datetime
-    source: str = "webhook"  # webhook | sweep (the Linear sweep found what a webhook should have said)
 
 
 class Backend(Protocol):

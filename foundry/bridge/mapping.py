@@ -16,9 +16,9 @@ from datetime import datetime
 from typing import Any
 
 from foundry.domain.naming import InvalidNameInput, run_name
+from foundry.domain.triggers import DEFAULT_TRIGGER_LABEL, TriggerRule
 
 TRACKER = "linear"
-DEFAULT_TRIGGER_LABEL = "foundry"
 # Limits of the FoundryRun schema (crds/foundryrun.yaml): longer values are cut
 # here rather than refused by the API server after the claim was made.
 MAX_TEXT = 100_000  # a ticket description larger than this is cut, not refused
@@ -57,23 +57,6 @@ STATE_MOVE_FIELDS = frozenset({"stateId", "startedAt", "completedAt", "canceledA
 
 class BadPayload(ValueError):
     """A signed event lacks a field the command needs (answered 400 with this message)."""
-
-
-@dataclass(frozen=True)
-class TriggerRule:
-    """When an Issue event starts work: the label (if set) and one of the states (if any) must hold."""
-
-    label: str | None = DEFAULT_TRIGGER_LABEL
-    states: tuple[str, ...] = ()
-
-    def matches(self, labels: Sequence[str], state: str | None) -> bool:
-        if not self.label and not self.states:
-            return False  # a rule that names nothing triggers nothing, never everything
-        if self.label and self.label.casefold() not in {name.casefold() for name in labels}:
-            return False
-        if self.states and (state is None or state.casefold() not in {s.casefold() for s in self.states}):
-            return False
-        return True
 
 
 @dataclass(frozen=True)
@@ -273,7 +256,7 @@ def map_linear(event: str, payload: dict[str, Any], rule: TriggerRule) -> Comman
             # arriving late or again after the run ended do not start an attempt:
             # each bumps updatedAt, which the claim would take for a newer ticket.
             return Ignore("only the workflow state changed")
-        if not rule.matches(ticket.labels, ticket.state):
+        if not rule.matches(ticket.labels, ticket.state, ticket.team_key):
             return Ignore("issue does not carry the trigger")
         return Intake(ticket=ticket, actor=_actor_identity(payload.get("actor")))
     if event == "Comment":

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from foundry.bridge.mapping import DEFAULT_TRIGGER_LABEL, TriggerRule
 from foundry.bridge.verify import DEFAULT_TOLERANCE_SECONDS, parse_secrets
+from foundry.domain.triggers import DEFAULT_TRIGGER_LABEL, TriggerRule
 from foundry.linear_sweep.loop import sweep_settings
 from foundry.linear_sweep.sweeper import SweepSettings
 
@@ -84,6 +84,8 @@ def trigger_from_config(config: object | None) -> TriggerRule:
         section = config.get("trigger")
     if section is None:
         return TriggerRule()
+    if isinstance(section, TriggerRule):  # a loaded FoundryConfig: validated, linear.team included
+        return section
     if isinstance(section, Mapping):
         label, states = section.get("label", DEFAULT_TRIGGER_LABEL), section.get("states", ())
     else:

@@ -11,6 +11,7 @@ import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from foundry.domain.phases import ACTIVE_PHASE_NAMES
 
@@ -28,6 +29,25 @@ class ClaimAction(str, enum.Enum):
     CREATE = "create"  # no active run and the ticket changed: make attempt `attempt`
     ATTACH = "attach"  # a run is active: join it
     UNCHANGED = "unchanged"  # nothing active, ticket not newer than the last run: do nothing
+
+
+ClaimStatus = Literal["created", "attached", "unchanged"]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What claiming an issue's run decided (created | attached | unchanged) and the run it names.
+
+    The database layer fills every field; `run_id` and `phase` are the row's
+    (None only from a stand-in backend that has no rows).
+    """
+
+    status: ClaimStatus
+    name: str | None
+    attempt: int | None
+    namespace: str | None = None
+    run_id: int | None = None
+    phase: str | None = None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any, Hashable
 from kubernetes import client
 
 from foundry.domain.naming import label_value, run_name
+from foundry.domain.triggers import TRIGGER_SOURCES, Trigger
 from foundry.kube import attach
 from foundry.kube.attach import AttachResult
 from foundry.kube.crds import GROUP, VERSION
@@ -27,7 +28,6 @@ LABEL_ISSUE_KEY = "foundry.dev/issue-key"
 LABEL_ATTEMPT = "foundry.dev/attempt"
 
 _ISSUE_KEY = re.compile(r"^[A-Z][A-Z0-9]*-[0-9]+$")
-_TRIGGER_SOURCES = ("webhook", "sweep", "manual")
 
 
 @dataclass(frozen=True)
@@ -45,16 +45,6 @@ class TicketSnapshot:
     team_key: str | None = None
     updated_at: datetime | str | None = None
     priority: int | None = None
-
-
-@dataclass(frozen=True)
-class Trigger:
-    """What made Foundry create the run."""
-
-    source: str  # webhook | sweep | manual
-    delivery_id: str | None = None
-    actor: str | None = None
-    received_at: datetime | str | None = None
 
 
 def rfc3339(value: datetime | str) -> str:
@@ -96,8 +86,8 @@ def build_run_manifest(
     name = run_name(ticket.tracker, ticket.issue_id, attempt)
     if not isinstance(ticket.issue_key, str) or not _ISSUE_KEY.match(ticket.issue_key):
         raise ValueError(f"issue_key must look like ACME-42 (team key, dash, number), got {ticket.issue_key!r}")
-    if trigger is not None and trigger.source not in _TRIGGER_SOURCES:
-        raise ValueError(f"trigger.source must be one of {_TRIGGER_SOURCES}, got {trigger.source!r}")
+    if trigger is not None and trigger.source not in TRIGGER_SOURCES:
+        raise ValueError(f"trigger.source must be one of {TRIGGER_SOURCES}, got {trigger.source!r}")
 
     ticket_spec = _drop_empty(
         {

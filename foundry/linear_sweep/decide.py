@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from foundry.bridge.mapping import BadPayload, Command, Decision, Ignore, Intake, TriggerRule, map_linear, parse_time
+from foundry.bridge.mapping import BadPayload, Command, Decision, Ignore, Intake, map_linear, parse_time
+from foundry.domain.triggers import TriggerRule
 from foundry.domain.phases import ACTIVE_PHASE_NAMES
 
 

@@ -16,7 +16,7 @@ import socket
 import uuid
 from typing import Any
 
-from foundry.bridge.mapping import TriggerRule
+from foundry.domain.triggers import TriggerRule
 from foundry.linear_sweep.metrics import SweepMetrics
 from foundry.linear_sweep.sweeper import Round, Sweeper, SweepSettings
 from foundry.periodic import Periodic

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from foundry.bridge.mapping import CLOSED_STATE_TYPES, TriggerRule
+from foundry.bridge.mapping import CLOSED_STATE_TYPES
+from foundry.domain.triggers import TriggerRule
 
 ISSUE_PAGE = 10
 COMMENT_PAGE = 25

@@ -27,9 +27,10 @@ from typing import Any, Callable
 from sqlalchemy import Engine
 
 from foundry.bridge import commands
-from foundry.bridge.commands import Backend, Refused, Trigger, Unavailable
-from foundry.bridge.mapping import BadPayload, Decision, Intake, TriggerRule, parse_time
+from foundry.bridge.commands import Backend, Refused, Unavailable
+from foundry.bridge.mapping import BadPayload, Decision, Intake, parse_time
 from foundry.connectors.errors import ConnectorError, RateLimited
+from foundry.domain.triggers import Trigger, TriggerRule
 from foundry.linear_sweep import queries, state
 from foundry.linear_sweep.decide import NeedsHistory, changed_since, decision_command, issue_command
 from foundry.linear_sweep.metrics import SweepMetrics
@@ -218,7 +219,7 @@ class Sweeper:
             self._counted(result, "intake", "ignored")
             return
         ticket = command.ticket
-        trigger = Trigger(f"linear-sweep/{ticket.issue_id}@{ticket.updated_at.isoformat()}", self.clock(), source="sweep")
+        trigger = Trigger("sweep", f"linear-sweep/{ticket.issue_id}@{ticket.updated_at.isoformat()}", received_at=self.clock())
         try:
             outcome = commands.intake(self.backend, command, trigger)
         except Refused as exc:
