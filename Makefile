@@ -6,9 +6,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 # PYTEST_WORKERS=2: two xdist workers, each test module a group of its own, the real-node and
-# slow ones first (foundry/testing/pytest_groups.py). 0 (the default): one process, as before.
+# slow ones first (tests/support/pytest_groups.py). 0 (the default): one process, as before.
 PYTEST_WORKERS ?= 0
-PYTEST_DIST := -p foundry.testing.pytest_groups -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+PYTEST_DIST := -p tests.support.pytest_groups -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 .PHONY: help demo test venv binaries postgres node-runtime bench kind-e2e agent-clis images clean
 help: ## list the commands

@@ -1,10 +1,10 @@
 pytest_plugins = [
-    "foundry.testing.pytest_postgres",
-    "foundry.testing.pytest_kube",
-    "foundry.testing.pytest_crds",
-    "foundry.testing.pytest_node",
-    "foundry.testing.pytest_agents",
-    "foundry.testing.pytest_operator_errors",
+    "tests.support.pytest_postgres",
+    "tests.support.pytest_kube",
+    "tests.support.pytest_crds",
+    "tests.support.pytest_node",
+    "tests.support.pytest_agents",
+    "tests.support.pytest_operator_errors",
 ]
 
 import pytest  # noqa: E402 - after pytest_plugins, which pytest reads first

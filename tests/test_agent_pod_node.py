@@ -21,9 +21,9 @@ import pytest
 from kubernetes import client
 
 from foundry.agents.job_manifest import build_job
-from foundry.testing.agent_node import AGENT_SA, MODEL_KEY, REPO, AgentPodBed, agent_image, fake_run
-from foundry.testing.model_server import Final, Patch, ToolCall
-from foundry.testing.runner_kit import BASE_FILES, basic_auth, fresh_clone, git, trailers
+from tests.support.agent_node import AGENT_SA, MODEL_KEY, REPO, AgentPodBed, agent_image, fake_run
+from foundry.dev.model_server import Final, Patch, ToolCall
+from tests.support.runner_kit import BASE_FILES, basic_auth, fresh_clone, git, trailers
 
 pytestmark = [pytest.mark.node, pytest.mark.slow, pytest.mark.timeout(1800)]
 

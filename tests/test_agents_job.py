@@ -14,7 +14,7 @@ from foundry.agents.job import JobProvider, job_state
 from foundry.agents.credentials import StaticTokenSource
 from foundry.agents.job_manifest import ManifestError, build_input_configmap, build_job, build_token_secret
 from foundry.config import parse_config
-from foundry.testing.jobs import create_owner_run, finish_job
+from tests.support.jobs import create_owner_run, finish_job
 
 CFG = parse_config(yaml.safe_load("""
 repositories: [{name: web, github: acme/web}]

@@ -26,8 +26,8 @@ from foundry.agents.credentials import PushToken, StaticTokenSource
 from foundry.agents.job import JobProvider
 from foundry.agents.job_manifest import build_job, pod_from_template
 from foundry.config import parse_config
-from foundry.testing.agent_pods import play_pod, refuse_pods, restricted_namespace
-from foundry.testing.jobs import create_owner_run, finish_job
+from tests.support.agent_pods import play_pod, refuse_pods, restricted_namespace
+from tests.support.jobs import create_owner_run, finish_job
 
 pytestmark = pytest.mark.kube
 
@@ -306,8 +306,8 @@ def test_a_refused_pod_is_a_failed_attempt_at_once(kube_client, namespace, crds)
 
 def test_with_a_github_app_the_secret_holds_a_token_for_the_one_repository(kube_client, namespace, crds):
     from foundry.agents.credentials import AppTokenSource, push_token_source
-    from foundry.testing.github_auth import generate_app_key
-    from foundry.testing.github_server import GitHubServer
+    from foundry.dev.github_auth import generate_app_key
+    from foundry.dev.github_server import GitHubServer
 
     private, public = generate_app_key()
     with GitHubServer() as gh:

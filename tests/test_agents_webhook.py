@@ -13,7 +13,7 @@ import yaml
 from foundry.agents import AgentError, AgentUnavailable, make_provider
 from foundry.agents.webhook import WebhookProvider, build_request, sign, verify
 from foundry.config import parse_config
-from foundry.testing.webhook_receiver import WebhookReceiver
+from tests.support.webhook_receiver import WebhookReceiver
 
 SECRET = "s3cret-for-tests"
 RUN = {"metadata": {"name": "lin-abc-1", "namespace": "ns", "uid": "u"}}

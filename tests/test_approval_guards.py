@@ -17,10 +17,10 @@ from kubernetes import client
 
 from foundry.connectors.comments import find_markers
 from foundry.kube.approvals import build_approval_manifest
-from foundry.operator.testkit import operator_thread, wait_for, wait_phase
-from foundry.testing.helmchart import render
-from foundry.testing.kubeutil import client_with_token, service_account_token
-from foundry.testing.operator_stack import OperatorStack
+from tests.support.operator_kit import operator_thread, wait_for, wait_phase
+from tests.support.helmchart import render
+from tests.support.kubeutil import client_with_token, service_account_token
+from tests.support.operator_stack import OperatorStack
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 

@@ -23,7 +23,7 @@ from foundry.bridge.commands import Claim, Trigger, Unavailable
 from foundry.bridge.logs import LOGGER_NAME, JsonFormatter
 from foundry.bridge.mapping import Decision, Intake, Ticket, TriggerRule
 from foundry.bridge.settings import Settings
-from foundry.bridge.testkit import encode, github_headers, github_pull_request, linear_comment, linear_headers, linear_issue
+from tests.support.bridge_kit import encode, github_headers, github_pull_request, linear_comment, linear_headers, linear_issue
 
 SECRET = "lin-secret"
 GH_SECRET = "gh-secret"

@@ -23,7 +23,7 @@ from foundry.bridge import verify
 from foundry.bridge.app import Bridge
 from foundry.bridge.mapping import TriggerRule
 from foundry.bridge.settings import Settings
-from foundry.bridge.testkit import encode, github_headers, github_pull_request, linear_headers, linear_issue
+from tests.support.bridge_kit import encode, github_headers, github_pull_request, linear_headers, linear_issue
 
 SECRET = "auth-first-linear"
 GH_SECRET = "auth-first-github"

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from kubernetes import client
 from sqlalchemy import func, select
 
-from foundry.bridge.testkit import (
+from tests.support.bridge_kit import (
     BridgeProcess,
     encode,
     github_headers,
@@ -40,7 +40,7 @@ GH_SECRET = "bad-input-github"
 @pytest.fixture(scope="module")
 def world(control_plane, crds, kube_client, postgres_url: str, tmp_path_factory) -> Iterator[dict[str, Any]]:
     """One bridge process for the module (the fuzz sends hundreds of requests), its namespace and database."""
-    from foundry.testing.postgres import create_database, drop_database
+    from foundry.dev.postgres import create_database, drop_database
 
     namespace = f"t-bad-{uuid.uuid4().hex[:8]}"
     core = client.CoreV1Api(kube_client)

@@ -21,7 +21,7 @@ from kubernetes import client
 from sqlalchemy import func, select, update
 
 from foundry.bridge.deadlines import DELIVERY_DEADLINE_SECONDS, SENDER_LIMIT_SECONDS
-from foundry.bridge.testkit import BridgeProcess, encode, linear_headers, linear_issue, now_ms
+from tests.support.bridge_kit import BridgeProcess, encode, linear_headers, linear_issue, now_ms
 from foundry.db.engine import create_schema, make_engine
 from foundry.db.models import Run
 from foundry.domain.phases import ACTIVE_PHASE_NAMES
@@ -271,7 +271,7 @@ def test_api_server_frozen_mid_storm_is_answered_within_linears_limit_then_one_r
 def test_postgres_outage_mid_storm_then_redelivery_makes_exactly_one_run(
     control_plane, crds, kube_client, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from foundry.testing import postgres
+    from foundry.dev import postgres
 
     server = postgres.PostgresServer.start()
     started: list[BridgeProcess] = []

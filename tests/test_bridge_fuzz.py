@@ -33,7 +33,7 @@ from foundry.bridge.commands import Claim, Trigger
 from foundry.bridge.logs import LOGGER_NAME
 from foundry.bridge.mapping import Decision, Intake, Ticket, TriggerRule
 from foundry.bridge.settings import Settings
-from foundry.testing.server_thread import ServerThread
+from foundry.dev.server_thread import ServerThread
 
 pytestmark = pytest.mark.slow  # about 20 s of examples
 

@@ -18,7 +18,7 @@ from foundry.bridge.app import Bridge
 from foundry.bridge.commands import Claim, Trigger, Unavailable
 from foundry.bridge.mapping import Intake, Ticket, TriggerRule
 from foundry.bridge.settings import Settings
-from foundry.bridge.testkit import encode, linear_comment, linear_headers, linear_issue
+from tests.support.bridge_kit import encode, linear_comment, linear_headers, linear_issue
 
 SECRET = "lin-secret"
 ISSUE = "issue-1"

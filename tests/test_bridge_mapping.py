@@ -21,7 +21,7 @@ from foundry.bridge.mapping import (
     map_github,
     map_linear,
 )
-from foundry.bridge.testkit import github_pull_request, linear_comment, linear_issue
+from tests.support.bridge_kit import github_pull_request, linear_comment, linear_issue
 from foundry.domain.naming import run_name
 
 ISSUE_ID = "9cfb482a-81e3-4d5e-9f3a-3f6c2d0a41b7"

@@ -32,7 +32,7 @@ from foundry.bridge.deadlines import (
     SQL_CONNECT_SECONDS,
 )
 from foundry.bridge.pgpool import PgPool
-from foundry.bridge.testkit import (
+from tests.support.bridge_kit import (
     BridgeProcess,
     encode,
     github_headers,
@@ -43,7 +43,7 @@ from foundry.bridge.testkit import (
 )
 from foundry.db.engine import create_schema, make_engine
 from foundry.db.models import Run
-from foundry.testing.silent_server import SilentServer
+from tests.support.silent_server import SilentServer
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 

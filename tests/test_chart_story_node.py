@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from foundry.testing.chart_story import (FEEDBACK_HEADING, MODEL_KEY, REPO, SUMMARY, ChartStoryBed, StoryFacts)
-from foundry.testing.runner_kit import basic_auth, fresh_clone, git
+from tests.support.chart_story import (FEEDBACK_HEADING, MODEL_KEY, REPO, SUMMARY, ChartStoryBed, StoryFacts)
+from tests.support.runner_kit import basic_auth, fresh_clone, git
 
 pytestmark = [pytest.mark.node, pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -118,7 +118,7 @@ def seen_in_order(seen: list[str], want: list[str]) -> bool:
 
 def attempt_prompts(bed: ChartStoryBed, facts: StoryFacts) -> list[str]:
     """The first user text of each conversation the model stand-in served for this run's attempts."""
-    from foundry.testing import model_wire as W
+    from foundry.dev import model_wire as W
 
     out = []
     for r in bed.model.model_requests("messages"):

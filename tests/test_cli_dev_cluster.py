@@ -17,7 +17,7 @@ FOUNDRY = [sys.executable, "-m", "foundry.cli.main"]
 
 
 def _kubectl_ok(kubeconfig: str) -> bool:
-    from foundry.testing.binaries import control_plane_bin_dir
+    from foundry.dev.binaries import control_plane_bin_dir
 
     kubectl = control_plane_bin_dir(build=False) / "kubectl"
     out = subprocess.run([str(kubectl), "--kubeconfig", kubeconfig, "get", "ns", "default", "-o", "name"],

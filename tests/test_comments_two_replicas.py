@@ -19,7 +19,7 @@ from foundry.connectors.linear import LinearClient
 from foundry.db.engine import make_engine
 from foundry.operator.reconcile import comments
 from foundry.operator.reconcile.view import RunView
-from foundry.testing.linear_server import LinearServer
+from foundry.dev.linear_server import LinearServer
 
 
 def _run(issue_id: str) -> RunView:

@@ -10,7 +10,7 @@ from foundry.connectors.comments import find_markers, marker, post_once, with_ma
 from foundry.connectors.errors import ServerError
 from foundry.connectors.linear import LinearClient
 from foundry.connectors.retry import RetryPolicy
-from foundry.testing.linear_server import LinearServer
+from foundry.dev.linear_server import LinearServer
 
 RUN = "acme-42-a1"
 

@@ -9,7 +9,7 @@ import pytest
 from foundry.connectors.errors import NotFound, RateLimited, ServerError, Timeout, Unauthorized
 from foundry.connectors.github import GitHubClient
 from foundry.connectors.retry import RetryPolicy
-from foundry.testing.github_server import GitHubServer
+from foundry.dev.github_server import GitHubServer
 
 REPO = "acme/api"
 BRANCH = "foundry/acme-42-a1"

@@ -22,8 +22,8 @@ from foundry.connectors.github_app import (
     AppKeyError, GitHubApp, RUNNER_PERMISSIONS, app_from_settings, app_jwt, load_private_key, token_source,
 )
 from foundry.connectors.retry import RetryPolicy
-from foundry.testing.github_auth import generate_app_key
-from foundry.testing.github_server import GitHubServer
+from foundry.dev.github_auth import generate_app_key
+from foundry.dev.github_server import GitHubServer
 
 REPO, OTHER = "acme/api", "acme/web"
 APP_ID, INSTALLATION = 31337, 9001

@@ -12,7 +12,7 @@ from foundry.connectors.errors import (
 )
 from foundry.connectors.linear import LinearClient
 from foundry.connectors.retry import RetryPolicy
-from foundry.testing.linear_server import LinearServer
+from foundry.dev.linear_server import LinearServer
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 
 from foundry.connectors.errors import NotFound
 from foundry.connectors.linear import LinearClient
-from foundry.testing.linear_server import LinearServer
+from foundry.dev.linear_server import LinearServer
 
 
 def test_a_comment_is_read_back_with_its_issue_author_and_time():

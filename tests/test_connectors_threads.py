@@ -6,8 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from foundry.connectors.github import GitHubClient
 from foundry.connectors.linear import LinearClient
-from foundry.testing.github_server import GitHubServer
-from foundry.testing.linear_server import LinearServer
+from foundry.dev.github_server import GitHubServer
+from foundry.dev.linear_server import LinearServer
 
 THREADS = 8
 

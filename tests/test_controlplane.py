@@ -9,7 +9,7 @@ import time
 import pytest
 from kubernetes import client
 
-from foundry.testing.kubeutil import client_with_token, ensure_service_account, service_account_token
+from tests.support.kubeutil import client_with_token, ensure_service_account, service_account_token
 
 pytestmark = pytest.mark.kube
 

@@ -31,7 +31,7 @@ from foundry.kube.runs import (
     build_run_manifest,
     create_or_attach,
 )
-from foundry.testing.kubeutil import client_with_token, ensure_service_account, service_account_token
+from tests.support.kubeutil import client_with_token, ensure_service_account, service_account_token
 
 ISSUE_ID = "3f0c2b1e-6a57-4c1d-9d7e-1b2a3c4d5e6f"
 UPDATED = datetime(2025, 3, 1, 9, 30, tzinfo=timezone.utc)

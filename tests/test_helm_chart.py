@@ -12,8 +12,8 @@ import yaml
 
 from foundry.config import parse_config
 from foundry.paths import REPO_ROOT
-from foundry.testing.binaries import control_plane_bin_dir
-from foundry.testing.helmchart import CHART, FIXTURES, KUBE_VERSION, by_kind, one, pod_specs, render, run_tool, template
+from foundry.dev.binaries import control_plane_bin_dir
+from tests.support.helmchart import CHART, FIXTURES, KUBE_VERSION, by_kind, one, pod_specs, render, run_tool, template
 
 MAXIMAL = FIXTURES / "values-maximal.yaml"
 EXAMPLE_CONFIG = yaml.safe_load((REPO_ROOT / "docs" / "examples" / "config.yaml").read_text())

@@ -13,8 +13,8 @@ import yaml
 from kubernetes import client
 
 from foundry.agents.job_manifest import labels as agent_labels
-from foundry.testing.binaries import control_plane_bin_dir
-from foundry.testing.helmchart import (CHART, KUBE_VERSION, by_kind, one, pod_specs, render, render_notes, run_tool,
+from foundry.dev.binaries import control_plane_bin_dir
+from tests.support.helmchart import (CHART, KUBE_VERSION, by_kind, one, pod_specs, render, render_notes, run_tool,
                                        set_args, template)
 
 EXTERNAL_URL = "postgresql+psycopg://app:s3cret@db.example.com:5432/foundry"

@@ -1,7 +1,7 @@
 """`helm install` and `helm upgrade` of the chart into the real API server.
 
 The local control plane has no kubelet: Deployments get no pods and the
-migration hook Job would never run. foundry.testing.helmchart.HookPlayer plays
+migration hook Job would never run. tests.support.helmchart.HookPlayer plays
 the kubelet for the hook: it runs the Job's own args with the real `foundry`
 command against the real PostgreSQL (the URL read from the hook's Secret through
 the API) and writes the Job's status, so helm waits for the hook exactly as in
@@ -22,8 +22,8 @@ import yaml
 from kubernetes import client
 
 from foundry.db import migrate
-from foundry.testing.controlplane import ControlPlane
-from foundry.testing.helmchart import CHART, FIXTURES, HookPlayer, run_tool, set_args
+from foundry.dev.controlplane import ControlPlane
+from tests.support.helmchart import CHART, FIXTURES, HookPlayer, run_tool, set_args
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 

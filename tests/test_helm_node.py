@@ -1,7 +1,7 @@
 """The chart's lifecycle on the real node: pods really start, the migration really runs, `helm test`
 really asks the bridge through its Service, and upgrades and rollbacks keep every run.
 
-Images are Foundry's own, built locally (foundry.testing.images) and imported under the chart's names,
+Images are Foundry's own, built locally (foundry.dev.images) and imported under the chart's names,
 so the chart's defaults name them unchanged. The node has no storage provisioner: the bundled
 PostgreSQL gets an emptyDir, or a hostPath PersistentVolume made here (persistence.storageClass "-").
 No pod talks to anything off this machine: without credentials the operator calls nothing, and where
@@ -23,9 +23,9 @@ from kubernetes import client
 
 from foundry.db import migrate
 from foundry.kube.runs import TicketSnapshot, build_run_manifest
-from foundry.testing.helm_node import (StandalonePostgres, init_logs, load_chart_images, previous_chart,
+from tests.support.helm_node import (StandalonePostgres, init_logs, load_chart_images, previous_chart,
                                        query_database, wait_release_ready, wait_rows)
-from foundry.testing.helmchart import CHART, run_tool, set_args
+from tests.support.helmchart import CHART, run_tool, set_args
 
 pytestmark = [pytest.mark.node, pytest.mark.slow]
 

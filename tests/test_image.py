@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from foundry.paths import REPO_ROOT
-from foundry.testing.binaries import control_plane_bin_dir
-from foundry.testing.helmchart import pod_specs, render
+from foundry.dev.binaries import control_plane_bin_dir
+from tests.support.helmchart import pod_specs, render
 
 DOCKERFILE = REPO_ROOT / "operator" / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / "operator" / "Dockerfile.dockerignore"

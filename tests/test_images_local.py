@@ -1,4 +1,4 @@
-"""The locally built images (foundry.testing.images) are the images the Dockerfiles describe.
+"""The locally built images (foundry.dev.images) are the images the Dockerfiles describe.
 
 Built here without Docker: a debootstrap root filesystem, Debian packages in a
 chroot, umoci and skopeo. These tests read the exported docker-archive tarballs
@@ -23,11 +23,11 @@ import pytest
 
 from foundry import __version__
 from foundry.paths import REPO_ROOT
-from foundry.testing import oci
-from foundry.testing.binaries import control_plane_bin_dir
-from foundry.testing.dockerfile import copies_from_context, global_args, image_config, instructions, stage_args
-from foundry.testing.helmchart import pod_specs, render
-from foundry.testing.images import (BASE_ENV, POSTGRES_REF, agent_cli_versions, cache_key, chart_refs,
+from foundry.dev import oci
+from foundry.dev.binaries import control_plane_bin_dir
+from foundry.dev.dockerfile import copies_from_context, global_args, image_config, instructions, stage_args
+from tests.support.helmchart import pod_specs, render
+from foundry.dev.images import (BASE_ENV, POSTGRES_REF, agent_cli_versions, cache_key, chart_refs,
                                     ensure_built, images_cache, runtime_requirements, stable_config)
 
 pytestmark = [pytest.mark.timeout(3600), pytest.mark.slow]  # a cold build of all three images takes minutes

@@ -12,8 +12,8 @@ import pytest
 from kubernetes import client
 
 from foundry import __version__
-from foundry.testing.images import agent_cli_versions, ensure_images
-from foundry.testing.node_pods import unique, wait_pod
+from foundry.dev.images import agent_cli_versions, ensure_images
+from tests.support.node_pods import unique, wait_pod
 
 pytestmark = pytest.mark.timeout(3600)
 

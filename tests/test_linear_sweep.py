@@ -27,8 +27,8 @@ from foundry.kube.crds import GROUP, VERSION
 from foundry.linear_sweep import state
 from foundry.linear_sweep.metrics import SweepMetrics
 from foundry.linear_sweep.sweeper import SWEEP_NAME, Sweeper, SweepSettings
-from foundry.testing.linear_ratelimit import RateLimits
-from foundry.testing.linear_server import LinearServer
+from foundry.dev.linear_ratelimit import RateLimits
+from foundry.dev.linear_server import LinearServer
 from prometheus_client import CollectorRegistry
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres]

@@ -26,14 +26,14 @@ from typing import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from foundry.bridge.testkit import BridgeProcess, encode, github_headers, linear_headers, linear_issue
+from tests.support.bridge_kit import BridgeProcess, encode, github_headers, linear_headers, linear_issue
 from foundry.db.engine import create_schema, make_engine
 from foundry.domain.phases import Phase
-from foundry.operator.testkit import wait_for, wait_phase
-from foundry.testing.linear_server import LinearServer
-from foundry.testing.operator_process import operator_env, write_config
-from foundry.testing.operator_stack import OperatorStack
-from foundry.testing.postgres import free_port
+from tests.support.operator_kit import wait_for, wait_phase
+from foundry.dev.linear_server import LinearServer
+from tests.support.operator_process import operator_env, write_config
+from tests.support.operator_stack import OperatorStack
+from foundry.dev.postgres import free_port
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 

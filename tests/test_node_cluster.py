@@ -1,5 +1,5 @@
 """The real single-node cluster: pods, Jobs, OOM, Services, DNS, PodSecurity
-and a teardown that leaves nothing behind (foundry/testing/node.py)."""
+and a teardown that leaves nothing behind (foundry/dev/node.py)."""
 
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from foundry.testing import node_config as cfg
-from foundry.testing import node_host as host
-from foundry.testing import node_store
-from foundry.testing.node import NodeCluster, node_bin_dir
-from foundry.testing.node_images import PAUSE_IMAGE
-from foundry.testing.node_pods import pod, shell_container, unique, wait_default_service_account, wait_job, wait_pod
+from foundry.dev import node_config as cfg
+from foundry.dev import node_host as host
+from foundry.dev import node_store
+from foundry.dev.node import NodeCluster, node_bin_dir
+from foundry.dev.node_images import PAUSE_IMAGE
+from tests.support.node_pods import pod, shell_container, unique, wait_default_service_account, wait_job, wait_pod
 
 pytestmark = [pytest.mark.node, pytest.mark.slow]
 
@@ -283,9 +283,9 @@ def test_a_crashed_owners_survivors_are_removed_by_the_next_start_whose_teardown
 import time
 from pathlib import Path
 from kubernetes import client
-from foundry.testing import node_host as host
-from foundry.testing.node import NodeCluster
-from foundry.testing.node_pods import pod, shell_container, wait_default_service_account, wait_pod
+from foundry.dev import node_host as host
+from foundry.dev.node import NodeCluster
+from tests.support.node_pods import pod, shell_container, wait_default_service_account, wait_pod
 c = NodeCluster(bin_dir=Path({str(bin_dir)!r}), state_root=Path({str(tmp_path / "crashed")!r})).start()
 core = client.CoreV1Api(c.api_client())
 wait_default_service_account(core, "default")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from foundry.testing import node_config as cfg
-from foundry.testing.node_images import ImageError, normalize_ref
+from foundry.dev import node_config as cfg
+from foundry.dev.node_images import ImageError, normalize_ref
 
 
 def test_each_slot_gets_disjoint_networks_and_names():

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from foundry.testing.node_external import (ENV_IMAGE_LOADER, ENV_KUBECONFIG, ENV_NODE_IP, ExternalNodeError,
+from tests.support.node_external import (ENV_IMAGE_LOADER, ENV_KUBECONFIG, ENV_NODE_IP, ExternalNodeError,
                                            external_settings)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ def test_the_kind_script_parses_and_its_image_loader_checks_its_arguments():
 @pytest.mark.timeout(1800)  # the child may build the agent image first (2 GB under load)
 def test_real_node_tests_run_on_an_already_running_cluster_given_by_the_variable(real_node, tmp_path):
     calls = tmp_path / "loader-calls"
-    inner = getattr(real_node, "loader", None) or [sys.executable, "-m", "foundry.testing.node_external", "import",
+    inner = getattr(real_node, "loader", None) or [sys.executable, "-m", "tests.support.node_external", "import",
                                                    str(real_node.containerd_address)]
     # A loader that notes each call, then loads with the real one (ctr into this node's containerd).
     loader = ["sh", "-c", f'echo "$@" >> {shlex.quote(str(calls))}; exec {shlex.join(inner)} "$@"', "loader"]

@@ -12,8 +12,8 @@ import json
 import tarfile
 from pathlib import Path
 
-from foundry.testing.node_config import PAUSE_IMAGE
-from foundry.testing.node_images import DOCKER_MANIFEST, busybox_image, pause_image, read_docker_archive
+from foundry.dev.node_config import PAUSE_IMAGE
+from foundry.dev.node_images import DOCKER_MANIFEST, busybox_image, pause_image, read_docker_archive
 
 
 def _members(data: bytes) -> dict[str, bytes]:

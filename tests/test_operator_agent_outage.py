@@ -21,8 +21,8 @@ from foundry.domain.phases import Phase
 from foundry.operator.errors import RetryLater
 from foundry.operator.kubeio import bound_requests
 from foundry.operator.reconcile.loop import reconcile_run
-from foundry.testing.operator_stack import OperatorStack
-from foundry.testing.silent_server import SilentServer
+from tests.support.operator_stack import OperatorStack
+from tests.support.silent_server import SilentServer
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 

@@ -2,7 +2,7 @@
 real API server, real PostgreSQL, the Linear and GitHub stand-ins).
 
 No kubelet runs here: the attempt's pod is made from its Job's template and
-ended with the termination messages its steps write (foundry.testing.agent_pods),
+ended with the termination messages its steps write (tests.support.agent_pods),
 and the Job is finished by writing its status, as the controllers would.
 """
 
@@ -16,10 +16,10 @@ import pytest
 from kubernetes import client
 
 from foundry.connectors.comments import find_markers
-from foundry.operator.testkit import operator_thread, wait_for, wait_phase
-from foundry.testing.agent_pods import play_pod, refuse_pods
-from foundry.testing.jobs import finish_job
-from foundry.testing.operator_stack import REPO, OperatorStack, stack_config
+from tests.support.operator_kit import operator_thread, wait_for, wait_phase
+from tests.support.agent_pods import play_pod, refuse_pods
+from tests.support.jobs import finish_job
+from tests.support.operator_stack import REPO, OperatorStack, stack_config
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 
@@ -226,7 +226,7 @@ def test_agents_in_their_own_restricted_namespace(control_plane, kube_client, cr
     restricted admission, its result reaches the run, and a stop cancels it there."""
     import uuid
 
-    from foundry.testing.agent_pods import restricted_namespace
+    from tests.support.agent_pods import restricted_namespace
 
     agents = restricted_namespace(kube_client, f"agents-{uuid.uuid4().hex[:8]}", service_account="foundry-agent")
     config = stack_config()

@@ -7,8 +7,8 @@ import pytest
 
 from foundry.db import claims
 from foundry.db.engine import make_engine
-from foundry.operator.testkit import operator_thread, wait_phase
-from foundry.testing.operator_stack import OperatorStack
+from tests.support.operator_kit import operator_thread, wait_phase
+from tests.support.operator_stack import OperatorStack
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 

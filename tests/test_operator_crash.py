@@ -2,7 +2,7 @@
 restarted operator finds its earlier work instead of repeating it.
 
 The operator runs as a child process with Deps built the production way
-(foundry.testing.operator_process); a fault point (foundry.operator.faults)
+(tests.support.operator_process); a fault point (foundry.operator.faults)
 ends it with exit code 137 between a side effect (the DB row insert, a Linear
 comment, a Job create, a DB phase write) and the status write that records it.
 Each test checks that the crash really fell in that gap, restarts the operator
@@ -19,9 +19,9 @@ import pytest
 
 from foundry.db import audit, claims
 from foundry.kube.runs import TicketSnapshot, Trigger, build_run_manifest, create_or_attach
-from foundry.operator.testkit import wait_for, wait_phase
-from foundry.testing.operator_process import OperatorProcess
-from foundry.testing.operator_stack import READY_DESCRIPTION, TEAM, OperatorStack
+from tests.support.operator_kit import wait_for, wait_phase
+from tests.support.operator_process import OperatorProcess
+from tests.support.operator_stack import READY_DESCRIPTION, TEAM, OperatorStack
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 

@@ -16,7 +16,7 @@ from foundry.domain.naming import run_name
 from foundry.kube.runs import TicketSnapshot, Trigger, build_run_manifest, create_or_attach
 from foundry.operator.deps import Deps
 from foundry.operator.kubeio import GROUP, RUNS, VERSION
-from foundry.operator.testkit import operator_thread, wait_for, wait_phase
+from tests.support.operator_kit import operator_thread, wait_for, wait_phase
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 

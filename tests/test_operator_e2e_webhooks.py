@@ -24,9 +24,9 @@ from foundry.cli.runs import summary_fields
 from foundry.db import audit, claims
 from foundry.domain.naming import run_name
 from foundry.kube.crds import GROUP, VERSION
-from foundry.operator.testkit import operator_thread, wait_for, wait_phase
-from foundry.testing.bridge_thread import BridgeThread, bridge_settings
-from foundry.testing.operator_stack import READY_DESCRIPTION, TEAM, OperatorStack, stack_config
+from tests.support.operator_kit import operator_thread, wait_for, wait_phase
+from tests.support.bridge_thread import BridgeThread, bridge_settings
+from tests.support.operator_stack import READY_DESCRIPTION, TEAM, OperatorStack, stack_config
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 

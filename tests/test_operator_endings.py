@@ -9,8 +9,8 @@ import pytest
 from kubernetes import client
 
 from foundry.db import claims
-from foundry.operator.testkit import operator_thread, wait_for, wait_phase
-from foundry.testing.operator_stack import REPO, OperatorStack, stack_config
+from tests.support.operator_kit import operator_thread, wait_for, wait_phase
+from tests.support.operator_stack import REPO, OperatorStack, stack_config
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 

@@ -1,4 +1,4 @@
-"""The operator tests' error check (foundry.testing.pytest_operator_errors): an
+"""The operator tests' error check (tests.support.pytest_operator_errors): an
 ERROR or a traceback from Foundry or kopf fails the test unless the test allows
 it, in this process and in an operator child's log.
 
@@ -7,12 +7,13 @@ The check is run for real: pytest in a child process on a small test module.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-from foundry.testing.pytest_operator_errors import errors_in_log
+from tests.support.pytest_operator_errors import errors_in_log
 
 CHILD_LOG = """\
 2026-12-02 01:00:00,001 INFO kopf.objects Handler 'reconcile' succeeded.
@@ -37,8 +38,9 @@ def _pytest(tmp_path: Path, body: str) -> subprocess.CompletedProcess:
     module = tmp_path / "test_operator_sample.py"
     module.write_text(textwrap.dedent(body))
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
-                           "foundry.testing.pytest_operator_errors", "--rootdir", str(tmp_path), str(module)],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+                           "tests.support.pytest_operator_errors", "--rootdir", str(tmp_path), str(module)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
 
 
 def test_an_unexpected_operator_error_fails_the_test_and_an_allowed_one_does_not(tmp_path):
@@ -48,7 +50,7 @@ def test_an_unexpected_operator_error_fails_the_test_and_an_allowed_one_does_not
 
         import pytest
 
-        from foundry.testing.pytest_operator_errors import watch_log
+        from tests.support.pytest_operator_errors import watch_log
 
         def test_logs_an_error():
             logging.getLogger("foundry.operator.run").error("resync of r1 failed: boom")

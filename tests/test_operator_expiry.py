@@ -9,8 +9,8 @@ import pytest
 
 from foundry.db import audit, claims
 from foundry.db.engine import make_engine
-from foundry.operator.testkit import operator_thread, wait_phase
-from foundry.testing.operator_stack import OperatorStack, stack_config
+from tests.support.operator_kit import operator_thread, wait_phase
+from tests.support.operator_stack import OperatorStack, stack_config
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 

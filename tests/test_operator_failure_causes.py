@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import pytest
 
-from foundry.operator.testkit import operator_thread, wait_phase
-from foundry.testing.agent_pods import play_pod
-from foundry.testing.operator_stack import OperatorStack, stack_config
+from tests.support.operator_kit import operator_thread, wait_phase
+from tests.support.agent_pods import play_pod
+from tests.support.operator_stack import OperatorStack, stack_config
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 
 
 def test_an_oomkilled_last_attempt_ends_the_run_as_agent_oomkilled_and_the_cause_is_kept(
         control_plane, kube_client, crds, namespace, engine):
-    from foundry.testing.jobs import finish_job
+    from tests.support.jobs import finish_job
 
     with OperatorStack.open(control_plane.api_client(), engine, namespace, stack_config(retry_cap=0)) as stack, \
             operator_thread(stack.deps, namespace):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from foundry.testing.github_auth import generate_app_key
-from foundry.testing.github_server import GitHubServer
+from foundry.dev.github_auth import generate_app_key
+from foundry.dev.github_server import GitHubServer
 
 pytestmark = pytest.mark.kube
 

@@ -12,8 +12,8 @@ import pytest
 from kubernetes import client
 
 from foundry.db import audit, claims
-from foundry.operator.testkit import operator_thread, wait_for, wait_phase
-from foundry.testing.operator_stack import OperatorStack
+from tests.support.operator_kit import operator_thread, wait_for, wait_phase
+from tests.support.operator_stack import OperatorStack
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 

@@ -20,9 +20,9 @@ import pytest
 from foundry.connectors.github import GitHubClient
 from foundry.connectors.retry import RetryPolicy
 from foundry.operator.deps import service_transport
-from foundry.operator.testkit import operator_thread, wait_for, wait_phase
-from foundry.testing.operator_stack import OperatorStack
-from foundry.testing.silent_server import SilentServer
+from tests.support.operator_kit import operator_thread, wait_for, wait_phase
+from tests.support.operator_stack import OperatorStack
+from tests.support.silent_server import SilentServer
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 

@@ -11,7 +11,7 @@ from foundry.domain.phases import Phase
 from foundry.operator.reconcile import approvals, passcache
 from foundry.operator.reconcile.outcome import Transition
 from foundry.operator.reconcile.view import RunView
-from foundry.testing.operator_stack import stack_config
+from tests.support.operator_stack import stack_config
 
 
 def _run() -> RunView:

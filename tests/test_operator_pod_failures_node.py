@@ -18,10 +18,10 @@ from kubernetes import client
 from foundry.agents.job_manifest import attempt_selector
 from foundry.connectors.comments import find_markers
 from foundry.kube.crds import install_crds
-from foundry.operator.testkit import get_run, wait_for, wait_phase
-from foundry.testing.agent_node import REPO, AgentPodBed, agent_image
-from foundry.testing.operator_node import operator_config, operator_on_node
-from foundry.testing.sidecar_injector import INIT_NAME, SidecarInjector
+from tests.support.operator_kit import get_run, wait_for, wait_phase
+from tests.support.agent_node import REPO, AgentPodBed, agent_image
+from tests.support.operator_node import operator_config, operator_on_node
+from tests.support.sidecar_injector import INIT_NAME, SidecarInjector
 
 pytestmark = [pytest.mark.node, pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(1800)]
 

@@ -12,8 +12,8 @@ import pytest
 
 from foundry.connectors.comments import find_markers
 from foundry.db import audit, claims
-from foundry.operator.testkit import operator_thread, wait_for, wait_phase
-from foundry.testing.operator_stack import OperatorStack, stack_config
+from tests.support.operator_kit import operator_thread, wait_for, wait_phase
+from tests.support.operator_stack import OperatorStack, stack_config
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 

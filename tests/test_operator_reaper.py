@@ -27,9 +27,9 @@ from foundry.operator import reaper
 from foundry.operator.kubeio import GROUP, RUNS, VERSION
 from foundry.operator.locks import RunLocks
 from foundry.operator.metrics import OperatorMetrics
-from foundry.operator.testkit import operator_thread, wait_for, wait_phase
-from foundry.testing.operator_stack import OperatorStack, stack_config
-from foundry.testing.postgres import find_bin_dir
+from tests.support.operator_kit import operator_thread, wait_for, wait_phase
+from tests.support.operator_stack import OperatorStack, stack_config
+from foundry.dev.postgres import find_bin_dir
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 

@@ -15,8 +15,8 @@ from foundry.config import parse_config
 from foundry.db import claims
 from foundry.domain.phases import Phase
 from foundry.operator.reconcile.loop import reconcile_run
-from foundry.operator.testkit import operator_thread, wait_phase
-from foundry.testing.operator_stack import OperatorStack, stack_config
+from tests.support.operator_kit import operator_thread, wait_phase
+from tests.support.operator_stack import OperatorStack, stack_config
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 

@@ -13,7 +13,7 @@ after the deadline does not revive the plan.
 
 The first three scenarios run twice each: a clean stop (SIGTERM, as in a
 rolling upgrade) and a kill -9 (a node lost). The operator is a child process
-with production-built Deps (foundry.testing.operator_process). After each
+with production-built Deps (tests.support.operator_process). After each
 restart the run is counted: one Job per attempt, one comment per purpose,
 each transition audited once, an audit chain that verifies.
 """
@@ -28,9 +28,9 @@ from typing import Iterator
 import pytest
 
 from foundry.db import audit, claims
-from foundry.operator.testkit import wait_for, wait_phase
-from foundry.testing.operator_process import OperatorProcess
-from foundry.testing.operator_stack import OperatorStack, stack_config
+from tests.support.operator_kit import wait_for, wait_phase
+from tests.support.operator_process import OperatorProcess
+from tests.support.operator_stack import OperatorStack, stack_config
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from foundry.operator.testkit import operator_thread, wait_phase
-from foundry.testing.operator_stack import OperatorStack
+from tests.support.operator_kit import operator_thread, wait_phase
+from tests.support.operator_stack import OperatorStack
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 

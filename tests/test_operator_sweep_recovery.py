@@ -22,13 +22,13 @@ from typing import Any, Iterator
 import pytest
 from kubernetes import client
 
-from foundry.bridge.testkit import BridgeProcess
+from tests.support.bridge_kit import BridgeProcess
 from foundry.db import claims
 from foundry.domain.naming import run_name
 from foundry.kube.crds import GROUP, VERSION
-from foundry.operator.testkit import wait_for, wait_phase
-from foundry.testing.operator_process import OperatorProcess, write_config
-from foundry.testing.operator_stack import READY_DESCRIPTION, TEAM, OperatorStack, stack_config
+from tests.support.operator_kit import wait_for, wait_phase
+from tests.support.operator_process import OperatorProcess, write_config
+from tests.support.operator_stack import READY_DESCRIPTION, TEAM, OperatorStack, stack_config
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 

@@ -28,7 +28,7 @@ from foundry.domain.naming import run_name
 from foundry.operator.faults import on_point
 from foundry.operator.kubeio import GROUP, RUNS, VERSION
 from foundry.operator.reconcile.loop import reconcile_run
-from foundry.testing.operator_stack import READY_DESCRIPTION, OperatorStack
+from tests.support.operator_stack import READY_DESCRIPTION, OperatorStack
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres]
 

@@ -26,8 +26,8 @@ from foundry.operator.deps import Deps
 from foundry.operator.errors import RetryLater
 from foundry.operator.kubeio import get_run
 from foundry.operator.outside import outside_call
-from foundry.testing.github_server import GitHubServer
-from foundry.testing.silent_server import SilentServer
+from foundry.dev.github_server import GitHubServer
+from tests.support.silent_server import SilentServer
 
 REPO = "acme/app"
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import pytest
 
-from foundry.operator.testkit import wait_phase
-from foundry.testing.operator_process import OperatorProcess
-from foundry.testing.operator_stack import OperatorStack
+from tests.support.operator_kit import wait_phase
+from tests.support.operator_process import OperatorProcess
+from tests.support.operator_stack import OperatorStack
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 

@@ -15,9 +15,9 @@ import pytest
 
 from foundry.db import audit, claims
 from foundry.operator.handlers import ANNOTATION_PREFIX
-from foundry.operator.testkit import operator_thread, wait_for, wait_phase
-from foundry.testing.bridge_thread import BridgeThread, bridge_settings
-from foundry.testing.operator_stack import OperatorStack, stack_config
+from tests.support.operator_kit import operator_thread, wait_for, wait_phase
+from tests.support.bridge_thread import BridgeThread, bridge_settings
+from tests.support.operator_stack import OperatorStack, stack_config
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 

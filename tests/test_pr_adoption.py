@@ -9,8 +9,8 @@ import pytest
 from kubernetes import client
 
 from foundry.connectors.comments import find_markers
-from foundry.operator.testkit import operator_thread, wait_for
-from foundry.testing.operator_stack import REPO, OperatorStack, runner_message
+from tests.support.operator_kit import operator_thread, wait_for
+from tests.support.operator_stack import REPO, OperatorStack, runner_message
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 

@@ -1,8 +1,8 @@
-"""The order in which `make test`'s two xdist workers take the test modules (foundry/testing/pytest_groups.py)."""
+"""The order in which `make test`'s two xdist workers take the test modules (tests/support/pytest_groups.py)."""
 
 from __future__ import annotations
 
-from foundry.testing.pytest_groups import module_order
+from tests.support.pytest_groups import module_order
 
 
 def test_real_node_modules_alternate_with_slow_ones_and_the_rest_come_last_in_their_order():

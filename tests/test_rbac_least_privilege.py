@@ -28,10 +28,10 @@ from foundry.bridge.backend import RealBackend
 from foundry.bridge.mapping import Decision, Intake, PrHint, Ticket
 from foundry.db import migrate
 from foundry.db.engine import make_engine
-from foundry.testing.helmchart import CHART, run_tool, set_args
-from foundry.testing.jobs import finish_job
-from foundry.testing.kubeutil import client_with_token, service_account_token
-from foundry.testing.operator_stack import runner_message
+from tests.support.helmchart import CHART, run_tool, set_args
+from tests.support.jobs import finish_job
+from tests.support.kubeutil import client_with_token, service_account_token
+from tests.support.operator_stack import runner_message
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
@@ -86,10 +86,10 @@ def test_bridge_and_operator_do_their_work_as_the_chart_service_accounts(
     from foundry.demo import example_repo
     from foundry.demo.config import APPROVER_EMAIL, APPROVER_NAME, TEAM, demo_config
     from foundry.operator.deps import Deps
-    from foundry.operator.testkit import operator_thread, wait_for, wait_phase
+    from tests.support.operator_kit import operator_thread, wait_for, wait_phase
     from foundry.connectors.github import GitHubClient
-    from foundry.testing.github_server import GitHubServer
-    from foundry.testing.linear_server import LinearServer
+    from foundry.dev.github_server import GitHubServer
+    from foundry.dev.linear_server import LinearServer
 
     ns = release
     migrate.upgrade(pg_url)

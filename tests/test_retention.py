@@ -25,7 +25,7 @@ from foundry.operator import housekeeping
 from foundry.operator.deps import Deps
 from foundry.operator.kubeio import GROUP, RUNS, VERSION
 from foundry.operator.retention import finished_rows_query
-from foundry.testing.operator_stack import stack_config
+from tests.support.operator_stack import stack_config
 
 pytestmark = [pytest.mark.postgres]
 

@@ -21,7 +21,7 @@ from foundry.runner.agents import AgentSpec, run_agent, spec_from_input
 from foundry.runner.agents.aider import AiderReader, last_reply_prose
 from foundry.runner.agents.codex import config_toml
 from foundry.runner.agents.environment import build_env, denied
-from foundry.testing.model_server import Final, ModelServer, Patch, ToolCall, Usage
+from foundry.dev.model_server import Final, ModelServer, Patch, ToolCall, Usage
 
 MODELS = {"claude-code": "claude-sonnet-4-5", "codex": "gpt-5.5", "aider": "gpt-4o"}
 PROMPT = "You are working on the repository. PLAN-MARK-7731: create new.txt and greet the world in README.md."

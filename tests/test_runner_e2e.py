@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from foundry.testing.github_server import GitHubServer
-from foundry.testing.model_server import Final, ModelServer, Patch, ToolCall, Usage
-from foundry.testing.runner_kit import (
+from foundry.dev.github_server import GitHubServer
+from foundry.dev.model_server import Final, ModelServer, Patch, ToolCall, Usage
+from tests.support.runner_kit import (
     BASE_FILES, PLAN_TEXT, basic_auth, command_runner, fresh_clone, git, job_input, trailers, write_edit_script,
 )
 

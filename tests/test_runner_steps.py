@@ -26,8 +26,8 @@ from foundry.runner import result as R
 from foundry.runner.jobinput import parse
 from foundry.runner.layout import Layout
 from foundry.runner.steps import Context, agent, prepare, publish, run_all
-from foundry.testing.github_server import GitHubServer
-from foundry.testing.runner_kit import (
+from foundry.dev.github_server import GitHubServer
+from tests.support.runner_kit import (
     BASE_FILES, PLAN_TEXT, basic_auth, command_runner, fresh_clone, git, job_input, make_origin, remote_sha, trailers,
     write_edit_script,
 )

@@ -9,9 +9,9 @@ from typing import Iterator
 
 import pytest
 
-from foundry.testing.linear_server import LinearServer
-from foundry.testing.github_server import GitHubServer
-from foundry.testing.webhook_receiver import WebhookReceiver
+from foundry.dev.linear_server import LinearServer
+from foundry.dev.github_server import GitHubServer
+from tests.support.webhook_receiver import WebhookReceiver
 
 SCALE = 0.0001  # 1 min, 1 h, 6 h -> 6 ms, 0.36 s, 2.16 s
 
@@ -147,7 +147,7 @@ def test_control_api_over_http_drives_the_github_stand_in(hook: WebhookReceiver)
 
 
 def test_github_does_not_retry_by_default_but_can_be_told_to(hook: WebhookReceiver) -> None:
-    from foundry.testing.webhook_sender import RETRY_DELAYS
+    from foundry.dev.webhook_sender import RETRY_DELAYS
 
     hook.script(500, 500)
     with GitHubServer(webhook_url=hook.url) as gh:

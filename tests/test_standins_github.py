@@ -14,8 +14,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from foundry.testing.github_server import GitHubServer
-from foundry.testing.webhook_receiver import WebhookReceiver
+from foundry.dev.github_server import GitHubServer
+from tests.support.webhook_receiver import WebhookReceiver
 
 SECRET = "gh-webhook-secret"
 REPO = "acme/api"

@@ -19,9 +19,9 @@ import httpx
 import jwt
 import pytest
 
-from foundry.testing.github_auth import generate_app_key
-from foundry.testing.github_server import GitHubServer
-from foundry.testing.webhook_receiver import WebhookReceiver
+from foundry.dev.github_auth import generate_app_key
+from foundry.dev.github_server import GitHubServer
+from tests.support.webhook_receiver import WebhookReceiver
 from test_standins_github import octokit_examples, shape_mismatches  # noqa: F401 (a fixture)
 
 REPO, OTHER = "acme/api", "acme/web"

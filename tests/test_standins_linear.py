@@ -11,8 +11,8 @@ from typing import Iterator
 import pytest
 
 from foundry.connectors.linear import LinearClient
-from foundry.testing.linear_server import LinearServer
-from foundry.testing.webhook_receiver import Received, WebhookReceiver
+from foundry.dev.linear_server import LinearServer
+from tests.support.webhook_receiver import Received, WebhookReceiver
 
 SECRET = "whsec-linear-test"
 ENVELOPE = {"action", "type", "data", "actor", "createdAt", "organizationId", "url", "webhookId", "webhookTimestamp"}

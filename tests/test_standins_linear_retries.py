@@ -23,11 +23,11 @@ from foundry.bridge.app import Bridge
 from foundry.bridge.commands import Claim, Trigger, Unavailable
 from foundry.bridge.mapping import Intake, Ticket, TriggerRule
 from foundry.bridge.settings import Settings
-from foundry.testing.github_server import GitHubServer
-from foundry.testing.linear_server import LinearServer
-from foundry.testing.server_thread import ServerThread
-from foundry.testing.webhook_receiver import WebhookReceiver
-from foundry.testing.webhook_sender import RETRY_DELAYS
+from foundry.dev.github_server import GitHubServer
+from foundry.dev.linear_server import LinearServer
+from foundry.dev.server_thread import ServerThread
+from tests.support.webhook_receiver import WebhookReceiver
+from foundry.dev.webhook_sender import RETRY_DELAYS
 
 SECRET = "retry-secret"
 SCALE = 0.0001  # 1 min, 1 h, 6 h -> 6 ms, 0.36 s, 2.16 s

@@ -11,8 +11,8 @@ import pytest
 from foundry.connectors.errors import RateLimited
 from foundry.connectors.linear import LinearClient
 from foundry.connectors.retry import RetryPolicy
-from foundry.testing.linear_ratelimit import RateLimits
-from foundry.testing.linear_server import LinearServer
+from foundry.dev.linear_ratelimit import RateLimits
+from foundry.dev.linear_server import LinearServer
 
 ISSUES = """
 query Q($filter: IssueFilter, $first: Int, $after: String) {

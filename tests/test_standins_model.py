@@ -12,8 +12,8 @@ import time
 import httpx
 import pytest
 
-from foundry.testing.model_server import Final, ModelServer, Patch, ToolCall, Usage
-from foundry.testing.model_wire import EXHAUSTED
+from foundry.dev.model_server import Final, ModelServer, Patch, ToolCall, Usage
+from foundry.dev.model_wire import EXHAUSTED
 
 SCRIPT = [
     ToolCall("Write", {"file_path": "/repo/a.txt", "content": "a long enough content to be split over deltas\n"}),

@@ -4,8 +4,8 @@
     sudo .venv/bin/python tools/bench_agent_pod.py            # 10 attempts
     sudo .venv/bin/python tools/bench_agent_pod.py -n 20 --json
 
-Starts a real single-node cluster (foundry.testing.node, needs root), imports the
-locally built agent image (foundry.testing.images; built first if missing) and
+Starts a real single-node cluster (foundry.dev.node, needs root), imports the
+locally built agent image (foundry.dev.images; built first if missing) and
 runs N attempts one after another through the operator's JobProvider, each in
 a namespace enforcing `restricted`, with the `command` runner (a small edit, no
 model) against the GitHub stand-in on the node IP with a GitHub App token per
@@ -35,8 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from foundry.testing.agent_node import AgentPodBed, agent_image  # noqa: E402
-from foundry.testing.node import NodeCluster, coredns_binary, node_bin_dir  # noqa: E402
+from tests.support.agent_node import AgentPodBed, agent_image  # noqa: E402
+from foundry.dev.node import NodeCluster, coredns_binary, node_bin_dir  # noqa: E402
 
 MARKS = ("started", "running", "complete", "reported")
 

@@ -35,12 +35,15 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import aiohttp
-from kubernetes import client, config
+# tests.support (the harnesses) is importable from the repository root only.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from foundry.bridge.testkit import BridgeProcess, encode, linear_headers, linear_issue
-from foundry.db.engine import create_schema, make_engine
-from foundry.kube.crds import install_crds
-from foundry.testing.benchenv import database_url_or_local_postgres, kubeconfig_or_local_plane
+from kubernetes import client, config  # noqa: E402
+
+from tests.support.bridge_kit import BridgeProcess, encode, linear_headers, linear_issue  # noqa: E402
+from foundry.db.engine import create_schema, make_engine  # noqa: E402
+from foundry.kube.crds import install_crds  # noqa: E402
+from tests.support.benchenv import database_url_or_local_postgres, kubeconfig_or_local_plane  # noqa: E402
 
 SECRET = "bench-secret"
 TOOLS = Path(__file__).resolve().parent

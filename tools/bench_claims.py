@@ -7,7 +7,7 @@
    round after round (a fresh issue per round); every round must yield one
    "created" and 63 "attached" sharing its run id, or the benchmark fails.
 
-Without --url it starts a throwaway PostgreSQL (foundry.testing.postgres).
+Without --url it starts a throwaway PostgreSQL (foundry.dev.postgres).
 --sqlite also measures a SQLite file in WAL mode for comparison.
 """
 
@@ -136,7 +136,7 @@ def main() -> None:
     where = f"server {args.url}" if args.url else "throwaway PostgreSQL, fsync/synchronous_commit off"
     print(f"machine: {os.cpu_count()} CPUs; {where}")
 
-    from foundry.testing.postgres import PostgresServer, create_database, drop_database
+    from foundry.dev.postgres import PostgresServer, create_database, drop_database
 
     server = None if args.url else PostgresServer.start()
     admin = args.url or server.url  # type: ignore[union-attr]

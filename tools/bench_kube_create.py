@@ -45,8 +45,8 @@ def api_client_for(kubeconfig: str | None) -> Iterator[tuple[client.ApiClient, s
         finally:
             api.close()
         return
-    from foundry.testing.binaries import control_plane_bin_dir
-    from foundry.testing.controlplane import ControlPlane
+    from foundry.dev.binaries import control_plane_bin_dir
+    from foundry.dev.controlplane import ControlPlane
 
     workdir = Path(tempfile.mkdtemp(prefix="foundry-bench-"))
     cp = ControlPlane(bin_dir=control_plane_bin_dir(build=True), workdir=workdir)

@@ -4,11 +4,11 @@
     sudo .venv/bin/python tools/bench_node_dispatch.py            # 20 runs
     sudo .venv/bin/python tools/bench_node_dispatch.py -n 5 --json
 
-Starts a real single-node cluster (foundry.testing.node; needs root), or uses the
-one FOUNDRY_TEST_KUBECONFIG names (foundry.testing.node_external), and a
+Starts a real single-node cluster (foundry.dev.node; needs root), or uses the
+one FOUNDRY_TEST_KUBECONFIG names (tests.support.node_external), and a
 throwaway PostgreSQL (or --database-url). The operator runs in this process
 (kopf in a thread, the real JobProvider with a GitHub App token per attempt,
-the Linear and GitHub stand-ins; foundry.testing.operator_node). Runs go one at
+the Linear and GitHub stand-ins; tests.support.operator_node). Runs go one at
 a time: a ticket is planned; the clock starts when its FoundryApproval is
 created (what `foundry approve` does), and the agent namespace is polled every
 50 ms for:
@@ -50,8 +50,8 @@ def one_run(stack, bed, agents: str) -> dict[str, float]:
     from kubernetes import client
 
     from foundry.agents.job_manifest import attempt_selector
-    from foundry.operator.testkit import wait_phase
-    from foundry.testing.agent_node import pod_started
+    from tests.support.operator_kit import wait_phase
+    from tests.support.agent_node import pod_started
 
     _, run = stack.ticket()
     wait_phase(stack.api, stack.namespace, run, "WaitingApproval", timeout=60)
@@ -100,12 +100,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from foundry.db.engine import make_engine
     from foundry.kube.crds import install_crds
-    from foundry.testing.agent_node import AgentPodBed, agent_image
-    from foundry.testing.benchenv import database_url_or_local_postgres
-    from foundry.testing.binaries import control_plane_bin_dir
-    from foundry.testing.node import NodeCluster, coredns_binary, node_bin_dir
-    from foundry.testing.node_external import external_node
-    from foundry.testing.operator_node import operator_config, operator_on_node
+    from tests.support.agent_node import AgentPodBed, agent_image
+    from tests.support.benchenv import database_url_or_local_postgres
+    from foundry.dev.binaries import control_plane_bin_dir
+    from foundry.dev.node import NodeCluster, coredns_binary, node_bin_dir
+    from tests.support.node_external import external_node
+    from tests.support.operator_node import operator_config, operator_on_node
 
     logging_quiet()
     runs: list[dict[str, float]] = []

@@ -7,7 +7,7 @@
 One `foundry operator -n NS` process (the production entry point, Deps built
 from FOUNDRY_CONFIG, FOUNDRY_DATABASE_URL, KUBECONFIG and the two API keys)
 watches a fresh namespace. This process plays everyone else: the local Linear
-and GitHub servers (foundry.testing.operator_stack), the bridge (each ticket is
+and GitHub servers (tests.support.operator_stack), the bridge (each ticket is
 a Linear issue, a claim in the database and a FoundryRun, as the bridge makes
 them) and the approver (a FoundryApproval per run). Then:
 
@@ -42,15 +42,18 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable
 
-from kubernetes import client, config
+# tests.support (the harnesses) is importable from the repository root only.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from foundry.db.engine import create_schema, make_engine
-from foundry.kube.crds import install_crds
-from foundry.operator.kubeio import GROUP, RUNS, VERSION
-from foundry.testing.benchenv import database_url_or_local_postgres, kubeconfig_or_local_plane
-from foundry.testing.operator_process import operator_env, write_config
-from foundry.testing.operator_stack import OperatorStack, stack_config
-from foundry.testing.postgres import free_port
+from kubernetes import client, config  # noqa: E402
+
+from foundry.db.engine import create_schema, make_engine  # noqa: E402
+from foundry.kube.crds import install_crds  # noqa: E402
+from foundry.operator.kubeio import GROUP, RUNS, VERSION  # noqa: E402
+from tests.support.benchenv import database_url_or_local_postgres, kubeconfig_or_local_plane  # noqa: E402
+from tests.support.operator_process import operator_env, write_config  # noqa: E402
+from tests.support.operator_stack import OperatorStack, stack_config  # noqa: E402
+from foundry.dev.postgres import free_port  # noqa: E402
 
 MIB = 1024 * 1024
 

@@ -32,11 +32,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from foundry.runner.jobinput import parse
-from foundry.runner.layout import Layout
-from foundry.runner.steps import Context, run_step
-from foundry.testing.github_server import GitHubServer
-from foundry.testing.runner_kit import command_runner, job_input, write_edit_script
+# tests.support (the harnesses) is importable from the repository root only.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from foundry.runner.jobinput import parse  # noqa: E402
+from foundry.runner.layout import Layout  # noqa: E402
+from foundry.runner.steps import Context, run_step  # noqa: E402
+from foundry.dev.github_server import GitHubServer  # noqa: E402
+from tests.support.runner_kit import command_runner, job_input, write_edit_script  # noqa: E402
 
 REPO = "acme/api"
 FIXED = 'def greet(name: str) -> str:\n    return f"Hello, {name.strip()}!"\n'

@@ -2,7 +2,7 @@
 # Build (or reuse) Foundry's container images without Docker or a registry, as
 # docker-archive tarballs under ~/.cache/foundry/images/ that containerd imports
 # under the chart's image names. Needs root (debootstrap, chroot), umoci and skopeo.
-# The work is foundry.testing.images; progress goes to stderr and, on success,
+# The work is foundry.dev.images; progress goes to stderr and, on success,
 # one "REF TARBALL" line per image to stdout.
 #
 #   tools/images.sh                     all three images
@@ -21,4 +21,4 @@ for tool in debootstrap umoci skopeo; do
 done
 PY=.venv/bin/python
 [ -x "$PY" ] || { echo "[images] error: no .venv: run make venv first" >&2; exit 1; }
-exec "$PY" -m foundry.testing.images "$@"
+exec "$PY" -m foundry.dev.images "$@"

@@ -36,7 +36,7 @@ PYTEST_ARGS=(tests/test_helm_install.py tests/test_rbac_least_privilege.py tests
 say() { printf '[kind-e2e] %s\n' "$*" >&2; }
 die() { printf '[kind-e2e] error: %s\n' "$*" >&2; exit 1; }
 # The image name as containerd stores it and the kubelet asks for it (busybox:1 -> docker.io/library/busybox:1).
-normalized() { .venv/bin/python -c 'import sys; from foundry.testing.node_images import normalize_ref as n
+normalized() { .venv/bin/python -c 'import sys; from foundry.dev.node_images import normalize_ref as n
 print(" ".join(n(r) for r in sys.argv[1:]))' "$@"; }
 
 load_image() {  # TARBALL REF: onto every node of the cluster, under REF

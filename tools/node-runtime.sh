@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make sure the container runtime and image tools that the real-node test bed
-# (foundry/testing/node.py) uses are on this machine, installing Debian's
+# (foundry/dev/node.py) uses are on this machine, installing Debian's
 # packages for whatever is missing. Idempotent: a machine that has them all
 # runs no apt command. Progress goes to stderr.
 #

@@ -62,8 +62,8 @@ def cluster(ctx: click.Context, detach: bool, real_node: bool) -> None:
 
         run_node_cluster()
         return
-    from foundry.testing.binaries import BinariesUnavailable, control_plane_bin_dir
-    from foundry.testing.controlplane import ControlPlane, ControlPlaneError
+    from foundry.dev.binaries import BinariesUnavailable, control_plane_bin_dir
+    from foundry.dev.controlplane import ControlPlane, ControlPlaneError
 
     existing = running_cluster()
     if existing:
@@ -99,7 +99,7 @@ def cluster(ctx: click.Context, detach: bool, real_node: bool) -> None:
 @cluster.command("stop")
 def cluster_stop() -> None:
     """Stop a dev cluster started with --detach."""
-    from foundry.testing.controlplane import stop_detached
+    from foundry.dev.controlplane import stop_detached
 
     if stop_detached(_cluster_dir()):
         click.echo("dev cluster stopped")

@@ -11,9 +11,9 @@ from foundry.paths import state_dir
 
 
 def run_node_cluster() -> None:
-    from foundry.testing.binaries import BinariesUnavailable
-    from foundry.testing.node import NodeCluster, NodeClusterError, coredns_binary, node_bin_dir
-    from foundry.testing.node_host import NodeHostError
+    from foundry.dev.binaries import BinariesUnavailable
+    from foundry.dev.node import NodeCluster, NodeClusterError, coredns_binary, node_bin_dir
+    from foundry.dev.node_host import NodeHostError
 
     try:
         cluster = NodeCluster(bin_dir=node_bin_dir(build=True), state_root=state_dir() / "dev-node", coredns=coredns_binary(build=True))

@@ -140,7 +140,7 @@ def _print_result(stack: LocalStack, result: StoryResult) -> None:
 def _kubectl_get_runs(stack: LocalStack) -> str:
     """kubectl's own table when the binary is at hand, else ours (same printer columns)."""
     try:
-        from foundry.testing.binaries import control_plane_bin_dir
+        from foundry.dev.binaries import control_plane_bin_dir
 
         kubectl = control_plane_bin_dir(build=False) / "kubectl"
         proc = subprocess.run([str(kubectl), "--kubeconfig", str(stack.kubeconfig), "get", "foundryruns",

@@ -88,8 +88,8 @@ class LocalStack:
         if self.kubeconfig is not None:
             self._say(f"using the cluster of {self.kubeconfig}")
             return
-        from foundry.testing.binaries import BinariesUnavailable, control_plane_bin_dir
-        from foundry.testing.controlplane import ControlPlane, ControlPlaneError
+        from foundry.dev.binaries import BinariesUnavailable, control_plane_bin_dir
+        from foundry.dev.controlplane import ControlPlane, ControlPlaneError
 
         try:
             bin_dir = control_plane_bin_dir(build=True)
@@ -155,8 +155,8 @@ class LocalStack:
         self._say(f"SQLite database {path} (schema migrated)")
 
     def _start_standins(self) -> None:
-        from foundry.testing.github_server import GitHubServer
-        from foundry.testing.linear_server import LinearServer
+        from foundry.dev.github_server import GitHubServer
+        from foundry.dev.linear_server import LinearServer
 
         self.linear = LinearServer(webhook_secret=self.linear_secret, retry_scale=WEBHOOK_RETRY_SCALE).start()
         self.linear.add_team(TEAM, "Acme")

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Runs as root inside the chroot of an image's root filesystem (foundry.testing.images
+# Runs as root inside the chroot of an image's root filesystem (foundry.dev.images
 # starts it): make apt lean, run the recipe's steps around one package install, and
 # drop what only the build needed. Inputs arrive in /run/foundry-build (removed by the
 # caller afterwards): steps.sh, debian.sources, requirements.txt, files/, the pip

@@ -1,5 +1,5 @@
 # Steps of the local image recipes (sourced by build-root.sh inside the chroot).
-# Each mirrors what the matching Dockerfile does; foundry.testing.images lists
+# Each mirrors what the matching Dockerfile does; foundry.dev.images lists
 # which image runs which step. A change here changes every image's cache key.
 
 # The host's apt tolerates its snapshot mirror's expired Release files; so must we.
