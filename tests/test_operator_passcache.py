@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 from foundry.config import parse_config
 from foundry.domain.phases import Phase
-from foundry.operator.reconcile import approvals, passcache
+from foundry.operator.reconcile import passcache, steps_approval, steps_endings
 from foundry.operator.reconcile.outcome import Transition
 from foundry.operator.reconcile.view import RunView
 from tests.support.operator_stack import stack_config
@@ -38,7 +38,7 @@ def _setup(monkeypatch, listings: list[list[dict]]):
         calls.append(name)
         return listings[min(len(calls), len(listings)) - 1]
 
-    monkeypatch.setattr(approvals, "list_approvals", list_approvals)
+    monkeypatch.setattr(steps_approval, "list_approvals", list_approvals)
     deps = SimpleNamespace(api=None, config=parse_config(stack_config()),
                            clock=lambda: datetime.now(timezone.utc))
     return deps, calls
@@ -48,9 +48,9 @@ def test_the_steps_of_one_pass_share_one_listing(monkeypatch):
     deps, calls = _setup(monkeypatch, [[_approve()]])
     run = _run()
     with passcache.one_pass():
-        assert approvals.interrupt(deps, run) is None
-        outcome = approvals.await_approvals(deps, run)
-        assert approvals.interrupt(deps, run) is None  # the next step of the same pass
+        assert steps_endings.interrupt(deps, run) is None
+        outcome = steps_approval.await_approvals(deps, run)
+        assert steps_endings.interrupt(deps, run) is None  # the next step of the same pass
     assert isinstance(outcome, Transition) and outcome.to == Phase.APPROVED
     assert calls == ["r1"]
 
@@ -59,17 +59,17 @@ def test_each_pass_and_each_run_reads_afresh(monkeypatch):
     # First pass: no approval yet. An approval arrives; the next pass must see it.
     deps, calls = _setup(monkeypatch, [[], [_approve()], [_approve("r2")]])
     with passcache.one_pass():
-        assert not isinstance(approvals.await_approvals(deps, _run()), Transition)
+        assert not isinstance(steps_approval.await_approvals(deps, _run()), Transition)
     with passcache.one_pass():
-        assert approvals.await_approvals(deps, _run()).to == Phase.APPROVED
+        assert steps_approval.await_approvals(deps, _run()).to == Phase.APPROVED
         other = _run()
         other.meta["name"] = "r2"
-        approvals.await_approvals(deps, other)  # another run: its own listing
+        steps_approval.await_approvals(deps, other)  # another run: its own listing
     assert calls == ["r1", "r1", "r2"]
 
 
 def test_outside_a_pass_nothing_is_cached(monkeypatch):
     deps, calls = _setup(monkeypatch, [[]])
-    approvals.interrupt(deps, _run())
-    approvals.await_approvals(deps, _run())
+    steps_endings.interrupt(deps, _run())
+    steps_approval.await_approvals(deps, _run())
     assert calls == ["r1", "r1"]

@@ -1,27 +1,31 @@
 """The reconcile driver: read the run, take steps until it waits, write each result.
 
-Each step is a plain function of (deps, run) in a phase module; it performs its
-side effects check-before-act and returns an Outcome; `commit` records it. A
-run therefore advances through as many phases as it can in one call (intake
-straight to WaitingApproval, say), re-reading the object between steps so each
-decision is made on what the API server holds.
+Each step is a plain function of (deps, run) in a steps_* module, one module
+per group of phases, read in this order: steps_intake (Pending, Analysing),
+steps_approval (WaitingApproval), steps_agent (Approved, AgentRunning), steps_pr
+(PROpen, ReviewRequired), steps_endings (what ends a run from any phase). A
+step performs its side effects check-before-act and returns an Outcome;
+`commit` records it. A run therefore advances through as many phases as it can
+in one call (intake straight to WaitingApproval, say), re-reading the object
+between steps so each decision is made on what the API server holds.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from typing import TYPE_CHECKING, Callable
 
 from foundry.agents.base import AgentUnavailable
 from foundry.domain.phases import Phase
+from foundry.operator import dbio
 from foundry.operator.errors import CannotReconcile, RetryLater
 from foundry.operator.kubeio import Conflict, get_run, patch_run_status
+from foundry.operator.reconcile import steps_agent, steps_approval, steps_intake, steps_pr
 from foundry.operator.reconcile.commit import commit
 from foundry.operator.reconcile.outcome import Outcome, Stay, Transition
 from foundry.operator.reconcile.passcache import one_pass
-from foundry.operator.reconcile.permanent import blocked, check
+from foundry.operator.reconcile.steps_endings import blocked, check, interrupt
 from foundry.operator.reconcile.view import RunView
 
 if TYPE_CHECKING:
@@ -35,30 +39,18 @@ MAX_STEPS = 12
 
 Step = Callable[["Deps", RunView], Outcome]
 
-# (module, function) per active phase. Imported on first use so a run that
-# only needs the claim (a Duplicate) never loads the planning machinery.
-STEPS: dict[Phase, tuple[str, str]] = {
-    Phase.PENDING: ("intake", "claim"),
-    Phase.ANALYSING: ("analyse", "analyse"),
-    Phase.WAITING_APPROVAL: ("approvals", "await_approvals"),
-    Phase.APPROVED: ("dispatch", "dispatch"),
-    Phase.AGENT_RUNNING: ("agent", "watch_agent"),
-    Phase.PR_OPEN: ("pr", "watch_pr"),
-    Phase.REVIEW_REQUIRED: ("pr", "watch_pr"),
+# The step of each active phase, in the order a run meets them. Before it,
+# every pass asks steps_endings.check (a configuration the run no longer fits)
+# and steps_endings.interrupt (a human's reject or stop).
+STEPS: dict[Phase, Step] = {
+    Phase.PENDING: steps_intake.claim,
+    Phase.ANALYSING: steps_intake.analyse,
+    Phase.WAITING_APPROVAL: steps_approval.await_approvals,
+    Phase.APPROVED: steps_agent.dispatch,
+    Phase.AGENT_RUNNING: steps_agent.watch_agent,
+    Phase.PR_OPEN: steps_pr.watch_pr,
+    Phase.REVIEW_REQUIRED: steps_pr.watch_pr,
 }
-
-
-def step_for(phase: Phase) -> Step:
-    module, func = STEPS[phase]
-    return getattr(importlib.import_module(f"foundry.operator.reconcile.{module}"), func)
-
-
-def _interrupt(deps: "Deps", run: RunView) -> Outcome | None:
-    if run.phase == Phase.PENDING:
-        return None
-    from foundry.operator.reconcile.approvals import interrupt
-
-    return interrupt(deps, run)
 
 
 def reconcile_run(deps: "Deps", namespace: str, name: str) -> Phase | None:
@@ -100,7 +92,7 @@ def _advance(deps: "Deps", namespace: str, name: str) -> Phase | None:
         permanent: CannotReconcile | None = None
         try:
             check(deps, run)
-            outcome = _interrupt(deps, run) or step_for(phase)(deps, run)
+            outcome = interrupt(deps, run) or STEPS[phase](deps, run)
         except CannotReconcile as err:
             permanent, outcome = err, blocked(deps, run, err)
         try:
@@ -111,8 +103,6 @@ def _advance(deps: "Deps", namespace: str, name: str) -> Phase | None:
                 continue
             assert isinstance(outcome, Stay)
             if outcome.audit:
-                from foundry.operator import dbio
-
                 dbio.record_decision(deps, run, outcome.audit, outcome.audit_detail)
             if outcome.status:
                 patch_run_status(deps.api, body, outcome.status)

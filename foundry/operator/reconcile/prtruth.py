@@ -1,15 +1,27 @@
 """What GitHub says about the run's pull request, read fresh (never from hints),
-and summarised into plain values. `summarise_*` are pure. A PR on the run's
-branch that Foundry did not open is not the run's (reconcile.adoption)."""
+and summarised into plain values. `summarise_*` are pure.
+
+A PR on the run's branch is adopted only if it is Foundry's
+(foundry.domain.adoption): the branch name is computable, so anyone could open
+one. A PR already adopted (its number recorded in status.pr) is not asked
+again: later heads are the remediation attempts', judged by the diff policy. A
+PR refused is told once: a Warning Event and one ticket comment (found again
+by its marker after a restart, so never posted twice).
+"""
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from foundry.connectors.comments import keyed_purpose
+from foundry.domain import adoption
+from foundry.operator.events import post_event
 from foundry.operator.outside import outside_call
-from foundry.operator.reconcile import adoption
+from foundry.operator.reconcile import comments
 from foundry.operator.reconcile.view import RunView
 
 if TYPE_CHECKING:
@@ -78,9 +90,9 @@ def fetch(deps: "Deps", run: RunView) -> PRTruth | None:
         if pull is None:
             return None
         # The branch name is computable: a PR someone else opened from it is not the run's.
-        why = adoption.refusal(deps, run, repo, pull)
+        why = _refusal(deps, run, repo, pull)
         if why is not None:
-            adoption.tell(deps, run, pull, why)
+            _tell_not_adopted(deps, run, pull, why)
             return None
         number = int(pull["number"])
         head = pull["head"]["sha"]
@@ -91,3 +103,39 @@ def fetch(deps: "Deps", run: RunView) -> PRTruth | None:
     merged = bool(pull.get("merged") or pull.get("merged_at"))
     return PRTruth(number, pull.get("html_url", ""), head, pull.get("state", "open"), merged, files, checks, review,
                    changes)
+
+
+# (namespace, run, PR number) already told in this process; bounded, oldest first out.
+_TOLD_MAX = 4096
+_told: "OrderedDict[tuple[str, str, int], None]" = OrderedDict()
+_told_lock = threading.Lock()
+
+
+def _refusal(deps: "Deps", run: RunView, repo: str, pull: dict[str, Any]) -> str | None:
+    """Why the PR is not Foundry's (None: adopt it). Called inside the caller's outside_call."""
+    number = int(pull["number"])
+    if run.pr.get("number") == number:
+        return None
+    why = adoption.check_opener(number, (pull.get("user") or {}).get("login"), deps.github.login())
+    if why is None:
+        sha = pull["head"]["sha"]
+        commit = (deps.github.get_commit(repo, sha).get("commit") or {})
+        why = adoption.check_head(number, sha, (commit.get("author") or {}).get("name"), commit.get("message") or "",
+                                  run.name, run.attempt)
+    return why
+
+
+def _tell_not_adopted(deps: "Deps", run: RunView, pull: dict[str, Any], why: str) -> None:
+    """The Warning Event and the one ticket comment about a PR not adopted."""
+    number = int(pull["number"])
+    key = (run.namespace, run.name, number)
+    with _told_lock:
+        if key in _told:
+            return
+    post_event(deps.api, run.body, "PullRequestNotAdopted", why, type_="Warning")
+    comments.post(deps, run, keyed_purpose("pr_not_adopted", f"pr-{number}"),
+                  adoption.not_adopted_comment(run.issue_key, number, pull.get("html_url", ""), why))
+    with _told_lock:
+        _told[key] = None
+        while len(_told) > _TOLD_MAX:
+            _told.popitem(last=False)

@@ -1,8 +1,12 @@
-"""Analysing: readiness, repository routing, risk, plan → NeedsClarification |
-Blocked | WaitingApproval, each with its one comment on the issue.
+"""Intake and analysis: Pending → Analysing → NeedsClarification | Blocked | WaitingApproval.
 
-The judgements are foundry.domain's pure functions; this step only gathers
-their answers, posts the comment and records the result.
+`claim` (Pending) records the run in the database first; the unique index on
+the issue's active run decides whether it may go on or ends as a Duplicate.
+
+`analyse` (Analysing) asks foundry.domain's pure judgements — readiness,
+repository routing, risk, the plan — and turns their answers into one
+transition with its one comment on the issue: the questions, why there is no
+repository, or the plan and who may approve it.
 """
 
 from __future__ import annotations
@@ -12,12 +16,28 @@ from typing import TYPE_CHECKING
 from foundry.domain import comments as texts
 from foundry.domain import planning, policy, readiness, risk, routing
 from foundry.domain.phases import Phase
+from foundry.operator import dbio
 from foundry.operator.reconcile import comments
 from foundry.operator.reconcile.outcome import Outcome, Transition
 from foundry.operator.reconcile.view import RunView
 
 if TYPE_CHECKING:
     from foundry.operator.deps import Deps
+
+
+def claim(deps: "Deps", run: RunView) -> Outcome:
+    result = dbio.insert_row(deps, run)
+    if result.outcome == "duplicate":
+        other = result.run
+        # Audited on the run that holds the slot: the duplicate has no row of its own.
+        dbio.record_on(deps, other.id, "duplicate-refused",
+                       {"namespace": run.namespace, "name": run.name, "k8s_uid": run.uid})
+        return Transition(
+            Phase.DUPLICATE, "ActiveRunExists",
+            f"issue {run.issue_key} already has run {other.namespace}/{other.name} "
+            f"(attempt {other.attempt}, {other.phase}); this run does nothing",
+            warning=True)
+    return Transition(Phase.ANALYSING, "Claimed", f"run recorded for issue {run.issue_key}")
 
 
 def analyse(deps: "Deps", run: RunView) -> Outcome:

@@ -1,7 +1,8 @@
-"""The pull request phases: PROpen / ReviewRequired (and AgentRunning once a PR
-exists). GitHub is the truth; every decision is made on a fresh read.
+"""PR and remediation: PROpen / ReviewRequired (and AgentRunning once a PR
+exists). GitHub is the truth; every decision is made on a fresh read
+(prtruth.fetch, which also refuses a PR on the branch that is not Foundry's).
 
-- merged → Complete; closed unmerged → Closed;
+- merged → Complete; closed unmerged → Closed (`ending`);
 - every new head SHA: the diff check (a forbidden path, also as a rename's old
   path or a deletion, or a workflow file → Blocked, sticky; risky area not
   approved, too many files or lines, files outside the plan → ReviewRequired);
@@ -19,13 +20,19 @@ from foundry.domain import comments as texts
 from foundry.domain import policy
 from foundry.domain.phases import Phase
 from foundry.operator.reconcile import agentio, comments, feedback
-from foundry.operator.reconcile.dispatch import gate
 from foundry.operator.reconcile.outcome import Outcome, Stay, Transition
 from foundry.operator.reconcile.prtruth import PRTruth, fetch
 from foundry.operator.reconcile.view import RunView
 
 if TYPE_CHECKING:
     from foundry.operator.deps import Deps
+
+
+def watch_pr(deps: "Deps", run: RunView) -> Outcome:
+    truth = fetch(deps, run)
+    if truth is None:
+        return Stay(status=synced(deps, run, None))  # the PR vanished from view; keep waiting
+    return ending(deps, run, truth) or judge(deps, run, truth)
 
 
 def synced(deps: "Deps", run: RunView, truth: PRTruth | None) -> dict:
@@ -92,7 +99,7 @@ def judge(deps: "Deps", run: RunView, truth: PRTruth) -> Outcome:
 
 def remediate(deps: "Deps", run: RunView, truth: PRTruth, base: dict) -> Outcome:
     attempt = run.attempt + 1
-    verdict = gate(deps, run, attempt, base.get("agent", run.agent).get("jobs") or [])
+    verdict = agentio.gate(deps, run, attempt, base.get("agent", run.agent).get("jobs") or [])
     why = "CI failed" if truth.checks == "failure" else "changes requested"
     if not verdict.allowed:
         # Name the cap that stopped it: the retry cap counts retries, the budget cap all attempts.
@@ -118,10 +125,3 @@ def _stay_or_move(run: RunView, phase: Phase, reason: str, message: str, status:
             return Stay(status={"lastSyncedAt": status["lastSyncedAt"]})
         return Stay(status=status)
     return Transition(phase, reason, message, status=status, warning=phase == Phase.REVIEW_REQUIRED)
-
-
-def watch_pr(deps: "Deps", run: RunView) -> Outcome:
-    truth = fetch(deps, run)
-    if truth is None:
-        return Stay(status=synced(deps, run, None))  # the PR vanished from view; keep waiting
-    return ending(deps, run, truth) or judge(deps, run, truth)

@@ -1,14 +1,17 @@
-"""AgentRunning: the agent works on the branch; GitHub tells us when it has.
+"""Dispatch and agent: Approved → AgentRunning, and AgentRunning until a PR or an ending.
 
-A PR whose head is new (not a SHA we are remediating) is judged like any PR.
-Without one, the attempt's result (its pod's termination message) decides:
-`refused` (the change broke policy before push) → Blocked; `failed` or
-`no-changes`, or a Job that failed without a result, → retried within the
-caps, else ExecutionFailed with the reason (AgentOOMKilled or
-AgentDeadlineExceeded when the cluster ended the last attempt, else
-AgentFailed); a pod the cluster refused (admission) → ExecutionFailed at
-once, since a retry would be refused too; a finished attempt that leaves no
-new commit within the timeout → ExecutionFailed. Each ending gets the one
+`dispatch` (Approved) asks the policy gate (default deny) and starts attempt 1.
+
+`watch_agent` (AgentRunning): the agent works on the branch; GitHub tells us
+when it has. A PR whose head is new (not a SHA we are remediating) is judged
+like any PR (steps_pr). Without one, the attempt's result (its pod's
+termination message) decides: `refused` (the change broke policy before push)
+→ Blocked; `failed` or `no-changes`, or a Job that failed without a result, →
+retried within the caps, else ExecutionFailed with the reason (AgentOOMKilled
+or AgentDeadlineExceeded when the cluster ended the last attempt, else
+AgentFailed); a pod the cluster refused (admission) → ExecutionFailed at once,
+since a retry would be refused too; a finished attempt that leaves no new
+commit within the timeout → ExecutionFailed. Each ending gets the one
 "blocked" comment that says why: nothing else will happen on it without a
 human.
 """
@@ -18,11 +21,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from foundry.agents.base import DEADLINE_EXCEEDED, OOM_KILLED, POD_REFUSED
 from foundry.domain import comments as texts
 from foundry.domain.phases import Phase
-from foundry.agents.base import DEADLINE_EXCEEDED, OOM_KILLED, POD_REFUSED
-from foundry.operator.reconcile import agentio, comments, feedback, pr
-from foundry.operator.reconcile.dispatch import gate
+from foundry.operator.reconcile import agentio, comments, feedback, steps_pr
 from foundry.operator.reconcile.outcome import Outcome, Stay, Transition
 from foundry.operator.reconcile.prtruth import PRTruth, fetch
 from foundry.operator.reconcile.view import RunView
@@ -31,15 +33,26 @@ if TYPE_CHECKING:
     from foundry.operator.deps import Deps
 
 
+def dispatch(deps: "Deps", run: RunView) -> Outcome:
+    attempt = max(run.attempt, 1)
+    verdict = agentio.gate(deps, run, attempt)
+    if not verdict.allowed:
+        return Transition(Phase.BLOCKED, "PolicyDenied", verdict.reason, warning=True)
+    record = agentio.start(deps, run, attempt)
+    agent = agentio.agent_status(run.agent, agentio.with_job(run.jobs, record), attempt=attempt)
+    return Transition(Phase.AGENT_RUNNING, "AgentStarted", f"attempt {attempt}: {record.get('name')}",
+                      status={"agent": agent, "pr": {"branch": run.branch}})
+
+
 def watch_agent(deps: "Deps", run: RunView) -> Outcome:
     truth = fetch(deps, run)
     if truth is not None:
-        end = pr.ending(deps, run, truth)
+        end = steps_pr.ending(deps, run, truth)
         if end is not None:
             return end
         if truth.head_sha not in run.remediations:
-            return pr.judge(deps, run, truth)
-    base = pr.synced(deps, run, truth)
+            return steps_pr.judge(deps, run, truth)
+    base = steps_pr.synced(deps, run, truth)
     jobs = base.get("agent", run.agent).get("jobs") or []
     job = next((j for j in jobs if j.get("attempt") == run.attempt), None)
     if job is None:  # not recorded (cannot normally happen): ask the provider
@@ -59,7 +72,7 @@ def watch_agent(deps: "Deps", run: RunView) -> Outcome:
     if job["state"] in ("failed", "missing") or job.get("outcome") in ("failed", "no-changes"):
         why = _why(run.attempt, job)
         nxt = run.attempt + 1
-        verdict = gate(deps, run, nxt, jobs)
+        verdict = agentio.gate(deps, run, nxt, jobs)
         if not verdict.allowed:
             reason = FAILURE_REASONS.get(job.get("cause"), "AgentFailed")
             return _failed(deps, run, reason, f"{why}; {verdict.reason}",
