@@ -6,7 +6,7 @@ import time
 
 from kubernetes import client
 
-from foundry.operator.deps import throttle_token_refresh
+from foundry.kube.client import throttle_token_refresh
 
 
 def test_refresh_hook_is_throttled_but_still_runs():

@@ -28,8 +28,9 @@ from typing import Any
 
 from foundry.agents.base import attempt_name, run_identity
 from foundry.config import Agent, Timeouts
+from foundry.kube.crds import GROUP, VERSION
 
-GROUP_VERSION = "foundry.dev/v1alpha1"
+GROUP_VERSION = f"{GROUP}/{VERSION}"
 KIND = "FoundryRun"
 INPUT_KEY = "input.json"
 INPUT_DIR = "/foundry/input"

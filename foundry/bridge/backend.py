@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import urllib3
-from kubernetes import client, config as kube_config
+from kubernetes import client
 from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -36,27 +36,15 @@ from foundry.domain.naming import run_name
 from foundry.domain.phases import ACTIVE_PHASE_NAMES
 from foundry.domain.triggers import Trigger
 from foundry.kube import approvals, runs
+from foundry.kube.client import api_client
 from foundry.kube.crds import GROUP, VERSION
 from foundry.kube.errors import AccessDenied, IdentityConflict, KubeRequestError, ObjectRejected, translate
 
 # (connect, read) for every call through the official client that does not set its own.
 KUBE_TIMEOUT = (KUBE_CONNECT_SECONDS, KUBE_REQUEST_SECONDS)
-
-
-class BoundedApiClient(client.ApiClient):
-    """An ApiClient whose every request has a timeout.
-
-    foundry.kube's helpers (create-or-attach of runs and approvals) are shared
-    with the operator and pass no `_request_timeout`; without one urllib3 waits
-    on a hung API server for as long as the TCP connection lives.
-    """
-
-    def __init__(self, configuration: client.Configuration, timeout: tuple[float, float] = KUBE_TIMEOUT) -> None:
-        super().__init__(configuration)
-        self.default_timeout = timeout
-
-    def call_api(self, *args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
-        return super().call_api(*args, _request_timeout=_request_timeout or self.default_timeout, **kwargs)
+# Fail fast to a 503 rather than retrying inside a request the sender is
+# waiting on; one retry covers a pooled connection the server closed.
+KUBE_RETRIES = urllib3.Retry(total=1, read=0, redirect=0, status=0)
 
 
 @contextlib.contextmanager
@@ -101,20 +89,13 @@ def kubernetes_errors() -> Iterator[None]:
 
 
 def kube_api_client(kubeconfig: str | None, pool_size: int) -> client.ApiClient:
-    """One ApiClient for the process: kubeconfig (KUBECONFIG or the given path) else in-cluster."""
-    configuration = client.Configuration()
-    try:
-        kube_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    except (kube_config.ConfigException, FileNotFoundError, TypeError):
-        if kubeconfig:
-            raise
-        kube_config.load_incluster_config(client_configuration=configuration)
-    # One HTTP connection per worker thread, so the pool never serialises requests.
-    configuration.connection_pool_maxsize = pool_size
-    # Fail fast to a 503 rather than retrying inside a request the sender is
-    # waiting on; one retry covers a pooled connection the server closed.
-    configuration.retries = urllib3.Retry(total=1, read=0, redirect=0, status=0)
-    return BoundedApiClient(configuration)
+    """One ApiClient for the process (foundry.kube.client), every call bounded by KUBE_TIMEOUT.
+
+    foundry.kube's helpers (create-or-attach of runs and approvals) are shared
+    with the operator and pass no `_request_timeout`; the client gives them one.
+    One HTTP connection per worker thread, so the pool never serialises requests.
+    """
+    return api_client(kubeconfig, timeouts=KUBE_TIMEOUT, retries=KUBE_RETRIES, pool_size=pool_size)
 
 
 def run_manifest(claim: Claim, intake: Intake, trigger: Trigger) -> dict[str, Any] | None:

@@ -19,6 +19,7 @@ from foundry.demo import example_repo
 from foundry.demo.ci import run_tests
 from foundry.demo.progress import Progress
 from foundry.demo.stack import LocalStack, StackError
+from foundry.kube.crds import GROUP, VERSION
 
 TRIGGER_LABELS = (["foundry", "repo:greeter"], ["foundry", "repo:greeter", "backend"])
 
@@ -197,14 +198,14 @@ class Story:
         from foundry.kube.runs import LABEL_ISSUE_ID
 
         return client.CustomObjectsApi(self.stack.api).list_namespaced_custom_object(
-            "foundry.dev", "v1alpha1", self.stack.namespace, "foundryruns",
+            GROUP, VERSION, self.stack.namespace, "foundryruns",
             label_selector=f"{LABEL_ISSUE_ID}={label_value(issue_id)}")["items"]
 
     def _status(self) -> dict[str, Any]:
         from kubernetes import client
 
         obj = client.CustomObjectsApi(self.stack.api).get_namespaced_custom_object(
-            "foundry.dev", "v1alpha1", self.stack.namespace, "foundryruns", self.result.run)
+            GROUP, VERSION, self.stack.namespace, "foundryruns", self.result.run)
         status = obj.get("status") or {}
         phase = status.get("phase")
         if phase and (not self._phases_seen or self._phases_seen[-1] != phase):

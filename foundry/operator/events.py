@@ -13,6 +13,8 @@ from typing import Any
 
 from kubernetes import client
 
+from foundry.kube.runs import API_VERSION
+
 log = logging.getLogger(__name__)
 
 COMPONENT = "foundry-operator"
@@ -25,7 +27,7 @@ def post_event(api: client.ApiClient, run: dict[str, Any], reason: str, message:
     body = client.CoreV1Event(
         metadata=client.V1ObjectMeta(name=f"{meta['name']}.{uuid.uuid4().hex[:16]}", namespace=meta["namespace"]),
         involved_object=client.V1ObjectReference(
-            api_version=run.get("apiVersion", "foundry.dev/v1alpha1"), kind=run.get("kind", "FoundryRun"),
+            api_version=run.get("apiVersion", API_VERSION), kind=run.get("kind", "FoundryRun"),
             name=meta["name"], namespace=meta["namespace"], uid=meta.get("uid"),
             resource_version=meta.get("resourceVersion")),
         reason=reason,
