@@ -2,7 +2,7 @@
 restarted operator finds its earlier work instead of repeating it.
 
 The operator runs as a child process with Deps built the production way
-(tests.support.operator_process); a fault point (foundry.operator.faults)
+(tests.support.operator_process); a fault point (tests.support.crash_points)
 ends it with exit code 137 between a side effect (the DB row insert, a Linear
 comment, a Job create, a DB phase write) and the status write that records it.
 Each test checks that the crash really fell in that gap, restarts the operator

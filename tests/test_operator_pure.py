@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -68,8 +69,10 @@ def test_resync_timing():
 
 
 def test_fault_point_kills_once_per_marker_dir(tmp_path):
-    code = "from foundry.operator.faults import crash_point; crash_point('after-job-create'); print('alive')"
-    env = {"FOUNDRY_FAULT": "after-job-create", "FOUNDRY_FAULT_ONCE_DIR": str(tmp_path), "PATH": "/usr/bin"}
+    code = ("from tests.support import crash_points; from foundry.operator.checkpoints import reached; "
+            "crash_points.install(); reached('after-job-create'); print('alive')")
+    env = {"FOUNDRY_FAULT": "after-job-create", "FOUNDRY_FAULT_ONCE_DIR": str(tmp_path), "PATH": "/usr/bin",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert (first.returncode, first.stdout) == (137, "")
@@ -77,8 +80,8 @@ def test_fault_point_kills_once_per_marker_dir(tmp_path):
 
 
 def test_unknown_fault_point_is_refused(monkeypatch):
-    from foundry.operator.faults import crash_point
+    from tests.support.crash_points import at_checkpoint
 
     monkeypatch.setenv("FOUNDRY_FAULT", "after-lunch")
     with pytest.raises(ValueError, match="unknown fault points"):
-        crash_point("after-job-create")
+        at_checkpoint("after-job-create")

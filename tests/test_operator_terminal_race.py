@@ -7,7 +7,7 @@ row was moved back to an active phase: the issue's freed slot was taken twice,
 or, when another attempt had claimed it meanwhile, ActiveRunConflict was raised
 on every reconcile for ever.
 
-The race is made deterministic with a fault point (foundry.operator.faults
+The race is made deterministic with a fault point (tests.support.crash_points
 `after-db-phase`): right after the row is written NeedsClarification, the
 ticket on the run is completed (so a recompute would plan it) and, in one
 variant, the bridge claims the next attempt for the edited ticket. Real API
@@ -25,9 +25,9 @@ from foundry.db import audit, claims
 from foundry.db.audit import RunEnded
 from foundry.db.engine import make_engine
 from foundry.domain.naming import run_name
-from foundry.operator.faults import on_point
 from foundry.operator.kubeio import GROUP, RUNS, VERSION
 from foundry.operator.reconcile.loop import reconcile_run
+from tests.support.crash_points import on_point
 from tests.support.operator_stack import READY_DESCRIPTION, OperatorStack
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres]

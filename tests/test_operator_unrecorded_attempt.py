@@ -2,7 +2,7 @@
 
 Starting an attempt (creating Job `<run>-a<n>`) and recording it in the run's
 status are two writes. The operator is killed between them by the
-`after-job-create` fault point (foundry.operator.faults), deterministically;
+`after-job-create` fault point (tests.support.crash_points), deterministically;
 then a human stops the run before the operator is back. The restarted
 operator must find the Job by its deterministic name, delete it, and record
 it as cancelled, instead of ending the run with the agent still at work.

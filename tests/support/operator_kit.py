@@ -91,11 +91,13 @@ def _main() -> None:
     import signal
 
     from foundry.operator.deps import build_deps
+    from tests.support import crash_points
 
     parser = argparse.ArgumentParser()
     parser.add_argument("-n", "--namespace", required=True)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    crash_points.install()  # FOUNDRY_FAULT arms a checkpoint; the product alone never dies there
     deps = build_deps()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -1,6 +1,6 @@
 """The operator as a child process, for the kill -9 tests.
 
-A fault point (foundry.operator.faults) ends the process with `os._exit(137)`
+A fault point (tests.support.crash_points) ends the process with `os._exit(137)`
 mid-reconcile, which only a separate process survives to observe. The child is
 `python -m tests.support.operator_kit -n NS`, which builds its Deps the
 production way (foundry.operator.deps.build_deps) from the environment made

@@ -16,7 +16,7 @@ from foundry.agents.base import attempt_name
 from foundry.agents.result import totals
 from foundry.domain import policy
 from foundry.operator.errors import RetryLater
-from foundry.operator.faults import crash_point
+from foundry.operator.checkpoints import reached
 from foundry.operator.reconcile import jobinput
 from foundry.operator.reconcile.view import RunView
 
@@ -63,7 +63,7 @@ def start(deps: "Deps", run: RunView, attempt: int, *, pr_number: int | None = N
         raise
     except ConnectionError as err:
         raise RetryLater(f"starting agent attempt {attempt} of {run.name}: {err}") from err
-    crash_point("after-job-create")
+    reached("after-job-create")
     return dict(record)
 
 
