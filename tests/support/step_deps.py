@@ -364,7 +364,7 @@ def approved(**status: Any) -> RunView:
 def agent_running(jobs: list[dict[str, Any]] | None = None, attempt: int = 1, **status: Any) -> RunView:
     jobs = jobs if jobs is not None else [{"name": f"linear-acme-1-a1-a{attempt}", "attempt": attempt,
                                            "state": "running", "startedAt": iso(NOW)}]
-    base = approved().status
+    base = {k: v for k, v in approved().status.items() if k != "phase"}
     return run_view("AgentRunning", **{**base, "agent": {"attempt": attempt, "jobs": jobs},
                                        "pr": {"branch": "foundry/linear-acme-1-a1"}, **status})
 
