@@ -10,12 +10,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from foundry.config import parse_config
+from foundry.config import LeaderElection, parse_config
 from foundry.paths import REPO_ROOT
 from foundry.dev.binaries import control_plane_bin_dir
 from tests.support.helmchart import CHART, FIXTURES, KUBE_VERSION, by_kind, one, pod_specs, render, run_tool, template
 
 MAXIMAL = FIXTURES / "values-maximal.yaml"
+# What the chart's operator.leaderElection values become in the config file.
+LEADER_ELECTION = {"enabled": True, "lease_duration_seconds": 15, "renew_deadline_seconds": 10,
+                   "retry_period_seconds": 2}
 EXAMPLE_CONFIG = yaml.safe_load((REPO_ROOT / "docs" / "examples" / "config.yaml").read_text())
 
 
@@ -79,8 +82,21 @@ def test_helm_lint_strict_is_clean(helm, extra):
 def test_default_render(helm, default_objects):
     objs = default_objects
     operator = one(objs, "Deployment", "-operator")
-    assert operator["spec"]["replicas"] == 1 and operator["spec"]["strategy"] == {"type": "Recreate"}
+    # Two replicas under leader election: an upgrade rolls (the new pod is a ready standby
+    # before the old one releases the Lease), and a drain keeps one.
+    assert operator["spec"]["replicas"] == 2
+    assert operator["spec"]["strategy"] == {"type": "RollingUpdate",
+                                            "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    assert one(objs, "PodDisruptionBudget", "-operator")["spec"]["minAvailable"] == 1
     op = operator["spec"]["template"]["spec"]["containers"][0]
+    assert op["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "readiness"}
+    assert op["args"][op["args"].index("--readiness-port") + 1] == "8082"
+    downward = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in op["env"] if "fieldRef" in e.get("valueFrom", {})}
+    assert downward == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
+    leader = one(objs, "Role", "-operator-leader")
+    assert leader["metadata"]["namespace"] == "foundry"
+    assert {res: set(rule["verbs"]) for rule in leader["rules"] for res in rule["resources"]} == {
+        "leases": {"get", "create", "update"}, "events": {"create"}}
     assert op["args"][:3] == ["operator", "--namespace", "foundry"]
     assert op["args"][op["args"].index("--liveness") + 1] == "http://0.0.0.0:8081/healthz"
     assert op["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
@@ -96,7 +112,7 @@ def test_default_render(helm, default_objects):
     assert env["FOUNDRY_NAMESPACE"]["value"] == "foundry"
     assert env["FOUNDRY_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["key"] == "database-url"
 
-    assert one(objs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    assert one(objs, "PodDisruptionBudget", "-bridge")["spec"]["maxUnavailable"] == 1
     assert one(objs, "Service", "-bridge")["spec"]["selector"] == bridge["spec"]["selector"]["matchLabels"]
     assert not by_kind(objs, "HorizontalPodAutoscaler") and not by_kind(objs, "Ingress")
     # Namespace-scoped by default: no cluster-wide grant at all.
@@ -188,8 +204,10 @@ def test_maximal_render(maximal_objects):
 def test_config_values_become_a_valid_config_file(maximal_objects):
     cm = one(maximal_objects, "ConfigMap", "-config")
     rendered = yaml.safe_load(cm["data"]["config.yaml"])
-    assert rendered == EXAMPLE_CONFIG
-    parsed = parse_config(rendered)  # what the operator and bridge do at start
+    assert rendered.pop("operator") == {**EXAMPLE_CONFIG.get("operator", {}), "leader_election": LEADER_ELECTION}
+    assert rendered == {k: v for k, v in EXAMPLE_CONFIG.items() if k != "operator"}
+    parsed = parse_config(yaml.safe_load(cm["data"]["config.yaml"]))  # what the operator and bridge do at start
+    assert parsed.operator.leader_election.enabled
     assert list(parsed.repositories) == ["web", "api"]
 
 
@@ -198,9 +216,29 @@ def test_default_config_file_means_defaults(default_objects):
     # All defaults, but the agent pods run as the chart's own token-less ServiceAccount.
     rendered = yaml.safe_load(cm["data"]["config.yaml"])
     sa = one(default_objects, "ServiceAccount", "-agent")
-    assert rendered == {"agent": {"service_account": sa["metadata"]["name"]}}
+    assert rendered == {"agent": {"service_account": sa["metadata"]["name"]},
+                        "operator": {"leader_election": LEADER_ELECTION}}
     assert sa["automountServiceAccountToken"] is False
-    assert parse_config(rendered).agent.service_account == sa["metadata"]["name"]
+    parsed = parse_config(rendered)
+    assert parsed.agent.service_account == sa["metadata"]["name"]
+    # The chart's replicas hold the Lease with client-go's defaults.
+    assert parsed.operator.leader_election == LeaderElection(enabled=True)
+
+
+def test_one_operator_without_election_or_two_with(helm):
+    alone = render(helm, values={"operator": {"replicas": 1, "leaderElection": {"enabled": False}}})
+    cm = one(alone, "ConfigMap", "-config")
+    assert parse_config(yaml.safe_load(cm["data"]["config.yaml"])).operator.leader_election.enabled is False
+    assert not [r for r in by_kind(alone, "Role") if r["metadata"]["name"].endswith("-operator-leader")]
+    assert not [p for p in by_kind(alone, "PodDisruptionBudget") if p["metadata"]["name"].endswith("-operator")]
+    # Two replicas that would both act are refused at install.
+    proc = template(helm, values={"operator": {"replicas": 2, "leaderElection": {"enabled": False}}}, check=False)
+    assert proc.returncode != 0 and "needs operator.leaderElection.enabled" in proc.stderr
+    # The config's own leader_election wins over the chart's values.
+    own = render(helm, values={"config": {"operator": {"leader_election": {"enabled": True, "lease_name": "x"}}}})
+    cm = one(own, "ConfigMap", "-config")
+    assert yaml.safe_load(cm["data"]["config.yaml"])["operator"] == {"leader_election": {"enabled": True,
+                                                                                          "lease_name": "x"}}
 
 
 def test_a_dedicated_agent_namespace_gets_the_operators_agent_grant(helm):

@@ -234,6 +234,9 @@ ALLOWED = {
         # The agent attempt's token Secret, its pod's termination messages, the Job controller's Events.
         ("create", "secrets", None), ("get", "secrets", None), ("patch", "secrets", None),
         ("delete", "secrets", None), ("get", "pods", None), ("list", "pods", None), ("list", "events", None),
+        # The leader election's Lease: read, created once, renewed and released.
+        ("get", "leases.coordination.k8s.io", None), ("create", "leases.coordination.k8s.io", None),
+        ("update", "leases.coordination.k8s.io", None),
     ],
     BRIDGE_SA: [
         ("create", "foundryruns.foundry.dev", None), ("get", "foundryruns.foundry.dev", None),
@@ -250,6 +253,8 @@ DENIED_IN_NAMESPACE = {
         ("update", "configmaps", None), ("delete", "configmaps", None), ("list", "configmaps", None),
         ("create", "roles.rbac.authorization.k8s.io", None), ("create", "rolebindings.rbac.authorization.k8s.io", None),
         ("create", "serviceaccounts", "token"), ("impersonate", "serviceaccounts", None),
+        ("delete", "leases.coordination.k8s.io", None), ("list", "leases.coordination.k8s.io", None),
+        ("patch", "leases.coordination.k8s.io", None),
     ],
     BRIDGE_SA: [
         ("get", "secrets", None), ("create", "pods", "exec"), ("create", "jobs.batch", None),

@@ -19,6 +19,10 @@ import click
               help="Serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz.")
 @click.option("--metrics-port", type=int, default=None, envvar="FOUNDRY_METRICS_PORT",
               help="Serve Prometheus metrics on this port (/metrics).")
+@click.option("--readiness-port", type=int, default=None, envvar="FOUNDRY_READINESS_PORT",
+              help="Serve /readyz on this port: 200 leading or standby (able to take over), 503 otherwise.")
+@click.option("--standalone", is_flag=True, help="Act alone, without the Lease, even if "
+              "operator.leader_election.enabled is set (one process only).")
 @click.option("--workers", type=click.IntRange(1, 256), default=16, show_default=True,
               help="Threads that run reconciles.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
@@ -26,9 +30,10 @@ import click
               "fields on transitions (for log pipelines). [env: FOUNDRY_LOG_FORMAT]")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def operator(namespaces: tuple[str, ...], all_namespaces: bool, config_path: str | None,
-             liveness_endpoint: str | None, metrics_port: int | None, workers: int, log_format: str,
-             verbose: bool) -> None:
-    """Drive FoundryRuns from intake to a merged pull request (kopf, standalone)."""
+             liveness_endpoint: str | None, metrics_port: int | None, readiness_port: int | None,
+             standalone: bool, workers: int, log_format: str, verbose: bool) -> None:
+    """Drive FoundryRuns from intake to a merged pull request. With operator.leader_election
+    enabled, only the holder of the operator's Lease acts; the others wait, watching."""
     if not namespaces and not all_namespaces:
         raise click.UsageError("say which namespace to watch: --namespace NAME (or --all-namespaces)")
     if namespaces and all_namespaces:
@@ -54,7 +59,8 @@ def operator(namespaces: tuple[str, ...], all_namespaces: bool, config_path: str
         deps = build_deps(config_path)
     except (DepsError, ValueError, OSError) as err:
         raise click.ClickException(f"cannot start the operator: {err}") from err
-    memo = kopf.Memo(deps=deps, metrics_port=metrics_port, workers=workers)
+    memo = kopf.Memo(deps=deps, metrics_port=metrics_port, workers=workers, standalone=standalone,
+                     namespaces=list(namespaces), readiness_port=readiness_port)
     asyncio.run(kopf.operator(
         standalone=True,
         clusterwide=all_namespaces,

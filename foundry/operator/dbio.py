@@ -17,7 +17,7 @@ from foundry.db import audit, claims, serial
 from foundry.db.claims import OperatorInsert
 from foundry.domain.phases import Phase
 from foundry.operator.errors import RetryLater
-from foundry.operator.checkpoints import reached
+from foundry.operator.faults import crash_point
 
 if TYPE_CHECKING:
     from foundry.operator.deps import Deps
@@ -57,13 +57,14 @@ def _ticket_updated_at(run: "RunView") -> datetime:
 
 
 def insert_row(deps: "Deps", run: "RunView") -> OperatorInsert:
+    deps.leadership.fence()
     with _outage_is_retry(f"recording run {run.name}"):
         result = claims.insert_run_row_for_operator(
             deps.engine, tracker=run.tracker, issue_id=run.issue_id, issue_key=run.issue_key,
             namespace=run.namespace, name=run.name, attempt=int(run.spec.get("attempt") or 1),
             ticket_updated_at=_ticket_updated_at(run))
     if result.outcome == "inserted":
-        reached("after-db-insert")
+        crash_point("after-db-insert")
     return result
 
 
@@ -83,15 +84,17 @@ def record_transition(deps: "Deps", run: "RunView", before: Any, t: "Transition"
         if row.phase != t.to.value and t.to.is_active and Phase(row.phase).is_terminal:
             raise audit.RunEnded((run.namespace, run.name), row.phase, t.to.value)
         if before == t.to:
+            deps.leadership.fence()
             # A step that restarts its own phase (a remediation while the agent
             # runs): no phase change to record, but the decision is history.
             audit.record_decision(deps.engine, row.id, t.reason, {"message": t.message, "k8s_uid": run.uid})
             return
         if row.phase == t.to.value:
             return
+        deps.leadership.fence()  # a phase is never written from a stale view by a process that lost the Lease
         audit.record_phase(deps.engine, row.id, t.to, t.reason,
                            {"message": t.message, "from": before.value, "k8s_uid": run.uid})
-    reached("after-db-phase")
+    crash_point("after-db-phase")
 
 
 def following_row(deps: "Deps", run: "RunView", ended: audit.RunEnded) -> "Transition":
@@ -113,6 +116,7 @@ def following_row(deps: "Deps", run: "RunView", ended: audit.RunEnded) -> "Trans
 
 
 def record_decision(deps: "Deps", run: "RunView", kind: str, detail: dict[str, Any]) -> None:
+    deps.leadership.fence()
     with _outage_is_retry(f"recording {kind} for {run.name}"):
         row = claims.get_run(deps.engine, run.namespace, run.name)
         if row is not None:
@@ -130,4 +134,5 @@ def close_row(deps: "Deps", run: "RunView", phase: Any, reason: str) -> None:
         row = claims.get_run(deps.engine, run.namespace, run.name)
         if row is None or row.finished_at is not None:
             return
+        deps.leadership.fence()
         audit.record_phase(deps.engine, row.id, phase, reason, {"k8s_uid": run.uid})

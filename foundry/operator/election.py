@@ -80,7 +80,7 @@ def _wall() -> datetime:
 
 class Elector:
     def __init__(self, leases: LeaseClient, me: str, *, lease_duration: float = 15.0, renew_deadline: float = 10.0,
-                 retry_period: float = 2.0, registry: CollectorRegistry | None = None,
+                 retry_period: float = 2.0, metrics: ElectionMetrics | None = None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], datetime] = _wall) -> None:
         if not lease_duration > renew_deadline > retry_period:
             raise ValueError("need lease duration > renew deadline > retry period")
@@ -89,7 +89,7 @@ class Elector:
         self.lease_duration = lease_duration
         self.renew_deadline = renew_deadline
         self.retry_period = retry_period
-        self.metrics = ElectionMetrics(registry)
+        self.metrics = metrics or ElectionMetrics(None)
         self._clock = clock
         self._wall = wall
         self._observed = Observation(None, clock())
@@ -271,7 +271,7 @@ def _blocked() -> bool:
     return bool(path) and os.path.exists(path)
 
 
-def elector_for(api: Any, settings: Any, watched: list[str], *, registry: CollectorRegistry | None = None,
+def elector_for(api: Any, settings: Any, watched: list[str], *, metrics: ElectionMetrics | None = None,
                 me: str | None = None) -> Elector:
     """An Elector for operator.leader_election (foundry.config.LeaderElection), on an ApiClient
     of its own that shares `api`'s configuration (its server and credentials)."""
@@ -282,4 +282,48 @@ def elector_for(api: Any, settings: Any, watched: list[str], *, registry: Collec
     leases = LeaseClient(own, own_namespace(settings.namespace, watched), settings.lease_name,
                          timeout=(min(retry, 5.0), min(2 * retry, settings.renew_deadline_seconds / 2)))
     return Elector(leases, me or identity(), lease_duration=settings.lease_duration_seconds,
-                   renew_deadline=settings.renew_deadline_seconds, retry_period=retry, registry=registry)
+                   renew_deadline=settings.renew_deadline_seconds, retry_period=retry, metrics=metrics)
+
+
+def _metrics_of(deps: Any) -> ElectionMetrics:
+    """The election's metrics in the operator's registry, made once per Deps (a test may start
+    an operator twice on one Deps, and a registry refuses a name twice)."""
+    existing = getattr(deps.metrics, "election", None)
+    if existing is None:
+        existing = ElectionMetrics(deps.metrics.registry)
+        deps.metrics.election = existing
+    return existing
+
+
+def start(memo: Any) -> None:
+    """At the operator's startup: with operator.leader_election.enabled (and not `standalone` in
+    the memo), hold the Lease before acting: the elector becomes `deps.leadership` and its thread
+    starts. Also /readyz on `readiness_port` (memo or FOUNDRY_READINESS_PORT), if given."""
+    from foundry.operator.readiness import ReadinessServer, verdict
+
+    deps = memo.deps
+    settings = getattr(getattr(deps.config, "operator", None), "leader_election", None)
+    metrics = _metrics_of(deps)
+    elector: Elector | None = None
+    if settings is not None and settings.enabled and not memo.get("standalone"):
+        elector = elector_for(deps.api, settings, list(memo.get("namespaces") or []), metrics=metrics)
+        deps.leadership = elector
+        log.info("leader election on: %s waits for Lease %s/%s", elector.me, elector.leases.namespace,
+                 elector.leases.name)
+        elector.start()
+    else:
+        metrics.leader.set(1)  # alone: this process is the one that acts
+    memo.elector = elector
+    port = memo.get("readiness_port") or os.environ.get("FOUNDRY_READINESS_PORT")
+    if port:
+        memo.readiness = ReadinessServer(int(port), lambda: verdict(elector)).start()
+
+
+def stop(memo: Any) -> None:
+    """At cleanup, after the work has stopped and before the clients close: release the Lease."""
+    elector = memo.get("elector")
+    if elector is not None:
+        elector.stop(release=True)
+    server = memo.get("readiness")
+    if server is not None:
+        server.stop()

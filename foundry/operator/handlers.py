@@ -62,6 +62,9 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         memo.deps = build_deps(config_path=memo.get("config_path"))
     # Every reconcile path runs on this pool (foundry.operator.pool), so `workers` bounds them all.
     memo.deps.pool = ReconcilePool(workers)
+    from foundry.operator import election  # the Lease (operator.leader_election), before anything acts
+
+    election.start(memo)
     from foundry.operator import housekeeping  # the reaper, delivery pruning, finished-run GC
 
     memo.housekeeper = housekeeping.start(memo.deps, memo)
@@ -104,6 +107,9 @@ def cleanup(memo: kopf.Memo, **_: Any) -> None:
     from foundry.operator import housekeeping
 
     housekeeping.stop(memo)
+    from foundry.operator import election
+
+    election.stop(memo)  # the work has stopped: release the Lease so a standby takes over at once
     deps = memo.get("deps")
     if deps is not None:
         deps.close()

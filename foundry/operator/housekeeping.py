@@ -2,9 +2,11 @@
 
 One background thread per operator, started by the startup handler: a round
 at once (the reaper must run before intakes pile onto a dead run after a
-restore), then one every `retention.interval_seconds`. Every replica runs it;
-each part is safe to run twice at once (conditional row closes, SKIP LOCKED
-batches, deletes with a uid precondition), so no leader is needed.
+restore), then one every `retention.interval_seconds`. With leader election
+only the leader's rounds run (a standby looks every few seconds, so a new
+leader starts at once); each part is safe to run twice at once anyway
+(conditional row closes, SKIP LOCKED batches, deletes with a uid
+precondition), for replicas that run standalone.
 
 A dependency that is down (the database, the API server) makes a part skip
 its round with a warning; the next round tries again.
@@ -25,6 +27,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from foundry.config import Retention
 from foundry.db.deliveries import prune_deliveries
 from foundry.operator import reaper, retention
+from foundry.operator.leadership import NotLeading
 from foundry.periodic import Periodic
 
 if TYPE_CHECKING:
@@ -33,7 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # What "a dependency is down" looks like from here; anything else is a bug and is logged as one.
-OUTAGES: tuple[type[BaseException], ...] = (SQLAlchemyError, ApiException, Urllib3Error, OSError)
+# NotLeading: the Lease was lost during the round; the new leader's rounds carry on.
+OUTAGES: tuple[type[BaseException], ...] = (SQLAlchemyError, ApiException, Urllib3Error, OSError, NotLeading)
 
 
 @dataclass
@@ -113,16 +117,25 @@ def _short(err: BaseException) -> str:
     return text[0][:300] if text else type(err).__name__
 
 
+STANDBY = "standby"
+STANDBY_LOOK = 2.0  # seconds
+
+
 class Housekeeper:
     """The background thread (foundry.periodic). `namespaces` says where to look for finished runs."""
 
     def __init__(self, deps: "Deps", namespaces: Callable[[], Iterable[str]]) -> None:
         self.deps = deps
         self.namespaces = namespaces
+        # A standby looks again soon, so a new leader's first round (the reaper) comes
+        # within seconds of its taking over, not an interval later.
         self._thread = Periodic("foundry-housekeeping", self._round,
-                                lambda _: settings(self.deps).interval_seconds, log)
+                                lambda ran: STANDBY_LOOK if ran is STANDBY else settings(self.deps).interval_seconds,
+                                log)
 
-    def _round(self) -> None:
+    def _round(self) -> str | None:
+        if not self.deps.leadership.leading():
+            return STANDBY  # a standby leaves it to the leader (its writes would be fenced anyway)
         report = run_round(self.deps, self.namespaces)
         if report.reaped or report.deliveries_pruned or report.runs_deleted:
             log.info("housekeeping: %d row(s) reaped, %d deliveries pruned, %d finished run(s) deleted",

@@ -40,6 +40,7 @@ def sync(deps: "Deps", run: "RunView", phase: Phase) -> None:
     state = target_state(deps.config, phase)
     if not state or run.tracker != "linear":
         return
+    deps.leadership.fence()  # an old leader must not move the issue back to an earlier state
     try:
         with outside_call(f"moving {run.issue_key} to {state!r}"):
             deps.linear.set_issue_state(run.issue_id, state)

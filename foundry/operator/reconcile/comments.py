@@ -6,12 +6,18 @@ from typing import TYPE_CHECKING
 
 from foundry.connectors.comments import post_once
 from foundry.operator import dbio
-from foundry.operator.checkpoints import reached
+from foundry.operator.faults import crash_point
 from foundry.operator.outside import outside_call
 from foundry.operator.reconcile.view import RunView
 
 if TYPE_CHECKING:
     from foundry.operator.deps import Deps
+
+
+def fence(deps: "Deps") -> None:
+    leadership = getattr(deps, "leadership", None)  # a bare replica in the comment tests has none
+    if leadership is not None:
+        leadership.fence()
 
 
 def post(deps: "Deps", run: RunView, purpose: str, body: str) -> dict[str, str]:
@@ -22,7 +28,7 @@ def post(deps: "Deps", run: RunView, purpose: str, body: str) -> dict[str, str]:
 
     def record(comment_id: str) -> None:
         recorded[purpose] = comment_id
-        reached("after-comment-post")
+        crash_point("after-comment-post")
 
     what = f"posting the {purpose} comment on {run.issue_key}"
     recorded_id = run.comments.get(purpose)
@@ -32,6 +38,7 @@ def post(deps: "Deps", run: RunView, purpose: str, body: str) -> dict[str, str]:
         # Search-then-post is crash-safe but not safe against a second replica
         # searching in the same moment: one replica at a time per run and purpose.
         with dbio.one_replica(deps, what, f"comment:{run.uid}:{purpose}"), outside_call(what):
+            fence(deps)  # after the lock's wait: the Lease may have been lost meanwhile
             # Only Foundry's own comments count as "already posted": run names are
             # computable, so anyone could paste the marker first (viewer id is cached).
             comment_id = post_once(deps.linear, run.issue_id, run.name, purpose, body,

@@ -67,6 +67,12 @@ app.kubernetes.io/component: {{ .component }}
 {{- $_ := set $agent "service_account" (include "foundry.agentServiceAccount" .) -}}
 {{- $_ := set $config "agent" $agent -}}
 {{- end -}}
+{{- $operator := get $config "operator" | default dict -}}
+{{- if not (hasKey $operator "leader_election") -}}
+{{- $le := .Values.operator.leaderElection -}}
+{{- $_ := set $operator "leader_election" (dict "enabled" $le.enabled "lease_duration_seconds" $le.leaseDurationSeconds "renew_deadline_seconds" $le.renewDeadlineSeconds "retry_period_seconds" $le.retryPeriodSeconds) -}}
+{{- $_ := set $config "operator" $operator -}}
+{{- end -}}
 {{- if $config -}}
 {{- toYaml $config -}}
 {{- end -}}
@@ -120,7 +126,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{- define "foundry.configChecksum" -}}
-{{- toYaml .Values.config | sha256sum -}}
+{{- include "foundry.configFile" . | sha256sum -}}
 {{- end -}}
 
 {{/* Changes when the chart-made Secret's content changes, so pods restart with new credentials. */}}
