@@ -36,7 +36,12 @@ def _pushed(head: str, number: int, tokens: tuple[int, int], cost: float) -> dic
 
 
 def _input(stack: OperatorStack, run: str, attempt: int) -> dict:
-    cm = client.CoreV1Api(stack.api).read_namespaced_config_map(f"{run}-a{attempt}-input", stack.namespace)
+    # The Job is created first and its input ConfigMap right after (it is owned by the Job,
+    # so it needs the Job's uid): a test that has just seen the Job may be early for it.
+    core, name = client.CoreV1Api(stack.api), f"{run}-a{attempt}-input"
+    wait_for(lambda: bool(core.list_namespaced_config_map(stack.namespace, field_selector=f"metadata.name={name}").items),
+             timeout=30, what=f"ConfigMap {name}")
+    cm = core.read_namespaced_config_map(name, stack.namespace)
     return json.loads(cm.data["input.json"])
 
 
