@@ -204,10 +204,12 @@ def test_product_image_holds_no_test_runner(built):
         assert not [f for f in site if re.search(r"/site-packages/(_?pytest|hypothesis)\b", f)], name
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: the wheel still ships foundry/testing (test scaffolding)")
 def test_product_image_holds_no_test_code(built):
     files = oci.archive_files(built["foundry"].tar)
-    assert not [f for f in files if "/site-packages/foundry/testing/" in f]
+    site = [f.split("/site-packages/", 1)[1] for f in files if "/site-packages/" in f and f.startswith("opt/foundry/")]
+    assert "foundry/operator/checkpoints.py" in site  # the product is there...
+    test_code = re.compile(r"^tests/support/|^foundry/(testing/|.*testkit|.*pytest|operator/faults\.py$)|crash_points")
+    assert [f for f in site if test_code.search(f)] == []  # ...and no test package, harness or crash injection
 
 
 def test_agent_image_has_the_pinned_clis_and_git_as_non_root(built, bundles, runc_state):

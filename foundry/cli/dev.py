@@ -39,7 +39,14 @@ def running_cluster() -> dict | None:
 
 @click.group()
 def dev() -> None:
-    """Run Foundry's pieces locally for development and exploration."""
+    """Run Foundry's pieces locally for development and exploration (needs the `dev` extra)."""
+    from foundry.cli.extras import missing_for
+
+    missing = missing_for("dev")
+    if missing:
+        # One line, no traceback: the local stack is an extra, not part of the product install.
+        raise click.ClickException(f"foundry dev needs the local stack: pip install 'foundry[dev]' "
+                                   f"(missing: {', '.join(missing)})")
 
 
 @dev.group(invoke_without_command=True)
