@@ -98,6 +98,18 @@ def kube_api_client(kubeconfig: str | None, pool_size: int) -> client.ApiClient:
     return api_client(kubeconfig, timeouts=KUBE_TIMEOUT, retries=KUBE_RETRIES, pool_size=pool_size)
 
 
+def claim_request(ticket: Ticket, namespace: str) -> claims.ClaimRequest:
+    """What the bridge asks of a claim for `ticket` (the threaded and the lean path alike)."""
+    return claims.ClaimRequest(
+        tracker=TRACKER,
+        issue_id=ticket.issue_id,
+        issue_key=ticket.issue_key,
+        namespace=namespace,
+        ticket_updated_at=ticket.updated_at,
+        name_for=lambda attempt: run_name(TRACKER, ticket.issue_id, attempt),
+    )
+
+
 def run_manifest(claim: Claim, intake: Intake, trigger: Trigger) -> dict[str, Any] | None:
     """The FoundryRun the claim names, or None when the claimed run is not ours to create."""
     assert claim.name is not None and claim.attempt is not None and claim.namespace is not None
@@ -166,16 +178,7 @@ class RealBackend:
 
     def claim(self, ticket: Ticket) -> Claim:
         with database_errors():
-            claim = claims.claim_run(
-                self.engine,
-                tracker=TRACKER,
-                issue_id=ticket.issue_id,
-                issue_key=ticket.issue_key,
-                namespace=self.namespace,
-                ticket_updated_at=ticket.updated_at,
-                name_for=lambda attempt: run_name(TRACKER, ticket.issue_id, attempt),
-            )
-        return claim
+            return claims.claim_run_orm(self.engine, claim_request(ticket, self.namespace))
 
     def create_or_attach_run(self, claim: Claim, intake: Intake, trigger: Trigger) -> str:
         manifest = run_manifest(claim, intake, trigger)

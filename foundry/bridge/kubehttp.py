@@ -3,15 +3,15 @@
 The official client costs the bridge a thread per request, urllib3, and the
 generated (de)serialisation; on a 2-core machine that was the largest share of
 the bridge's CPU per ticket (docs/decisions/0002-bridge-lean-hot-path.md). This
-module does the same two requests with aiohttp and keeps every rule of
-foundry.kube.attach.create_or_attach: one POST; a 409 AlreadyExists leads to
-one GET and an exact identity comparison (foundry.kube.runs.run_identity); a
-409 whose object has vanished is reported, never retried; failures become the
-same foundry.kube.errors exceptions (via foundry.kube.errors.translate).
+module is only a transport: the requests to send and every decision on their
+answers (one POST; a 409 AlreadyExists leads to one GET and an exact identity
+comparison; a 409 whose object has vanished is reported, never retried; the
+same foundry.kube.errors exceptions) are foundry.kube.attach.attach_rounds, the
+very rules the threaded path runs.
 
 Credentials come from the kubernetes client's own Configuration (kubeconfig or
-in-cluster, as loaded by foundry.bridge.backend.kube_api_client), so token
-refresh hooks and CA/client-certificate settings are honoured.
+in-cluster, as loaded by foundry.kube.client), so token refresh hooks and
+CA/client-certificate settings are honoured.
 """
 
 from __future__ import annotations
@@ -22,15 +22,12 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
-from foundry.kube.crds import GROUP, VERSION
-from foundry.kube.errors import IdentityConflict, KubeRequestError, api_status, translate
-from foundry.kube.runs import PLURAL, run_identity
+from foundry.kube.attach import Answer, Request, answer_from_http, attach_rounds, object_path, unreachable
+from foundry.kube.runs import PLURAL, describe_run, run_identity
 
 JSON = "application/json"
 
@@ -82,13 +79,7 @@ def target_from_configuration(configuration: client.Configuration) -> KubeTarget
 
 
 def runs_path(namespace: str, name: str | None = None) -> str:
-    base = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace, safe='')}/{PLURAL}"
-    return base if name is None else f"{base}/{quote(name, safe='')}"
-
-
-def _error(status: int, reason: str | None, body: str, action: str) -> KubeRequestError:
-    # The same translation (and so the same exception classes and messages) as the official client's path.
-    return translate(ApiException(status=status, reason=reason, body=body), action)
+    return object_path(PLURAL, namespace, name)
 
 
 class KubeRuns:
@@ -112,63 +103,34 @@ class KubeRuns:
     async def close(self) -> None:
         await self.session.close()
 
-    async def _request(self, method: str, path: str, action: str, body: bytes | None = None) -> tuple[int, str | None, str]:
+    async def _send(self, request: Request, namespace: str, manifest: dict[str, Any]) -> Answer:
+        name = manifest["metadata"]["name"]
         kwargs: dict[str, Any] = {"headers": self.target.headers()}
+        if request == "create":
+            method, path = "POST", runs_path(namespace) + "?fieldValidation=Strict"
+            kwargs["data"] = json.dumps(manifest).encode()
+        else:
+            method, path = "GET", runs_path(namespace, name)
         if self.target.server_hostname:
             kwargs["server_hostname"] = self.target.server_hostname
-        if body is not None:
-            kwargs["data"] = body
         if self.target.proxy:
             kwargs["proxy"] = self.target.proxy
         try:
             async with self.session.request(method, path, **kwargs) as response:
-                return response.status, response.reason, await response.text()
+                return answer_from_http(response.status, response.reason, await response.text())
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise KubeRequestError(action, 0, "Unreachable", str(exc) or type(exc).__name__) from exc
+            return unreachable(str(exc) or type(exc).__name__)
 
     async def create_or_attach(self, namespace: str, manifest: dict[str, Any]) -> bool:
         """True if this call created the FoundryRun, False if it attached to the same run already there.
 
         Raises IdentityConflict, ObjectRejected, AccessDenied or KubeRequestError
-        exactly as foundry.kube.runs.create_or_attach does.
+        exactly as foundry.kube.runs.create_or_attach does (the same attach_rounds).
         """
-        name = manifest.get("metadata", {}).get("name")
-        if not name:
-            raise ValueError("FoundryRun manifest has no metadata.name; create-or-attach needs a deterministic name")
-        where = f"FoundryRun {namespace}/{name}"
-        status, reason, text = await self._request(
-            "POST", runs_path(namespace) + "?fieldValidation=Strict", f"creating {where}", json.dumps(manifest).encode()
-        )
-        if status in (200, 201):
-            return True
-        if status != 409 or _status_reason(status, reason, text) != "AlreadyExists":
-            raise _error(status, reason, text, f"creating {where}")
-
-        status, reason, text = await self._request("GET", runs_path(namespace, name), f"reading {where}")
-        if status == 404:
-            raise KubeRequestError(
-                f"attaching to {where}",
-                404,
-                "NotFound",
-                "the object existed when our create was refused but was deleted before we could read it; "
-                "not retrying (a retry could create a second object), run the command again",
-            )
-        if status != 200:
-            raise _error(status, reason, text, f"reading {where}")
-        existing = json.loads(text)
-        wanted, found = run_identity(manifest), run_identity(existing)
-        if wanted != found:
-            raise IdentityConflict(
-                f"{where} already exists for {_describe(found)}, not {_describe(wanted)}; "
-                "refusing to attach (was it created by hand or by another tool?)"
-            )
-        return False
-
-
-def _status_reason(status: int, reason: str | None, text: str) -> str:
-    return api_status(ApiException(status=status, reason=reason, body=text))[1]
-
-
-def _describe(identity: Any) -> str:
-    tracker, issue_id, attempt = identity
-    return f"{tracker} issue {issue_id!r} attempt {attempt}"
+        rounds = attach_rounds(namespace, manifest, plural=PLURAL, identity=run_identity, describe=describe_run)
+        try:
+            request = next(rounds)
+            while True:
+                request = rounds.send(await self._send(request, namespace, manifest))
+        except StopIteration as done:
+            return done.value.created

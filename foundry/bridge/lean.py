@@ -17,16 +17,15 @@ import psycopg
 from kubernetes import client
 from sqlalchemy.engine import URL
 
-from foundry.bridge.backend import kubernetes_errors, run_manifest
+from foundry.bridge.backend import claim_request, kubernetes_errors, run_manifest
 from foundry.bridge.batching import Batcher
 from foundry.bridge.commands import Unavailable
 from foundry.bridge.deadlines import KUBE_CONNECT_SECONDS, KUBE_REQUEST_SECONDS, SQL_CONNECT_SECONDS, SQL_STATEMENT_SECONDS
 from foundry.bridge.kubehttp import KubeRuns, target_from_configuration
-from foundry.bridge.mapping import TRACKER, Intake, Ticket
+from foundry.bridge.mapping import Intake, Ticket
 from foundry.bridge.pgpool import PgPool
 from foundry.db import claims, deliveries
 from foundry.domain.attempts import Claim
-from foundry.domain.naming import run_name
 from foundry.domain.triggers import Trigger
 
 
@@ -62,14 +61,7 @@ class LeanIntake:
 
     async def claim(self, ticket: Ticket) -> Claim:
         async def work(connection: psycopg.AsyncConnection[Any]) -> Claim:
-            return await claims.claim_run_pg(connection, claims.ClaimRequest(
-                tracker=TRACKER,
-                issue_id=ticket.issue_id,
-                issue_key=ticket.issue_key,
-                namespace=self.namespace,
-                ticket_updated_at=ticket.updated_at,
-                name_for=lambda attempt: run_name(TRACKER, ticket.issue_id, attempt),
-            ))
+            return await claims.claim_run_pg(connection, claim_request(ticket, self.namespace))
 
         with lean_database_errors():
             claim = await self.pool.run(work)

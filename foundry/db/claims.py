@@ -200,9 +200,13 @@ def claim_run(
       attempt yet) → "created" with the next attempt number, phase Pending;
     - otherwise → "unchanged", returning the latest run; nothing is written.
 
-    The rounds are _claim_rounds'; this runs each step through the ORM.
     """
-    request = ClaimRequest(tracker, issue_id, issue_key, namespace, ticket_updated_at, name_for, clock)
+    return claim_run_orm(bind, ClaimRequest(tracker, issue_id, issue_key, namespace, ticket_updated_at, name_for,
+                                            clock))
+
+
+def claim_run_orm(bind: Bind, request: ClaimRequest) -> Claim:
+    """claim_run for a ClaimRequest: each step of _claim_rounds through the ORM (PostgreSQL or SQLite)."""
     store = _OrmStore(session_factory(bind), request)
     rounds = _claim_rounds(request)
     try:

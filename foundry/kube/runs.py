@@ -133,7 +133,7 @@ def run_identity(obj: dict[str, Any]) -> Hashable:
     return (spec.get("tracker"), spec.get("issueId"), spec.get("attempt"))
 
 
-def _describe(identity: Hashable) -> str:
+def describe_run(identity: Hashable) -> str:
     tracker, issue_id, attempt = identity  # type: ignore[misc]
     return f"{tracker} issue {issue_id!r} attempt {attempt}"
 
@@ -147,5 +147,5 @@ def create_or_attach(
     attempt, ObjectRejected/AccessDenied/KubeRequestError for API refusals.
     """
     return attach.create_or_attach(
-        api_client, namespace, manifest, plural=PLURAL, identity=run_identity, describe=_describe
+        api_client, namespace, manifest, plural=PLURAL, identity=run_identity, describe=describe_run
     )
