@@ -1,26 +1,20 @@
-"""Durable webhook dedup: a delivery is recorded in the same transaction as its effect.
+"""Durable webhook dedup: a delivery is recorded after its command succeeded.
 
-Use it as
-
-    with delivery_transaction(engine, provider="linear", delivery_id=d) as delivery:
-        if delivery.duplicate:
-            return "duplicate"
-        ... apply the command (idempotent), using delivery.session for DB writes ...
-        delivery.outcome = "created"
-
-The row is inserted first, inside the open transaction. On PostgreSQL a second
-replica inserting the same id waits on that uncommitted row: if the first
-commits, the second sees a duplicate; if the first fails or crashes, nothing was
-recorded and the second (or the sender's retry) applies the command again —
-safe, because commands are idempotent. Dedup is a replay guard, not the
-correctness mechanism.
+The bridge applies the command first (every command is idempotent), then
+records the delivery in a short transaction of its own (record_delivery, or
+record_applied_deliveries_pg on the lean path): holding a transaction open
+across the Kubernetes call would pin a connection per delivery in flight. A
+crash between the two leaves nothing recorded, and the sender's retry applies
+the command again, with the same effect. The unique (provider, delivery_id)
+decides between copies racing on different connections; is_recorded is a cheap
+pre-check. Dedup is a replay guard, not the correctness mechanism. Old records
+are pruned in bounded batches (prune_deliveries, called by the operator's
+housekeeping).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -36,15 +30,6 @@ if TYPE_CHECKING:  # psycopg is only needed by callers of the lean PostgreSQL pa
     from psycopg import AsyncConnection
 
 Bind = Engine | sessionmaker[Session]
-
-
-@dataclass
-class Delivery:
-    provider: str
-    delivery_id: str
-    duplicate: bool
-    session: Session | None  # the open transaction to do the command's DB work in; None for duplicates
-    outcome: str | None = field(default=None)
 
 
 def record_delivery(
@@ -65,38 +50,8 @@ def record_delivery(
         return False
 
 
-@contextmanager
-def delivery_transaction(
-    bind: Bind, *, provider: str, delivery_id: str, clock: Clock = utcnow
-) -> Iterator[Delivery]:
-    """Open a transaction holding the delivery's row; commit it only if the block succeeds."""
-    _check_ids(provider, delivery_id)
-    with session_factory(bind)() as session:
-        session.begin()
-        row = WebhookDelivery(provider=provider, delivery_id=delivery_id, received_at=clock())
-        session.add(row)
-        try:
-            session.flush()
-            duplicate = False
-        except IntegrityError:
-            session.rollback()
-            duplicate = True
-        if duplicate:
-            yield Delivery(provider, delivery_id, duplicate=True, session=None)
-            return
-        delivery = Delivery(provider, delivery_id, duplicate=False, session=session)
-        try:
-            yield delivery
-            row.outcome = delivery.outcome
-            row.applied_at = clock()
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-
-
 def is_recorded(bind: Bind, provider: str, delivery_id: str) -> bool:
-    """A cheap pre-check (unique index lookup); delivery_transaction remains the authority."""
+    """A cheap pre-check (unique index lookup); the unique index at record time is the authority."""
     with session_factory(bind)() as session:
         found = session.scalar(
             select(WebhookDelivery.id).where(
