@@ -122,7 +122,7 @@ def test_the_demo_runs_unattended_to_a_merged_pr(control_plane, kube_client, crd
     # The expected comments in the Linear stand-in: one of each purpose, and Alice's approval.
     comments = summary["linearComments"]
     purposes = [p for c in comments for p in c["purposes"]]
-    # Each purpose exactly once (issue 4's purposes; no clarification or blocked on this ticket).
+    # Each purpose exactly once (no clarification or blocked on this ticket).
     assert sorted(purposes) == ["approval_request", "done", "pr_opened"], purposes
     assert [c["author"] for c in comments if c["body"].strip() == "/foundry approve"] == ["alice@example.com"]
 
