@@ -16,14 +16,13 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from foundry.operator.outside import outside_call
-from foundry.operator.reconcile.prtruth import FAILED_CONCLUSIONS, PRTruth
+from foundry.operator.reconcile.prtruth import FAILED_CONCLUSIONS, FAILED_STATES, PRTruth
 
 if TYPE_CHECKING:
     from foundry.operator.deps import Deps
 
 MAX_TEXT = 8000  # characters per output text / summary / comment body
 MAX_ITEMS = 50  # annotations per check, comments per review, checks, statuses
-FAILED_STATUSES = ("failure", "error")
 
 
 def _cut(value: Any, limit: int = MAX_TEXT) -> str:
@@ -89,7 +88,7 @@ def summarise(reason: str, head_sha: str, *, checks: Sequence[Mapping[str, Any]]
         })
     out_statuses = [{"context": str(s.get("context") or ""), "state": str(s.get("state") or ""),
                      "description": _cut(s.get("description"), 1000)}
-                    for s in statuses if s.get("state") in FAILED_STATUSES][:MAX_ITEMS]
+                    for s in statuses if s.get("state") in FAILED_STATES][:MAX_ITEMS]
     out_reviews = [{"user": str((r.get("user") or {}).get("login") or ""), "state": "CHANGES_REQUESTED",
                     "body": _cut(r.get("body")),
                     "comments": [_comment(c) for c in list(review_comments.get(int(r.get("id") or 0)) or [])[:MAX_ITEMS]]}

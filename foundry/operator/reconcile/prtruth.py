@@ -36,7 +36,7 @@ class PRTruth:
     state: str  # open | closed
     merged: bool
     files: tuple[str, ...]
-    checks: str  # none | pending | success | failure
+    checks: str  # none | pending | success | failure: check runs and commit statuses (ci_verdict)
     review: str  # none | approved | changes_requested
     # GitHub's file entries (filename, status, previous_filename, additions, deletions), for the policy check.
     changes: tuple[Mapping[str, Any], ...] = ()
@@ -64,6 +64,35 @@ def summarise_checks(check_runs: list[dict[str, Any]]) -> str:
     if any(c.get("conclusion") in FAILED_CONCLUSIONS for c in latest.values()):
         return "failure"
     return "success"
+
+
+# A commit status's failing states (GitHub's older CI API: POST /repos/{o}/{r}/statuses/{sha}).
+FAILED_STATES = frozenset({"error", "failure"})
+
+
+def summarise_statuses(combined: Mapping[str, Any] | None) -> str:
+    """The commit statuses' verdict from GET /repos/{o}/{r}/commits/{ref}/status; the newest per
+    context counts. GitHub says "pending" for a commit without any status: that is "none" here."""
+    latest: dict[str, Mapping[str, Any]] = {}
+    for st in (combined or {}).get("statuses") or []:
+        context = st.get("context", "")
+        if context not in latest or st.get("id", 0) >= latest[context].get("id", 0):
+            latest[context] = st
+    if not latest:
+        return "none"
+    states = {st.get("state") for st in latest.values()}
+    if "pending" in states:
+        return "pending"
+    return "failure" if states & FAILED_STATES else "success"
+
+
+def ci_verdict(checks: str, statuses: str) -> str:
+    """Check runs and commit statuses together, CI reporting through either (or both). As for
+    check runs alone, pending while anything is, so a remediation hears of every failure at once."""
+    for verdict in ("pending", "failure", "success"):
+        if verdict in (checks, statuses):
+            return verdict
+    return "none"
 
 
 def summarise_reviews(reviews: list[dict[str, Any]], head_sha: str) -> str:
@@ -98,7 +127,8 @@ def fetch(deps: "Deps", run: RunView) -> PRTruth | None:
         head = pull["head"]["sha"]
         changes = tuple({k: f[k] for k in _FILE_FIELDS if k in f} for f in deps.github.list_pull_files(repo, number))
         files = tuple(str(f["filename"]) for f in changes)
-        checks = summarise_checks(deps.github.list_check_runs(repo, head))
+        checks = ci_verdict(summarise_checks(deps.github.list_check_runs(repo, head)),
+                            summarise_statuses(deps.github.combined_status(repo, head)))
         review = summarise_reviews(deps.github.list_reviews(repo, number), head)
     merged = bool(pull.get("merged") or pull.get("merged_at"))
     return PRTruth(number, pull.get("html_url", ""), head, pull.get("state", "open"), merged, files, checks, review,
