@@ -134,6 +134,29 @@ def test_a_plain_install_says_in_one_line_that_foundry_dev_needs_the_extra(fresh
         assert len(lines) == 1 and "pip install 'foundry[dev]'" in lines[0], done.stderr
 
 
+_IMPORT_ALL = """
+import importlib, json, pkgutil, foundry
+failed = {}
+for m in pkgutil.walk_packages(foundry.__path__, "foundry."):
+    if m.name.split(".")[1] in ("dev", "demo"):  # the local stack: the dev extra's
+        continue
+    try:
+        importlib.import_module(m.name)
+    except Exception as exc:
+        failed[m.name] = repr(exc)
+print(json.dumps(failed))
+"""
+
+
+@pytest.mark.slow
+def test_every_product_module_imports_without_the_dev_extra(fresh):
+    home, venv, _, _ = fresh
+    done = subprocess.run([str(venv / "bin" / "python"), "-c", _IMPORT_ALL], cwd=home, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {}
+
+
 @pytest.mark.slow
 @pytest.mark.kube
 def test_with_the_dev_extra_a_detached_dev_cluster_starts_and_stops(fresh, wheel, tmp_path):
