@@ -100,5 +100,5 @@ def test_every_run_waiting_on_github_is_re_read_every_resync_period(phase):
     from foundry.operator.run import _is_active
 
     cfg = SimpleNamespace(timeouts=SimpleNamespace(resync_seconds=7, approval_seconds=100))
-    assert phase.value in ACTIVE_PHASE_NAMES and _is_active({"phase": phase.value})  # the resync daemon runs
+    assert phase.value in ACTIVE_PHASE_NAMES and _is_active({"phase": phase.value})  # it keeps a wake
     assert next_wake({"status": {"phase": phase.value}}, cfg, T0) == 7

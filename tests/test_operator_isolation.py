@@ -6,7 +6,7 @@ Three runs wait in AgentRunning, each resync asking GitHub for its PR. GitHub
 goes silent. With two workers, three new tickets must still be planned
 (WaitingApproval) promptly: their reconciles need only Linear, PostgreSQL and
 the API server. And the operator never holds more GitHub requests at once
-than it has workers: every reconcile path (the resync daemon included) runs
+than it has workers: every reconcile path (the resync timer included) runs
 on the one pool `operator.workers` sizes, and after the first timeout the
 breaker answers the rest at once instead of letting each wait out its own.
 """

@@ -172,3 +172,17 @@ def test_a_pause_without_its_condition_asks_for_the_worker_and_then_not_again(la
     # Lifted: the condition must go, so the worker is asked for (and reconciles).
     lifted = seen(_body(rv="33", conditions=[{"type": "Paused", "status": "True"}]), settled_rv=30)
     assert worth_reconciling(marked, lifted, working=False, paused_all=False)
+
+
+def test_a_paused_finished_run_is_not_collected_by_retention():
+    from datetime import datetime, timedelta, timezone
+
+    from foundry.operator.retention import due
+
+    now = datetime(2026, 12, 2, tzinfo=timezone.utc)
+    body = _body(phase="Complete")
+    body["metadata"]["creationTimestamp"] = "2026-11-01T00:00:00Z"
+    rows = {"a": now - timedelta(days=30)}
+    assert due(body, rows, now - timedelta(days=7))
+    body["metadata"]["labels"] = {PAUSED_LABEL: "true"}
+    assert not due(body, rows, now - timedelta(days=7))

@@ -1,14 +1,13 @@
 """A repository removed from the configuration ends its runs Blocked with the
-reason, once; kopf is told the failure is permanent instead of retrying it
-forever (real API server, PostgreSQL and kopf; the Linear and GitHub stand-ins).
+reason, once; the work queue is told the failure is permanent instead of
+retrying it forever (real API server, PostgreSQL and kopf; the Linear and
+GitHub stand-ins).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 
-import kopf
 import pytest
 
 from foundry.config import parse_config
@@ -27,9 +26,10 @@ def _without_app() -> object:
     return parse_config(raw)
 
 
-def test_a_run_whose_repository_was_removed_ends_blocked_and_kopf_gets_a_permanent_error(
+def test_a_run_whose_repository_was_removed_ends_blocked_and_the_queue_gets_a_permanent_error(
         kube_client, crds, namespace, engine):
-    from foundry.operator import run as run_handlers
+    from foundry.operator.controller import RunController
+    from foundry.operator.errors import CannotReconcile
 
     with OperatorStack.open(kube_client, engine, namespace) as stack:
         issue_id, run = stack.ticket()
@@ -37,8 +37,8 @@ def test_a_run_whose_repository_was_removed_ends_blocked_and_kopf_gets_a_permane
         stack.deps.config = _without_app()  # the operator restarted with a config that lost `app`
         stack.decide(run, "approve", "alice")
 
-        with pytest.raises(kopf.PermanentError) as failed:
-            asyncio.run(run_handlers._call(kopf.Memo(deps=stack.deps), namespace, run))
+        with pytest.raises(CannotReconcile) as failed:  # what a worker gets: it does not retry the run
+            RunController(stack.deps).process((namespace, run))
         assert "'app' is no longer in Foundry's configuration" in str(failed.value)
 
         status = stack.run(run)["status"]

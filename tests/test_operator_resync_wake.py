@@ -2,10 +2,10 @@
 phase (real kopf, API server, PostgreSQL; Linear and GitHub stand-ins, no
 webhooks).
 
-A run in WaitingApproval is idle: its resync sleeps until the approval's
-expiry (an hour without one). An approval event moves it to AgentRunning,
-where only the resync notices the agent's PR when no webhook arrives. The
-sleep must end when the phase changes, not an hour later.
+A run in WaitingApproval is idle: its next wake on the work queue's
+scheduler is the approval's expiry (an hour without one). An approval event
+moves it to AgentRunning, where only the resync notices the agent's PR when no
+webhook arrives. The wake must follow the phase, not come an hour later.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def test_a_run_moved_out_of_an_idle_phase_is_polled_again(kube_client, crds, nam
     with OperatorStack.open(kube_client, engine, namespace) as stack, operator_thread(stack.deps, namespace):
         _, run = stack.ticket()
         wait_phase(kube_client, namespace, run, "WaitingApproval")
-        time.sleep(2.5)  # two resync periods: the daemon has read WaitingApproval and sleeps long
+        time.sleep(2.5)  # two resync periods: the scheduler has the run's next wake an hour away
         stack.decide(run, "approve", "alice")
         wait_phase(kube_client, namespace, run, "AgentRunning")
         stack.push(run, {"app/health.py": "def healthz():\n    return 'ok'\n"})

@@ -96,8 +96,13 @@ def test_a_silent_github_trips_the_breaker_and_its_first_answer_closes_it():
             gh.close()
 
 
-def test_event_retries_keep_a_long_retry_after_from_github(monkeypatch):
-    from foundry.operator import drive
+def test_queue_retries_keep_a_long_retry_after_from_github(monkeypatch):
+    from foundry.domain.phases import Phase
+    from foundry.operator import runview
+    from foundry.operator.controller import RunController
+    from foundry.operator.leadership import AlwaysLeading
+    from foundry.operator.metrics import OperatorMetrics
+    from foundry.operator.pool import ReconcilePool
     from foundry.operator.reconcile import loop
 
     with GitHubServer() as github:
@@ -115,29 +120,52 @@ def test_event_retries_keep_a_long_retry_after_from_github(monkeypatch):
     limited = caught.value
 
     calls: list[str] = []
-    waits: list[float] = []
 
     def reconcile_run(deps, namespace, name):  # the reconcile meets the limit once, then passes
         calls.append(name)
         if len(calls) == 1:
             raise limited
-
-    async def sleep(seconds: float) -> None:
-        waits.append(seconds)
+        return Phase.COMPLETE
 
     monkeypatch.setattr(loop, "reconcile_run", reconcile_run)
-    monkeypatch.setattr(drive.asyncio, "sleep", sleep)
 
-    class _Deps:  # only the pool is used on this path
-        from foundry.operator.pool import ReconcilePool
+    class _Deps:  # what a worker uses on this path
         pool = ReconcilePool(1)
+        leadership = AlwaysLeading()
+        metrics = OperatorMetrics()
+
+    now = [1000.0]
+    key = ("default", "run-1")
+    body = {"metadata": {"name": "run-1", "namespace": "default", "resourceVersion": "5",
+                         "finalizers": [runview.FINALIZER]}, "status": {"phase": "PROpen"}}
+
+    async def scenario() -> float:
+        controller = RunController(_Deps(), workers=1, clock=lambda: now[0])
+        await controller.start()
+        try:
+            controller.run_event(None, body)  # listed: due now
+            while not calls:
+                await asyncio.sleep(0.01)
+            while controller.queue.is_working(key):
+                await asyncio.sleep(0.01)
+            held_for = controller.queue.due_at(key) - now[0]
+            controller.nudge(*key, "a webhook")  # an event does not cut the wait short
+            await asyncio.sleep(0.2)
+            assert calls == ["run-1"]
+            now[0] += held_for  # the wait is over
+            controller.nudge(*key, "the clock")
+            while len(calls) < 2:
+                await asyncio.sleep(0.01)
+            return held_for
+        finally:
+            await controller.stop()
 
     try:
-        asyncio.run(drive.reconcile_soon(_Deps(), "default", "run-1", "a test"))
+        held_for = asyncio.run(scenario())
     finally:
         _Deps.pool.close()
     assert calls == ["run-1", "run-1"]
-    assert waits and waits[0] >= 600, waits
+    assert held_for >= 600, held_for
 
 
 def test_the_operators_database_calls_end_when_postgres_stops_answering(tmp_path, monkeypatch):

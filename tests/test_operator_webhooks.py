@@ -6,7 +6,6 @@ GitHub does and the bridge turns them into `foundry.dev/pr-hint` bumps)."""
 
 from __future__ import annotations
 
-import json
 import time
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -14,7 +13,7 @@ from typing import Any, Iterator
 import pytest
 
 from foundry.db import audit, claims
-from foundry.operator.handlers import ANNOTATION_PREFIX
+from foundry.operator.controller import controller_for
 from tests.support.operator_kit import operator_thread, wait_for, wait_phase
 from tests.support.bridge_thread import BridgeThread, bridge_settings
 from tests.support.operator_stack import OperatorStack, stack_config
@@ -22,8 +21,6 @@ from tests.support.operator_stack import OperatorStack, stack_config
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 
 PR_HINT = "foundry.dev/pr-hint"
-# kopf's record of the object as its handlers last saw it (see handlers.apply_settings).
-LAST_HANDLED = f"{ANNOTATION_PREFIX}/last-handled-configuration"
 # With this resync period the timer cannot be what moves a run within a test:
 # only the hints can.
 NO_RESYNC = 300
@@ -52,14 +49,18 @@ def _annotations(stack: OperatorStack, run: str) -> dict[str, str]:
     return stack.run(run)["metadata"].get("annotations") or {}
 
 
+def _handled(stack: OperatorStack, run: str) -> dict[str, Any] | None:
+    """The run as it is now, once the operator has seen this version and has nothing due or in flight for it."""
+    body = stack.run(run)
+    controller = controller_for(stack.deps)
+    assert controller is not None, "no operator is running with these Deps"
+    return body if controller.idle(stack.namespace, run, seen_rv=body["metadata"]["resourceVersion"]) else None
+
+
 def _hint_handled(stack: OperatorStack, run: str) -> str | None:
-    """The current pr-hint, once kopf's handlers have run on the object carrying it."""
-    notes = _annotations(stack, run)
-    hint = notes.get(PR_HINT)
-    if hint is None or LAST_HANDLED not in notes:
-        return None
-    seen = (json.loads(notes[LAST_HANDLED]).get("metadata") or {}).get("annotations") or {}
-    return hint if seen.get(PR_HINT) == hint else None
+    """The current pr-hint, once the operator has acted on the object carrying it."""
+    body = _handled(stack, run)
+    return None if body is None else (body["metadata"].get("annotations") or {}).get(PR_HINT)
 
 
 def _statuses(deliveries) -> list[int | None]:
@@ -71,8 +72,7 @@ def _to_agent_running(stack: OperatorStack, kube_client, namespace: str) -> tupl
     whatever moves it next is what the test does (a hint, the timer)."""
     issue_id, run = stack.ticket()
     wait_phase(kube_client, namespace, run, "WaitingApproval")
-    # kopf records the object as handled once the create handler returns.
-    wait_for(lambda: LAST_HANDLED in _annotations(stack, run), timeout=10, what="the create handler done")
+    wait_for(lambda: _handled(stack, run), timeout=10, what="the intake's reconcile done")
     stack.decide(run, "approve", "alice")
     wait_phase(kube_client, namespace, run, "AgentRunning")
     # The approval's reconcile continues past AgentRunning (it reads GitHub

@@ -1,5 +1,6 @@
 """The operator's kopf handlers: settings, login, dependencies, and (by import)
-the per-resource handlers in run.py, approval.py and job.py.
+the watches in run.py, approval.py and job.py, which feed the run controller
+(foundry.operator.controller: the work queue, its scheduler and workers).
 
 Import this module, then start kopf (`foundry operator`, or `kopf run
 operator/main.py`). Everything here is wiring; the decisions live in
@@ -8,6 +9,7 @@ foundry.operator.reconcile.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from typing import Any
@@ -16,23 +18,23 @@ import kopf
 
 from foundry.operator import approval, job, run  # noqa: F401 - importing registers their handlers
 
+# Managed by Foundry itself (foundry.operator.controller), no longer by kopf; the same name, so
+# runs made by an earlier operator keep theirs.
 FINALIZER = "foundry.dev/finalizer"
-# kopf's own annotations (progress, diff base and its `<prefix>/kopf-managed`
-# marker). Not "foundry.dev": kopf leaves every annotation under a marked
-# prefix out of the diff, so the bridge's `foundry.dev/pr-hint` bump would
-# never reach the update handler and a hint would wait for the resync timer.
+ENV_PAUSED = "FOUNDRY_OPERATOR_PAUSED"
+# Where kopf kept its progress and diff base while it ran the handlers. Nothing writes there now;
+# runs made by an earlier operator may still carry these annotations, and they are ignored.
 ANNOTATION_PREFIX = "kopf.foundry.dev"
+LIST_PAGE = 500  # objects per page of kopf's listings
 
 log = logging.getLogger(__name__)
 
 
 def apply_settings(settings: kopf.OperatorSettings, *, workers: int = 16) -> None:
-    settings.persistence.finalizer = FINALIZER
-    # Progress and the diff base live in annotations: the CRD's status schema is
-    # structural and would prune kopf's own `status.kopf` stanza.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
+    # kopf only watches: its handlers are raw event handlers, which keep no progress or
+    # diff base and write nothing. Its finalizer setting stays kopf's own default on
+    # purpose: kopf removes *that* finalizer from objects no handler of its needs, and
+    # Foundry's (foundry.dev/finalizer) is Foundry's business.
     settings.peering.standalone = True
     # Namespaces are named exactly (or all of them): nothing to discover, and
     # scanning would need a cluster-wide `list namespaces` the chart's RBAC
@@ -43,6 +45,9 @@ def apply_settings(settings: kopf.OperatorSettings, *, workers: int = 16) -> Non
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = workers
     settings.networking.error_backoffs = (1, 1, 2, 3, 5, 8)
+    # The initial listing (at start, and after a watch expired) comes in pages, so ten
+    # thousand runs are never one response in the API server's memory or in ours.
+    settings.watching.chunk_size = LIST_PAGE
     # A watch that silently stalls must be noticed well before a resync period.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -51,10 +56,34 @@ def apply_settings(settings: kopf.OperatorSettings, *, workers: int = 16) -> Non
     settings.networking.connect_timeout = 5
 
 
+def paused_from(memo: Any) -> bool:
+    """The operator-wide pause: the memo's `paused`, else FOUNDRY_OPERATOR_PAUSED=true."""
+    value = memo.get("paused")
+    if value is None:
+        value = os.environ.get(ENV_PAUSED, "").strip().lower() in ("1", "true", "yes")
+    return bool(value)
+
+
+def with_shard_lease(config: Any, shard: Any) -> Any:
+    """Each shard elects its own leader: a sharded operator whose Lease name is the default
+    gets the shard's own (foundry.operator.sharding.lease_name); a name set by hand is kept."""
+    import dataclasses
+
+    from foundry.operator.sharding import DEFAULT_LEASE, lease_name
+
+    election = getattr(getattr(config, "operator", None), "leader_election", None)
+    if shard.count == 1 or election is None or election.lease_name != DEFAULT_LEASE:
+        return config
+    election = dataclasses.replace(election, lease_name=lease_name(shard, election.lease_name))
+    return dataclasses.replace(config, operator=dataclasses.replace(config.operator, leader_election=election))
+
+
 @kopf.on.startup()
-def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    from foundry.operator.controller import RunController
     from foundry.operator.deps import build_deps
     from foundry.operator.pool import ReconcilePool
+    from foundry.operator.sharding import shard_from_env
 
     workers = int(memo.get("workers") or os.environ.get("FOUNDRY_OPERATOR_WORKERS", 16))
     apply_settings(settings, workers=workers)
@@ -62,9 +91,15 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         memo.deps = build_deps(config_path=memo.get("config_path"))
     # Every reconcile path runs on this pool (foundry.operator.pool), so `workers` bounds them all.
     memo.deps.pool = ReconcilePool(workers)
+    shard = shard_from_env(memo.get("shard_count"), memo.get("shard_index"))
+    memo.deps.config = with_shard_lease(memo.deps.config, shard)
     from foundry.operator import election  # the Lease (operator.leader_election), before anything acts
 
     election.start(memo)
+    memo.controller = RunController(memo.deps, workers=workers, shard=shard, paused_all=paused_from(memo))
+    await memo.controller.start()
+    if memo.controller.paused_all:
+        log.warning("the operator runs paused (%s): every run is left alone, with a Paused condition", ENV_PAUSED)
     from foundry.operator import housekeeping  # the reaper, delivery pruning, finished-run GC
 
     memo.housekeeper = housekeeping.start(memo.deps, memo)
@@ -103,13 +138,16 @@ def connection_info(api: Any) -> kopf.ConnectionInfo:
 
 
 @kopf.on.cleanup()
-def cleanup(memo: kopf.Memo, **_: Any) -> None:
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     from foundry.operator import housekeeping
 
-    housekeeping.stop(memo)
+    controller = memo.get("controller")
+    if controller is not None:
+        await controller.stop()
+    await asyncio.to_thread(housekeeping.stop, memo)  # joins its thread: not on the event loop
     from foundry.operator import election
 
     election.stop(memo)  # the work has stopped: release the Lease so a standby takes over at once
     deps = memo.get("deps")
     if deps is not None:
-        deps.close()
+        await asyncio.to_thread(deps.close)

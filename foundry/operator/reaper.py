@@ -64,6 +64,7 @@ class ReapReport:
     examined: int = 0
     closed: list[tuple[str, str, str]] = field(default_factory=list)  # (namespace, name, phase)
     skipped: int = 0  # moved meanwhile, or not readable by this operator
+    requests: int = 0  # to the API server: a paged list per namespace, and a read per run not listed
 
 
 def _read(api: client.ApiClient, row: RunRecord) -> tuple[bool, dict[str, Any] | None]:
@@ -79,17 +80,71 @@ def _read(api: client.ApiClient, row: RunRecord) -> tuple[bool, dict[str, Any] |
         raise
 
 
+class _Listed:
+    """The FoundryRuns of each namespace as one paged list per round (`page` objects a request),
+    instead of one read per row: with thousands of idle runs every row is "untouched for the
+    grace", and a read each would be thousands of requests a round. Only the phase is kept.
+
+    A listing is a snapshot: a row whose run it does not show is read once more before the
+    verdict "gone" (the run may have been created after the listing)."""
+
+    def __init__(self, api: client.ApiClient, page: int) -> None:
+        self.api = api
+        self.page = page
+        self._by_namespace: dict[str, dict[str, dict[str, Any]] | None] = {}
+        self.requests = 0
+
+    def read(self, row: RunRecord) -> tuple[bool, dict[str, Any] | None]:
+        if row.namespace not in self._by_namespace:
+            self._by_namespace[row.namespace] = self._list(row.namespace)
+        listed = self._by_namespace[row.namespace]
+        if listed is None:
+            return False, None  # this operator may not list there
+        obj = listed.get(row.name)
+        if obj is not None:
+            return True, obj
+        self.requests += 1
+        return _read(self.api, row)
+
+    def _list(self, namespace: str) -> dict[str, dict[str, Any]] | None:
+        objects = client.CustomObjectsApi(self.api)
+        out: dict[str, dict[str, Any]] = {}
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": self.page}
+            if token:
+                kwargs["_continue"] = token
+            try:
+                self.requests += 1
+                page = objects.list_namespaced_custom_object(GROUP, VERSION, namespace, RUNS, **kwargs)
+            except ApiException as err:
+                if err.status == 403:
+                    return None
+                if err.status == 410:  # the continue token expired: start the listing over
+                    out, token = {}, None
+                    continue
+                raise
+            for obj in page.get("items") or []:
+                status = obj.get("status") or {}
+                out[obj["metadata"]["name"]] = {"metadata": {"name": obj["metadata"]["name"]},
+                                                "status": {"phase": status.get("phase")}}
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return out
+
+
 def reap(deps: "Deps", *, grace: timedelta, batch_size: int, max_batches: int,
          now: datetime | None = None) -> ReapReport:
     """One pass over active rows untouched for `grace`, at most max_batches pages of batch_size."""
     report = ReapReport()
     untouched_since = (now or deps.clock()) - grace
     after: stale.PageKey | None = None
+    listed = _Listed(deps.api, batch_size)
     for _ in range(max_batches):
         page = stale.active_rows_page(deps.engine, untouched_since, after, batch_size)
         for row in page:
             report.examined += 1
-            known, obj = _read(deps.api, row)
+            known, obj = listed.read(row)
             found = verdict(row, obj) if known else None
             if found is None:
                 report.skipped += 0 if known else 1
@@ -106,4 +161,5 @@ def reap(deps: "Deps", *, grace: timedelta, batch_size: int, max_batches: int,
         if len(page) < batch_size:
             break
         after = (page[-1].tracker, page[-1].issue_id)
+    report.requests = listed.requests
     return report

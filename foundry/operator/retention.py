@@ -27,6 +27,7 @@ from foundry.db.engine import session_factory
 from foundry.db.models import Run
 from foundry.domain.phases import Phase
 from foundry.operator.kubeio import GROUP, RUNS, VERSION
+from foundry.operator.runview import is_paused_label
 
 
 @dataclass
@@ -66,6 +67,8 @@ def due(obj: dict[str, Any], rows: dict[str, datetime | None], cutoff: datetime)
     phase = _phase(obj)
     if phase is None or phase.is_active or obj["metadata"].get("deletionTimestamp"):
         return False
+    if is_paused_label(obj["metadata"].get("labels")):
+        return False  # paused: the operator leaves it alone, its deletion included
     name = obj["metadata"]["name"]
     if name in rows:
         finished = rows[name]
