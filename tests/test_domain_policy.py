@@ -153,20 +153,3 @@ def test_diff_outside_plan_needs_review_but_tests_and_neighbours_are_fine():
 
 def test_diff_without_planned_files_does_not_judge_scope():
     assert policy.check_diff(CFG, ["anything/at/all.py"], approved_areas=[]).outcome == policy.OK
-
-
-def test_remediation_is_keyed_by_failing_sha():
-    first = policy.decide_remediation(CFG, failing_sha="a" * 40, remediations={}, current_attempt=1)
-    assert (first.action, first.attempt) == ("retry", 2)
-    again = policy.decide_remediation(CFG, failing_sha="a" * 40, remediations={"a" * 40: 2}, current_attempt=2)
-    assert (again.action, again.attempt) == ("already", 2)
-    nxt = policy.decide_remediation(CFG, failing_sha="b" * 40, remediations={"a" * 40: 2}, current_attempt=2)
-    assert (nxt.action, nxt.attempt) == ("retry", 3)
-    done = policy.decide_remediation(CFG, failing_sha="c" * 40, remediations={"a" * 40: 2, "b" * 40: 3},
-                                     current_attempt=3)
-    assert done.action == "exhausted" and done.attempt is None and "cap reached" in done.reason
-
-
-def test_remediation_needs_a_sha():
-    with pytest.raises(ValueError, match="failing_sha is required"):
-        policy.decide_remediation(CFG, failing_sha="", remediations={}, current_attempt=1)

@@ -2,8 +2,8 @@
 
 Default deny throughout: an approval counts only from a configured approver
 whose roles cover every risky area of the run; work starts only when every
-condition of the gate holds; a retry happens only for a failing head SHA not
-retried before and within both caps.
+condition of the gate holds; a retry happens only within both caps (the PR
+step, foundry.operator.reconcile.steps_pr, retries a failing head SHA once).
 
 Rules in one place:
 - *Covering*: for each of the run's risk areas that `policy.roles_required`
@@ -322,41 +322,3 @@ def check_diff(
     if review:
         return DiffVerdict(REVIEW_REQUIRED, tuple(review), areas)
     return DiffVerdict(OK, (), areas)
-
-
-# ---------------------------------------------------------------- remediation
-
-
-@dataclass(frozen=True)
-class Remediation:
-    """action: retry (start `attempt`) | already (this SHA was retried as `attempt`) | exhausted (caps)."""
-
-    action: str
-    attempt: int | None
-    reason: str
-
-
-def decide_remediation(
-    cfg: FoundryConfig,
-    *,
-    failing_sha: str,
-    remediations: Mapping[str, int],
-    current_attempt: int,
-    budget_used: float | None = None,
-) -> Remediation:
-    """What to do about CI failing / changes requested on head `failing_sha`.
-
-    Keyed by the SHA: a failure already answered (status.remediations holds
-    the SHA) is never answered twice, however often it is delivered.
-    """
-    if not failing_sha:
-        raise ValueError("failing_sha is required: remediation is keyed by the failing head commit")
-    if failing_sha in remediations:
-        return Remediation("already", int(remediations[failing_sha]),
-                           f"{failing_sha[:12]} was already answered by attempt {remediations[failing_sha]}")
-    nxt = max(current_attempt, max(remediations.values(), default=0)) + 1
-    used = float(budget_used) if budget_used is not None else float(nxt - 1)
-    verdict = attempt_allowed(cfg, nxt, used)
-    if not verdict.allowed:
-        return Remediation("exhausted", None, verdict.reason)
-    return Remediation("retry", nxt, f"head {failing_sha[:12]} failed; starting attempt {nxt}")
