@@ -23,6 +23,7 @@ import yaml
 from foundry.demo import example_repo
 from foundry.demo.config import APPROVER_EMAIL, APPROVER_KUBE_USER, APPROVER_NAME, TEAM, demo_config
 from foundry.demo.processes import Child
+from foundry.kube.crds import GROUP, VERSION
 
 BRIDGE_READY = "foundry bridge listening on"
 FOUNDRY = [sys.executable, "-m", "foundry.cli.main"]
@@ -278,10 +279,10 @@ class LocalStack:
 
         custom = client.CustomObjectsApi(self.api)
         try:
-            custom.delete_collection_namespaced_custom_object("foundry.dev", "v1alpha1", self.namespace, "foundryruns")
+            custom.delete_collection_namespaced_custom_object(GROUP, VERSION, self.namespace, "foundryruns")
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
-                left = custom.list_namespaced_custom_object("foundry.dev", "v1alpha1", self.namespace, "foundryruns")
+                left = custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, "foundryruns")
                 if not left["items"]:
                     return
                 time.sleep(0.3)
