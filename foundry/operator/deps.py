@@ -7,14 +7,14 @@ Linear/GitHub stand-ins; production builds it from the environment.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from kubernetes import client, config as kube_config
+from kubernetes import client
 from sqlalchemy import Engine
 
+from foundry.kube.client import KubeConfigError, load_configuration
 from foundry.operator.kubeio import CONNECT_TIMEOUT, READ_TIMEOUT, bound_requests, fence_writes
 from foundry.operator.leadership import AlwaysLeading, Leadership
 from foundry.operator.locks import RunLocks
@@ -79,39 +79,13 @@ class Deps:
 
 
 def kube_api_client() -> client.ApiClient:
-    """In a pod: the ServiceAccount; elsewhere KUBECONFIG / ~/.kube/config."""
-    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
-        cfg = client.Configuration()
-        kube_config.load_incluster_config(client_configuration=cfg)
-        return client.ApiClient(cfg)
+    """In a pod: the ServiceAccount; elsewhere KUBECONFIG / ~/.kube/config (foundry.kube.client).
+
+    Deps bounds its requests (kube_timeouts) when it is built."""
     try:
-        api = kube_config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
-    except kube_config.ConfigException as err:
+        return client.ApiClient(load_configuration())
+    except KubeConfigError as err:
         raise DepsError(f"no Kubernetes credentials: {err} (set KUBECONFIG or run in a pod)") from err
-    throttle_token_refresh(api.configuration)
-    return api
-
-
-def throttle_token_refresh(cfg: client.Configuration, every: float = 1.0) -> None:
-    """Run a kubeconfig token's refresh hook at most once per `every` seconds.
-
-    For a kubeconfig with a token the client calls the hook before *every*
-    request, and the hook re-applies the whole kubeconfig (setting `host`
-    rescans the environment for proxies): 14% of the operator's reconcile CPU
-    in tools/bench_operator.py. The hook only reloads a token once it has
-    expired, so a second's delay changes nothing that matters."""
-    hook = cfg.refresh_api_key_hook
-    if hook is None:
-        return
-    last = [float("-inf")]
-
-    def throttled(configuration: client.Configuration) -> None:
-        now = time.monotonic()
-        if now - last[0] >= every:
-            last[0] = now
-            hook(configuration)
-
-    cfg.refresh_api_key_hook = throttled
 
 
 def _client_or_unconfigured(env: str, chart_value: str, service: str, make: Callable[[str], Any]) -> Any:

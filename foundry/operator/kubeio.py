@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
+from foundry.kube.client import bound_requests  # noqa: F401 (the operator's callers import it from here)
+from foundry.kube.crds import GROUP, VERSION  # noqa: F401 (likewise)
 from foundry.operator.errors import RetryLater
 
-GROUP = "foundry.dev"
-VERSION = "v1alpha1"
 RUNS = "foundryruns"
 APPROVALS = "foundryapprovals"
 
@@ -27,34 +26,10 @@ MERGE_PATCH = "application/merge-patch+json"
 # Seconds to connect to the API server, and to wait for its answer. The
 # operator's requests are small reads and writes (no watches: kopf has its own
 # client): an API server that takes longer is stuck, and a reconcile waiting
-# on it would hold one of the operator's few workers indefinitely.
+# on it would hold one of the operator's few workers indefinitely
+# (foundry.kube.client.bound_requests applies them).
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 10.0
-
-
-def bound_requests(api: client.ApiClient, *, connect: float = CONNECT_TIMEOUT,
-                   read: float = READ_TIMEOUT) -> client.ApiClient:
-    """Give every request made through `api` a timeout, unless the call names its own.
-
-    The Kubernetes client has no default (a silent API server blocks the
-    caller forever), and urllib3 retries a read timeout three more times on
-    its own; here a read is tried at most twice (once more covers a pooled
-    connection the server had closed) and then the caller's retry policy
-    (RetryLater) takes over."""
-    rest = api.rest_client
-    if getattr(rest, "_foundry_bounded", False):
-        return api
-    original = rest.request
-
-    def request(method: str, url: str, *args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
-        return original(method, url, *args, _request_timeout=_request_timeout or (connect, read), **kwargs)
-
-    rest.request = request
-    # Pools are made per host on first use, with these keywords.
-    rest.pool_manager.connection_pool_kw["retries"] = urllib3.Retry(total=2, connect=2, read=1, status=0,
-                                                                    redirect=2)
-    rest._foundry_bounded = True
-    return api
 
 
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
