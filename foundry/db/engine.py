@@ -7,6 +7,7 @@ file in the local state directory, which is fine for one developer's machine.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -139,11 +140,28 @@ def _sqlite_engine(url: URL, kwargs: dict[str, Any]) -> Engine:
     return engine
 
 
+# One sessionmaker per engine, kept on the engine. Each sessionmaker makes its own
+# Session subclass, and SQLAlchemy wires every event listener into each new class,
+# so making one per call (every query helper calls this) cost more CPU than some
+# of the queries themselves. On the engine rather than in a module-level map, so
+# an engine nobody holds is still collected with its pool.
+_FACTORY_ATTR = "_foundry_sessionmaker"
+_FACTORY_LOCK = threading.Lock()
+
+
 def session_factory(bind: Engine | sessionmaker[Session]) -> sessionmaker[Session]:
-    """Accept either an engine or an existing sessionmaker (the operator may share one)."""
+    """Accept either an engine or an existing sessionmaker (the operator may share one).
+    For an engine, the same sessionmaker every time (expire_on_commit off)."""
     if isinstance(bind, sessionmaker):
         return bind
-    return sessionmaker(bind=bind, expire_on_commit=False)
+    factory = getattr(bind, _FACTORY_ATTR, None)
+    if factory is None:
+        with _FACTORY_LOCK:
+            factory = getattr(bind, _FACTORY_ATTR, None)
+            if factory is None:
+                factory = sessionmaker(bind=bind, expire_on_commit=False)
+                setattr(bind, _FACTORY_ATTR, factory)
+    return factory
 
 
 def create_schema(engine: Engine) -> None:
