@@ -1,4 +1,5 @@
-"""The agent provider calls a step needs: start an attempt, read it, cancel it.
+"""The agent provider calls a step needs: may an attempt start (the policy gate),
+start it, read it, cancel it.
 
 The provider (foundry.agents: job | webhook | local) is idempotent per
 (run, attempt): for Jobs, `<run>-a<attempt>` is read before it is created and
@@ -13,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from foundry.agents.base import attempt_name
 from foundry.agents.result import totals
+from foundry.domain import policy
 from foundry.operator.errors import RetryLater
-from foundry.operator.faults import crash_point
+from foundry.operator.checkpoints import reached
 from foundry.operator.reconcile import jobinput
 from foundry.operator.reconcile.view import RunView
 
@@ -36,6 +38,21 @@ def job_input(deps: "Deps", run: RunView, attempt: int, *, pr_number: int | None
                           plan=run.status.get("plan") or {}, pr_number=pr_number, feedback=feedback)
 
 
+def gate(deps: "Deps", run: RunView, next_attempt: int, jobs: list[dict] | None = None) -> policy.Verdict:
+    """policy.gate's verdict for starting attempt `next_attempt` of this run; `jobs`, when
+    given, are the attempts as just re-read (their spend counts before it is recorded)."""
+    return policy.gate(
+        deps.config,
+        approved=(run.status.get("approvals") or {}).get("received", 0) >= (run.status.get("approvals") or {}).get(
+            "required", 1) and bool((run.status.get("approvals") or {}).get("required")),
+        ready=not run.status.get("questions"),
+        repo=run.status.get("repo"),
+        risk_areas=list(run.status.get("riskAreas") or []),
+        attempt=next_attempt,
+        spent=totals(jobs) if jobs is not None else run.agent.get("budgetUsed"),
+    )
+
+
 def start(deps: "Deps", run: RunView, attempt: int, *, pr_number: int | None = None,
           feedback: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Start (or adopt) attempt `attempt`; returns the job record for status.agent.jobs."""
@@ -47,7 +64,7 @@ def start(deps: "Deps", run: RunView, attempt: int, *, pr_number: int | None = N
         raise
     except ConnectionError as err:
         raise RetryLater(f"starting agent attempt {attempt} of {run.name}: {err}") from err
-    crash_point("after-job-create")
+    reached("after-job-create")
     return dict(record)
 
 

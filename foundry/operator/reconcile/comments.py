@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from foundry.connectors.comments import post_once
 from foundry.operator import dbio
-from foundry.operator.faults import crash_point
+from foundry.operator.checkpoints import reached
 from foundry.operator.outside import outside_call
 from foundry.operator.reconcile.view import RunView
 
@@ -28,7 +28,7 @@ def post(deps: "Deps", run: RunView, purpose: str, body: str) -> dict[str, str]:
 
     def record(comment_id: str) -> None:
         recorded[purpose] = comment_id
-        crash_point("after-comment-post")
+        reached("after-comment-post")
 
     what = f"posting the {purpose} comment on {run.issue_key}"
     recorded_id = run.comments.get(purpose)
