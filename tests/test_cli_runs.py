@@ -190,6 +190,22 @@ def test_show_prints_plan_approvals_attempts_pr_conditions_and_the_db_timeline(k
 
 
 @pytest.mark.kube
+def test_show_names_the_operator_that_holds_the_lease(kube_client, kc, namespace, tmp_path):
+    from kubernetes import client
+
+    name = _make_run(kube_client, namespace, "issue-lease", "ACME-9")
+    db = ("--database-url", f"sqlite:///{tmp_path / 'empty.db'}")
+    alone = _invoke("runs", "show", name, *kc, "-n", namespace, *db)
+    assert alone.exit_code == 0 and "leading:" not in alone.output  # no election, nothing to say
+    client.CoordinationV1Api(kube_client).create_namespaced_lease(namespace, {
+        "metadata": {"name": "foundry-operator"}, "spec": {"holderIdentity": "foundry-operator-7d9c-x2", "leaseDurationSeconds": 15}})
+    shown = _invoke("runs", "show", name, *kc, "-n", namespace, *db)
+    assert shown.exit_code == 0 and "leading: foundry-operator-7d9c-x2" in shown.output
+    as_json = json.loads(_invoke("runs", "show", name, *kc, "-n", namespace, *db, "-o", "json").output)
+    assert as_json["operatorLeader"] == "foundry-operator-7d9c-x2"
+
+
+@pytest.mark.kube
 def test_show_still_answers_when_the_database_is_unusable(kube_client, kc, namespace, tmp_path):
     name = _make_run(kube_client, namespace, "issue-nodb", "ACME-8")
     result = _invoke("runs", "show", name, *kc, "-n", namespace, "--database-url", f"sqlite:///{tmp_path / 'empty.db'}")

@@ -348,11 +348,30 @@ def show_cmd(run: str, target: Any, database_url: str | None, fmt: str) -> None:
         name = obj["metadata"]["name"]
         approvals = approval_objects(api, namespace, name)
     events, note = read_timeline(namespace, name, database_url)
+    leader = operator_leader(api, namespace)
     out = Printer()
     if fmt in ("json", "yaml"):
-        out.data({"run": obj, "approvals": approvals, "timeline": events, "timelineNote": note}, fmt)
+        out.data({"run": obj, "approvals": approvals, "timeline": events, "timelineNote": note,
+                  "operatorLeader": leader}, fmt)
         return
     render_run(out, obj, approvals, events, note)
+    if leader:
+        out.section("Operator")
+        out.line(f"  leading: {leader}")
+
+
+def operator_leader(api: Any, namespace: str) -> str | None:
+    """Who holds the operator's Lease (leader election) in the run's namespace, where the chart
+    puts it by default; None when there is none, or it cannot be read (it is a courtesy here)."""
+    from foundry.operator.leaseio import LeaseUnavailable, holder_of
+
+    try:
+        record = holder_of(api, namespace, "foundry-operator")
+    except LeaseUnavailable:
+        return None
+    if record is None:
+        return None
+    return record.holder or "nobody (the Lease was released; a standby takes it within seconds)"
 
 
 def render_run(out: Printer, obj: dict[str, Any], approval_objects_: list[dict[str, Any]],

@@ -18,6 +18,9 @@ POINTS = frozenset({
     "after-comment-post",
     "after-job-create",
     "after-db-phase",
+    # Before each request about the operator's Lease (leader election): where a test
+    # cuts the elector off from the API server while everything else still reaches it.
+    "before-lease-request",
 })
 
 Handler = Callable[[str], None]

@@ -11,10 +11,8 @@ raises NotLeading from then on.
 `stop()` stops acting first and then releases the Lease (no holder), so a
 standby takes over at its next look instead of waiting the lease out.
 
-For the partition tests: while the file named by FOUNDRY_FAULT_BLOCK_LEASE
-exists, no Lease request is made, as if the API server could not be reached
-(only tests set it; everything else the process does is unaffected, which is
-what makes it a test of the fences).
+The partition tests cut the elector off at the `before-lease-request`
+checkpoint (foundry.operator.checkpoints), in foundry.operator.leaseio.
 """
 
 from __future__ import annotations
@@ -39,7 +37,6 @@ from foundry.operator.leaseio import LeaseClient, LeaseTaken, LeaseUnavailable
 
 log = logging.getLogger(__name__)
 
-ENV_BLOCK = "FOUNDRY_FAULT_BLOCK_LEASE"
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
@@ -165,8 +162,6 @@ class Elector:
         """One look at the Lease, and a write if the rules say so; seconds until the next one."""
         now = self._clock()
         try:
-            if _blocked():
-                raise LeaseUnavailable("Lease requests blocked (FOUNDRY_FAULT_BLOCK_LEASE)")
             record, version = self.leases.read()
         except LeaseUnavailable as err:
             self._missed(str(err))
@@ -246,8 +241,6 @@ class Elector:
 
     def _release(self) -> None:
         try:
-            if _blocked():
-                raise LeaseUnavailable("Lease requests blocked (FOUNDRY_FAULT_BLOCK_LEASE)")
             record, version = self.leases.read()
             if record is None or record.holder != self.me or version is None:
                 return
@@ -264,11 +257,6 @@ class Elector:
 def _resolve(future: "asyncio.Future[None]") -> None:
     if not future.done():
         future.set_result(None)
-
-
-def _blocked() -> bool:
-    path = os.environ.get(ENV_BLOCK)
-    return bool(path) and os.path.exists(path)
 
 
 def elector_for(api: Any, settings: Any, watched: list[str], *, metrics: ElectionMetrics | None = None,

@@ -17,6 +17,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from foundry.operator import checkpoints
 from foundry.operator.lease_rules import LeaseRecord
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class LeaseClient:
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
         try:
+            checkpoints.reached("before-lease-request")
             answer = fn(*args, _request_timeout=self.timeout, _preload_content=False, **kwargs)
             lease = json.loads(answer.data)
         except ApiException as err:

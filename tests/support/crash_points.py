@@ -39,7 +39,15 @@ def _armed(point: str) -> bool:
 
 
 def at_checkpoint(point: str) -> None:
-    """The handler: run the hung action, then die if the environment asks for it."""
+    """The handler: run the hung action, then die if the environment asks for it.
+
+    A partition of the leader election: while the file named by
+    FOUNDRY_FAULT_BLOCK_LEASE exists, every request about the Lease fails as
+    if the API server could not be reached (everything else still reaches it)."""
+    if point == "before-lease-request":
+        blocked = os.environ.get("FOUNDRY_FAULT_BLOCK_LEASE")
+        if blocked and os.path.exists(blocked):
+            raise ConnectionError(f"Lease requests blocked while {blocked} exists")
     action = _hooks.get(point)
     if action is not None:
         action()
