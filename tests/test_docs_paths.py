@@ -1,7 +1,8 @@
 """Every repository path and module the docs and the YAML comments cite exists.
 
-Read: docs/**/*.md, README.md, helm/**/README.md, and the comments (`# ...` and
-`{{/* ... */}}`) of the chart, the CRDs and the example config. A cited path
+Read: docs/**/*.md, README.md, helm/**/README.md, the comments (`# ...` and
+`{{/* ... */}}`) of the chart, the CRDs and the example config, and the comments
+and docstrings of the product code (foundry/) and tools/. A cited path
 (`foundry/kube/attach.py`, `tests/test_steps_*.py`, `[x](examples/config.yaml)`)
 must exist relative to the repository or to the citing file; a cited module
 (`foundry.kube.attach`, `foundry.kube.runs.run_identity`) must import from the
@@ -11,7 +12,9 @@ outside the repository (`../shared/...`) or at an issue number.
 
 from __future__ import annotations
 
+import io
 import re
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -26,8 +29,11 @@ PATH = re.compile(rf"(?<![\w./~:@-])((?:{TOP})/{SEGMENT}(?:/{SEGMENT})*/?)")
 MARKDOWN_LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 # A module path; one followed by "/" is a host or an API group (foundry.local/pause:1, foundry.dev/v1alpha1).
 MODULE = re.compile(r"(?<![\w./-])((?:foundry|tests)(?:\.[A-Za-z_]\w*)+)(?![\w/])")
-# Branches Foundry pushes are named foundry/<run name>; examples of them are not files.
-RUN_BRANCH = re.compile(r"^foundry/linear-[a-z0-9-]+$")
+# Branches Foundry pushes are named foundry/<run name> (a DNS label: hyphens, never an
+# underscore or a dot as a module has); examples of them are not files.
+RUN_BRANCH = re.compile(r"^foundry/[a-z0-9]+(?:-[a-z0-9]+)+$")
+# Made when the wheel is built (pyproject.toml: the crds and migrations directories).
+WHEEL_ONLY = ("foundry/_data/",)
 OUTSIDE = re.compile(r"\.\./shared|(?<![\w./-])shared/(?:DESIGN|notes)|(?<![\w./-])/work/")
 ISSUE_NUMBER = re.compile(r"\bissues? #?\d{1,3}\b", re.IGNORECASE)
 
@@ -57,10 +63,23 @@ def _comment_lines(path: Path) -> list[tuple[int, str]]:
     return out
 
 
+def _python_comments(path: Path) -> list[tuple[int, str]]:
+    """(line, text) of the comments and docstrings of a Python file."""
+    out: list[tuple[int, str]] = []
+    for tok in tokenize.generate_tokens(io.StringIO(path.read_text(encoding="utf-8")).readline):
+        if tok.type == tokenize.COMMENT:
+            out.append((tok.start[0], tok.string))
+        elif tok.type == tokenize.STRING and tok.string.lstrip("rbuRBU").startswith(('"""', "'''")):
+            out += [(tok.start[0] + i, line) for i, line in enumerate(tok.string.splitlines())]
+    return out
+
+
 def _cited_texts() -> list[tuple[Path, int, str]]:
     texts = [(doc, n, line) for doc in _documents()
              for n, line in enumerate(doc.read_text(encoding="utf-8").splitlines(), 1)]
     texts += [(path, n, text) for path in _yaml_files() for n, text in _comment_lines(path)]
+    code = sorted((ROOT / "foundry").rglob("*.py")) + sorted((ROOT / "tools").rglob("*.py"))
+    texts += [(path, n, text) for path in code for n, text in _python_comments(path)]
     return texts
 
 
@@ -103,7 +122,7 @@ def missing_paths() -> list[str]:
             cited |= {m.group(1) for m in MARKDOWN_LINK.finditer(text) if "://" not in m.group(1)
                       and not m.group(1).startswith("mailto:")}
         for path in sorted(cited):
-            if not RUN_BRANCH.match(path) and not _exists(path, where):
+            if not RUN_BRANCH.match(path) and not path.startswith(WHEEL_ONLY) and not _exists(path, where):
                 missing.append(f"{_rel(where)}:{number}: {path}")
     return missing
 
@@ -145,6 +164,7 @@ def test_no_reference_outside_the_repository_or_to_an_issue_number() -> None:
     ("(`tests/test_steps_<group>.py`)", []),
     ("[example](examples/config.yaml)", []),
     ('"branch": "foundry/linear-acme-42-1"', []),
+    ("pushes foundry/acme-42-a1 and foundry/no_such_module", ["foundry/no_such_module"]),
     ("https://github.com/acme/foundry/blob/main/x.py", []),
 ])
 def test_the_path_rule(tmp_path: Path, text: str, found: list[str]) -> None:
