@@ -17,7 +17,7 @@ from foundry.db import audit, claims, serial
 from foundry.db.claims import OperatorInsert
 from foundry.domain.phases import Phase
 from foundry.operator.errors import RetryLater
-from foundry.operator.faults import crash_point
+from foundry.operator.checkpoints import reached
 
 if TYPE_CHECKING:
     from foundry.operator.deps import Deps
@@ -64,7 +64,7 @@ def insert_row(deps: "Deps", run: "RunView") -> OperatorInsert:
             namespace=run.namespace, name=run.name, attempt=int(run.spec.get("attempt") or 1),
             ticket_updated_at=_ticket_updated_at(run))
     if result.outcome == "inserted":
-        crash_point("after-db-insert")
+        reached("after-db-insert")
     return result
 
 
@@ -94,7 +94,7 @@ def record_transition(deps: "Deps", run: "RunView", before: Any, t: "Transition"
         deps.leadership.fence()  # a phase is never written from a stale view by a process that lost the Lease
         audit.record_phase(deps.engine, row.id, t.to, t.reason,
                            {"message": t.message, "from": before.value, "k8s_uid": run.uid})
-    crash_point("after-db-phase")
+    reached("after-db-phase")
 
 
 def following_row(deps: "Deps", run: "RunView", ended: audit.RunEnded) -> "Transition":
