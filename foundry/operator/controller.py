@@ -101,6 +101,7 @@ class RunController:
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
         self.reconciles = 0  # finished reconciles (tests and the benchmark read it)
+        self.takeovers: list[int] = []  # runs made due at each start of leading
 
     # ------------------------------------------------------------ events in (on the event loop)
 
@@ -170,6 +171,7 @@ class RunController:
         while True:
             await leadership.wait_leading()
             count = self.take_over()
+            self.takeovers.append(count)
             log.info("leading%s: %d known run(s) due now", f" ({self.shard.label})" if self.shard.label else "",
                      count)
             while leadership.leading():
