@@ -55,3 +55,26 @@ def test_phase_map_forgets_deleted_runs():
         metrics.observe_phase("ns-a" if n % 2 else "ns-b", f"run-{n}", None)
     assert metrics.seen_namespaces() == set()
     assert metrics.runs_by_phase.labels(phase="Complete")._value.get() == 0
+
+
+def test_the_phase_gauge_is_kept_as_it_goes_and_matches_a_recount():
+    import random
+    from collections import Counter
+
+    from foundry.domain.phases import Phase
+
+    rnd = random.Random(3)
+    metrics = OperatorMetrics()
+    phases = [p.value for p in Phase]
+    truth: dict[str, str] = {}
+    for _ in range(20_000):
+        name = f"run-{rnd.randrange(300)}"
+        phase = None if rnd.random() < 0.1 else rnd.choice(phases)
+        metrics.observe_phase("ns", name, phase)
+        if phase is None:
+            truth.pop(name, None)
+        else:
+            truth[name] = phase
+    counts = Counter(truth.values())
+    for p in phases:
+        assert metrics.runs_by_phase.labels(phase=p)._value.get() == counts.get(p, 0), p

@@ -36,6 +36,7 @@ class OperatorMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=self.registry)
         self._lock = threading.Lock()
         self._phase_of: dict[tuple[str, str], str] = {}
+        self._tally: _Tally[str] = _Tally()  # phase -> how many runs are in it (of _phase_of)
         for phase in Phase:  # export zeros so dashboards see every phase from the start
             self.runs_by_phase.labels(phase=phase.value).set(0)
         # Likewise every error kind: a series that first appears at 1 has no
@@ -44,16 +45,26 @@ class OperatorMetrics:
             self.reconcile_errors.labels(kind=kind)
 
     def observe_phase(self, namespace: str, name: str, phase: str | None) -> None:
-        """Remember the phase of one run (None: the run is gone) and refresh the gauge."""
+        """Remember the phase of one run (None: the run is gone) and refresh the gauge.
+
+        Called on every step of every reconcile: the tally is kept as it goes, so a call
+        costs the same with ten thousand runs as with ten (a recount each time did not)."""
         with self._lock:
             key = (namespace, name)
-            if phase is None:
-                self._phase_of.pop(key, None)
-            else:
+            before = self._phase_of.pop(key, None) if phase is None else self._phase_of.get(key)
+            if phase is not None:
                 self._phase_of[key] = phase
-            tally = _Tally(self._phase_of.values())
-        for p in Phase:
-            self.runs_by_phase.labels(phase=p.value).set(tally.get(p.value, 0))
+            if before == phase:
+                return
+            for p, step in ((before, -1), (phase, 1)):
+                if p is not None:
+                    self._tally[p] += step
+                    if not self._tally[p]:
+                        del self._tally[p]
+            changed = {p: self._tally.get(p, 0) for p in (before, phase) if p is not None}
+            # Set under the lock: two calls may not publish their counts in the other order.
+            for p, count in changed.items():
+                self.runs_by_phase.labels(phase=p).set(count)
 
     def runs_in(self, phases: "tuple[str, ...]") -> list[tuple[str, str]]:
         """(namespace, name) of the runs this operator last saw in one of `phases`."""
