@@ -11,7 +11,7 @@ import click
 from foundry.runner import result as R
 from foundry.runner.layout import DEFAULT_INPUT, ENV_INPUT, Layout
 
-STEP_CHOICES = ("prepare", "agent", "publish")
+STEP_CHOICES = ("prepare", "agent", "publish", "plan")
 
 
 @click.group()
@@ -21,8 +21,8 @@ def agent() -> None:
 
 @agent.command("run", context_settings={"max_content_width": 100})
 @click.option("--step", type=click.Choice(STEP_CHOICES), default=None,
-              help="Run one step (the pod runs prepare and agent as init containers, publish as the main one). "
-                   "Without it, all three run in this process.")
+              help="Run one step (the pod runs prepare and agent as init containers, publish as the main one; "
+                   "a plan: prepare, then plan). Without it, all of them run in this process.")
 @click.option("--input", "input_path", metavar="PATH", envvar=ENV_INPUT, default=DEFAULT_INPUT, show_default=True,
               help=f"The job input (input.json, version 2); also ${ENV_INPUT}.")
 def run(step: str | None, input_path: str) -> None:
@@ -36,11 +36,16 @@ def run(step: str | None, input_path: str) -> None:
                a command) in the work tree, under a time limit and output cap
       publish  build one commit from the work tree's files, check it against
                policy, push it without force, open or update the draft PR
+      plan     (input.json mode "plan", after prepare) run the CLI read-only,
+               check the work tree is unchanged, report the plan and its hash;
+               never pushes, and refuses to start if the push token is mounted
 
     \b
     Environment:
       FOUNDRY_JOB_INPUT          input.json (default /foundry/input/input.json)
       FOUNDRY_GITHUB_TOKEN_FILE  the push token (default /foundry/credentials/token)
+      FOUNDRY_GITHUB_READ_TOKEN_FILE  a plan's read-only clone token
+                                 (default /foundry/credentials/read-token)
       FOUNDRY_WORK_DIR           work tree, CLI home, state (default /foundry/work,
                                  outside a pod ./work)
       FOUNDRY_PUBLISH_DIR        pristine git directory (default /foundry/publish,
@@ -48,7 +53,7 @@ def run(step: str | None, input_path: str) -> None:
       FOUNDRY_RESULT_PATH        where the result JSON goes (default /dev/termination-log)
 
     \b
-    Exit codes: 0 pushed (or a step done), 1 failed, 2 no changes, 3 refused by policy.
+    Exit codes: 0 pushed, planned (or a step done), 1 failed, 2 no changes, 3 refused by policy.
     The transcript goes to stdout; the result JSON (at most 4 KiB) to the result path.
     """
     from foundry.runner.jobinput import JobInputError, load
@@ -112,8 +117,12 @@ def _kill_descendants() -> int:
 
 
 def _token(layout: Layout) -> list[str]:
-    try:
-        token = layout.token_file.read_text(encoding="utf-8").strip()
-    except OSError:
-        return []
-    return [token] if token else []
+    found = []
+    for path in (layout.token_file, layout.read_token_file):
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except OSError:
+            continue
+        if token:
+            found.append(token)
+    return found

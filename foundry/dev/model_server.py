@@ -126,6 +126,10 @@ class ModelServer(ServerThread):
             found += reader(r.body)
         return W.dedupe_results(found)
 
+    def declared_modes(self) -> list[str | None]:
+        """Per model request, the permission mode the CLI declared to the model (model_wire.declared_mode)."""
+        return [W.declared_mode(r.body) for r in self.model_requests()]
+
     def served_steps(self) -> list[int]:
         return [r.step for r in self.model_requests() if r.step is not None]
 

@@ -11,6 +11,7 @@ back (how many assistant turns, the prompt text, the tool results).
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping, Union
@@ -291,6 +292,26 @@ def system_texts(body: Mapping[str, Any]) -> list[str]:
         if isinstance(it, dict) and it.get("role") in ("system", "developer"):
             texts += _block_texts(it.get("content"))
     return texts
+
+
+# How each CLI tells the model it may not change anything (what its read-only mode puts on the wire):
+# Claude Code's plan permission mode adds a system reminder to the user turn; Codex states its sandbox
+# policy in its developer instructions.
+_CLAUDE_PLAN_MODE = "Plan mode is active."
+_CODEX_SANDBOX = re.compile(r"`sandbox_mode` is `([a-z-]+)`")
+
+
+def declared_mode(body: Mapping[str, Any]) -> str | None:
+    """The permission mode a request declares: "plan" (Claude Code's plan mode), Codex's sandbox mode
+    ("read-only", "workspace-write", "danger-full-access"), or None when it declares neither."""
+    texts = system_texts(body) + user_texts(body)
+    if any(_CLAUDE_PLAN_MODE in t for t in texts):
+        return "plan"
+    for t in texts:
+        m = _CODEX_SANDBOX.search(t)
+        if m:
+            return m.group(1)
+    return None
 
 
 def dedupe_results(results: Iterable[ToolResult]) -> list[ToolResult]:

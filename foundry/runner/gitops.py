@@ -190,6 +190,30 @@ def snapshot_tree(git: Git, git_dir: Path, base: str, work_tree: Path, index_fil
     return git.run("writing the tree failed", gd, "write-tree", env=env).strip()
 
 
+def work_tree_changes(git: Git, git_dir: Path, base: str, work_tree: Path, index_file: Path) -> list[str]:
+    """Every path of `work_tree` that differs from commit `base` (changed, new, deleted, ignored files too),
+    as `git status --porcelain` lines, judged in `git_dir` with a private index: the work tree's own .git
+    is never read, so a CLI that rewrote it cannot hide a change."""
+    try:
+        st = os.lstat(work_tree)
+    except OSError as err:
+        raise GitError("reading the work tree's files failed", f"fatal: {work_tree}: {err.strerror}", None) from None
+    if not stat.S_ISDIR(st.st_mode):
+        return [f"?? {work_tree.name} (the work tree was replaced by a symlink or a file)"]
+    env = {"GIT_INDEX_FILE": str(index_file)}
+    gd = f"--git-dir={git_dir}"
+    git.run("reading the base tree failed", gd, "read-tree", base, env=env)
+    out = git.run("comparing the work tree with its base failed", gd, f"--work-tree={work_tree}", "status",
+                  "--porcelain", "--untracked-files=all", "--ignored", "--no-renames", env=env, cwd=work_tree)
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def work_tree_head(git: Git, work_tree: Path) -> str:
+    """The commit the work tree's own HEAD names (its config and hooks are not honoured: hardened argv)."""
+    return git.run("reading the work tree's HEAD failed", f"--git-dir={work_tree / '.git'}", "rev-parse",
+                   "--verify", "--quiet", "HEAD^{commit}").strip()
+
+
 def commit_and_tree(git: Git, git_dir: Path, ref: str) -> tuple[str, str]:
     """(commit SHA, its tree SHA) of `ref`, in one git call."""
     out = git.run(f"resolving {ref} failed", f"--git-dir={git_dir}", "rev-parse",

@@ -24,6 +24,8 @@ _REPO = re.compile(r"^[A-Za-z0-9-]{1,39}/[A-Za-z0-9._-]{1,100}$")
 # A conservative subset of git-check-ref-format: no option-looking or odd names reach git.
 _REF = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)(?!.*@\{)(?!.*\.lock(?:/|$))[A-Za-z0-9._/+-]{1,200}(?<![./])$")
 _SCHEMES = ("https", "http", "file")
+APPLY, PLAN = "apply", "plan"
+MODES = (APPLY, PLAN)
 
 
 class JobInputError(ValueError):
@@ -62,6 +64,12 @@ class JobInput:
     pr_number: int | None = None
     feedback: Mapping[str, Any] | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    # "apply" edits, commits and pushes; "plan" reads the base branch and reports a plan, nothing else.
+    mode: str = APPLY
+
+    @property
+    def planning(self) -> bool:
+        return self.mode == PLAN
 
     @property
     def remediation(self) -> bool:
@@ -120,11 +128,17 @@ def parse(raw: Any) -> JobInput:
     feedback = o.mapping("feedback", required=False) or None
     if feedback is not None:
         _check_feedback(feedback)
+    mode = o.str("mode", default=APPLY)
+    if mode not in MODES:
+        raise JobInputError(f"input.json: mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == PLAN and (pr_number is not None or feedback is not None):
+        raise JobInputError("input.json: a plan reads the base branch; pr and feedback belong to a remediation "
+                            "(mode apply)")
     return JobInput(
         run=run, issue=issue, attempt=attempt, repo=repo, base_branch=base_branch, branch=branch, git=target,
         ticket=ticket, plan=plan, plan_text=o.str("planText", default=""),
         instructions=o.str("instructions", default=""), constraints=constraints, runner=runner,
-        pr_number=pr_number, feedback=feedback, raw=raw,
+        pr_number=pr_number, feedback=feedback, raw=raw, mode=mode,
     )
 
 

@@ -21,11 +21,13 @@ DEFAULT_INPUT = "/foundry/input/input.json"
 DEFAULT_WORK = "/foundry/work"
 DEFAULT_PUBLISH = "/foundry/publish"
 DEFAULT_TOKEN_FILE = "/foundry/credentials/token"
+DEFAULT_READ_TOKEN_FILE = "/foundry/credentials/read-token"
 
 ENV_INPUT = "FOUNDRY_JOB_INPUT"
 ENV_WORK = "FOUNDRY_WORK_DIR"
 ENV_PUBLISH = "FOUNDRY_PUBLISH_DIR"
 ENV_TOKEN_FILE = "FOUNDRY_GITHUB_TOKEN_FILE"
+ENV_READ_TOKEN_FILE = "FOUNDRY_GITHUB_READ_TOKEN_FILE"
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ class Layout:
     work: Path
     publish: Path
     token_file: Path
+    # A plan clones with a read-only token (contents: read), never the push token.
+    read_token_file: Path = Path(DEFAULT_READ_TOKEN_FILE)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, cwd: Path | None = None,
@@ -44,7 +48,8 @@ class Layout:
         in_pod = Path(DEFAULT_WORK).is_dir() if in_pod is None else in_pod
         work = env.get(ENV_WORK) or (DEFAULT_WORK if in_pod else str(here / "work"))
         publish = env.get(ENV_PUBLISH) or (DEFAULT_PUBLISH if in_pod else str(here / "publish"))
-        return cls(Path(work), Path(publish), Path(env.get(ENV_TOKEN_FILE) or DEFAULT_TOKEN_FILE))
+        return cls(Path(work), Path(publish), Path(env.get(ENV_TOKEN_FILE) or DEFAULT_TOKEN_FILE),
+                   Path(env.get(ENV_READ_TOKEN_FILE) or DEFAULT_READ_TOKEN_FILE))
 
     @property
     def repo(self) -> Path:

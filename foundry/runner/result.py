@@ -1,8 +1,10 @@
 """The result each step leaves in its container's termination message.
 
 Kubernetes keeps at most 4 KiB of a termination message, so the JSON is cut
-to fit before it is written: first the summary, then the reason, lose their
-tails (marked with an ellipsis). Known secrets are scrubbed from every string
+to fit before it is written: first a plan's JSON and markdown give way to
+its hash and size (the whole plan is in the step's log and in
+`work/state/plan.json`), then the summary, then the reason, lose their tails
+(marked with an ellipsis). Known secrets are scrubbed from every string
 on the way out, as a last line of defence.
 
 Outcomes and exit codes are the contract's (docs/agent-contract.md); `ok`
@@ -28,7 +30,8 @@ FAILED = "failed"
 NO_CHANGES = "no-changes"
 REFUSED = "refused"
 OK = "ok"
-EXIT_CODES = {PUSHED: 0, OK: 0, FAILED: 1, NO_CHANGES: 2, REFUSED: 3}
+PLANNED = "planned"
+EXIT_CODES = {PUSHED: 0, OK: 0, PLANNED: 0, FAILED: 1, NO_CHANGES: 2, REFUSED: 3}
 _ELLIPSIS = "…"
 
 
@@ -49,6 +52,7 @@ class Result:
     turns: int | None = None
     runner: str | None = None
     summary: str = ""
+    plan: dict[str, Any] | None = None  # a plan step's plan: {hash, bytes, json, markdown}
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -71,13 +75,18 @@ def encode(result: Result, secrets: Iterable[str] = ()) -> str:
     """The result as compact JSON of at most MAX_BYTES bytes, secrets replaced by `***`."""
     data = _scrub(result.as_dict(), [s for s in secrets if s and len(s) >= 4])
     text = _dump(data)
+    if len(text.encode()) > MAX_BYTES and isinstance(data.get("plan"), Mapping):
+        # The hash is what the operator needs here; it reads the whole plan from the log and checks it.
+        data["plan"] = {k: data["plan"][k] for k in ("hash", "bytes") if k in data["plan"]} | {"cut": True}
+        text = _dump(data)
     for key in ("summary", "reason"):
         if len(text.encode()) <= MAX_BYTES:
             break
         data[key] = _shorten(data, key, len(text.encode()) - MAX_BYTES)
         text = _dump(data)
     if len(text.encode()) > MAX_BYTES:  # only unbounded extras could do this; keep what the operator needs
-        data = {k: data[k] for k in ("version", "step", "outcome", "reason", "branch", "headSha") if k in data}
+        data = {k: data[k] for k in ("version", "step", "outcome", "reason", "branch", "headSha", "plan")
+                if k in data}
         data["reason"] = str(data.get("reason", ""))[:1024]
         text = _dump(data)
     return text

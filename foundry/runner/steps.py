@@ -5,6 +5,16 @@
     agent(ctx)    write the prompt; run the coding-agent CLI in the work tree
     publish(ctx)  one commit from the work tree's files; policy; push; PR
 
+A plan (input.json mode "plan") runs prepare and then plan instead:
+
+    plan(ctx)     write the plan prompt; run the CLI in its read-only mode; check
+                  the work tree is exactly the commit prepare cloned; extract,
+                  validate and hash the plan (foundry.domain.plans)
+
+A plan never pushes: publish refuses to run for one, and a plan refuses to
+start when the push token is mounted (it clones with the read-only token, or
+none).
+
 Each returns a Result and never raises for a foreseeable failure: a clone
 that fails, a CLI that times out, a model API that is down, a change policy
 refuses, a push the remote rejects all become a result with a one-line reason.
@@ -27,22 +37,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from foundry.domain import plans
 from foundry.runner import gitops
 from foundry.runner import result as R
 from foundry.runner.jobinput import JobInput
-from foundry.runner.layout import ENV_TOKEN_FILE, Layout
-from foundry.runner.prompt import build_prompt
+from foundry.runner.layout import DEFAULT_READ_TOKEN_FILE, ENV_READ_TOKEN_FILE, ENV_TOKEN_FILE, Layout
+from foundry.runner.prompt import build_plan_prompt, build_prompt
 
 if TYPE_CHECKING:
     from foundry.runner.pulls import PullsApi
 
 STEPS = ("prepare", "agent", "publish")
+PLAN_STEPS = ("prepare", "plan")
+PLAN_FILE = "plan.json"
+PLAN_END = "----- end of plan -----"
 AGENT_STATE = "agent.json"
 PROMPT_FILE = "prompt.md"
 PROMPT_BEGIN = "----- prompt -----"
 PROMPT_END = "----- end of prompt -----"
 # Variables of the runner's own environment that must never reach the CLI.
-_RUNNER_ONLY = (ENV_TOKEN_FILE, R.ENV_PATH, "FOUNDRY_WORK_DIR", "FOUNDRY_PUBLISH_DIR")
+_RUNNER_ONLY = (ENV_TOKEN_FILE, ENV_READ_TOKEN_FILE, R.ENV_PATH, "FOUNDRY_WORK_DIR", "FOUNDRY_PUBLISH_DIR")
 _SUMMARY_CAP = 8000
 
 
@@ -86,12 +100,13 @@ class Context:
     def secrets(self) -> list[str]:
         """What must never be printed: the token, when this step can read it (read once)."""
         if self._secrets is None:
-            token = _read_token(self.layout.token_file, required=False)
-            self._secrets = [token] if token else []
+            tokens = (_read_token(self.layout.token_file, required=False),
+                      _read_token(self.layout.read_token_file, required=False))
+            self._secrets = [t for t in tokens if t]
         return self._secrets
 
     def remote(self) -> gitops.Remote:
-        token_file = self.layout.token_file
+        token_file = self.layout.read_token_file if self.job.planning else self.layout.token_file
         return gitops.Remote(self.job.git.url, str(token_file) if token_file.is_file() else None)
 
     def git(self) -> gitops.Git:
@@ -111,6 +126,8 @@ def prepare(ctx: Context) -> R.Result:
     job, layout = ctx.job, ctx.layout
     branch = job.branch if job.remediation else job.base_branch
     try:
+        if job.planning:
+            _refuse_push_token(ctx)
         for path in (layout.repo, layout.git_dir):
             if path.exists() and any(path.iterdir()):
                 raise StepError(f"{path} is not empty: prepare runs once, on fresh volumes")
@@ -140,6 +157,8 @@ def prepare(ctx: Context) -> R.Result:
 def agent(ctx: Context) -> R.Result:
     job, layout = ctx.job, ctx.layout
     try:
+        if job.planning:
+            raise StepError("input.json asks for a plan: its steps are prepare and plan, not agent")
         if not (layout.repo / ".git").exists():
             raise StepError(f"no work tree at {layout.repo}: prepare has not run")
         layout.home.mkdir(parents=True, exist_ok=True)
@@ -180,12 +199,16 @@ def cli_env(env: Mapping[str, str]) -> dict[str, str]:
 
 def run_cli(job: JobInput, layout: Layout, prompt: str, env: dict[str, str], out: TextIO) -> AgentOutcome:
     """The real adapters (foundry.runner.agents): claude-code, codex, aider, command."""
+    from dataclasses import replace
+
     from foundry.runner.agents import run_agent, spec_from_input
 
     try:
         spec = spec_from_input(dict(job.runner))
     except ValueError as err:
         return AgentOutcome(False, f"input.json: runner: {err}")
+    if job.planning:
+        spec = replace(spec, read_only=True)
     transcript = getattr(out, "buffer", None) or _TextSink(out)
     report = run_agent(spec, workdir=layout.repo, home=layout.home, prompt=prompt, env=env, transcript=transcript)
     return outcome_from_report(report, str(job.runner.get("name") or ""))
@@ -200,6 +223,90 @@ def outcome_from_report(report: Any, runner: str) -> AgentOutcome:
                         tokens=tokens, cost_usd=report.cost_usd, turns=report.turns, runner=runner or None)
 
 
+# ---------------------------------------------------------------- plan
+
+
+def plan(ctx: Context) -> R.Result:
+    job, layout = ctx.job, ctx.layout
+    fields: dict[str, Any] = {}
+    try:
+        if not job.planning:
+            raise StepError("the plan step is for input.json mode plan; this input's mode is apply")
+        _refuse_push_token(ctx)
+        prepared = _read_json(layout.prepared, "prepare's record")
+        base = str(prepared.get("baseSha") or "")
+        fields["baseSha"] = base
+        if not (layout.repo / ".git").exists():
+            raise StepError(f"no work tree at {layout.repo}: prepare has not run")
+        layout.home.mkdir(parents=True, exist_ok=True)
+        layout.state.mkdir(parents=True, exist_ok=True)
+        prompt = build_plan_prompt(job, str(layout.repo))
+        (layout.state / PROMPT_FILE).write_text(prompt, encoding="utf-8")
+        ctx.log("plan", f"prompt ({len(prompt)} characters, also in {layout.state / PROMPT_FILE}):")
+        ctx.out.write(f"{PROMPT_BEGIN}\n{prompt}{PROMPT_END}\n")
+        started = time.monotonic()
+        try:
+            outcome = (ctx.run_agent or run_cli)(job, layout, prompt, cli_env(ctx.env), ctx.out)
+        except Exception as err:  # an adapter bug must still end as a result
+            outcome = AgentOutcome(False, f"the agent runner failed: {type(err).__name__}: {err}")
+        fields.update(_usage({"tokens": outcome.tokens, "costUsd": outcome.cost_usd, "turns": outcome.turns}))
+        ctx.log("plan", f"the CLI finished in {time.monotonic() - started:.1f} s" if outcome.ok
+                else f"the CLI failed: {outcome.reason}")
+        # Checked before anything the CLI said is read: a plan made by changing files is no plan.
+        _check_unchanged(ctx, base)
+        if not outcome.ok:
+            raise StepError(outcome.reason)
+        try:
+            made = plans.parse_answer(outcome.summary or "")
+        except plans.PlanError as err:
+            raise StepError(f"the plan is refused: {err}") from None
+        record = {**plans.summary_fields(made), "bytes": len(plans.canonical_json(made).encode())}
+        _write_json(layout.state / PLAN_FILE, record)
+        # The whole plan, framed, in the log: the result's 4 KiB may carry only its hash.
+        ctx.out.write(f"{plan_begin(record['hash'])}\n{plans.canonical_json(made)}\n{PLAN_END}\n")
+        ctx.log("plan", f"plan {record['hash']} ({record['bytes']} bytes, {len(made.files)} files, "
+                        f"{len(made.open_questions)} open questions)")
+        return base_result(ctx, "plan", R.PLANNED, plan=record, summary=made.summary[:_SUMMARY_CAP], **fields)
+    except (StepError, gitops.GitError, OSError) as err:
+        reason = str(err) if isinstance(err, StepError) else f"plan failed: {err}"
+        ctx.log("plan", reason)
+        return base_result(ctx, "plan", R.FAILED, reason, **fields)
+
+
+def plan_begin(plan_hash: str) -> str:
+    return f"----- plan {plan_hash} -----"
+
+
+def _refuse_push_token(ctx: Context) -> None:
+    token_file = ctx.layout.token_file
+    if token_file.exists():
+        raise StepError(f"a plan takes no push credential, but {token_file} (${ENV_TOKEN_FILE}) exists: mount a "
+                        f"read-only token (contents: read) at {DEFAULT_READ_TOKEN_FILE} (${ENV_READ_TOKEN_FILE}) "
+                        f"instead, or none for a public repository")
+
+
+def _check_unchanged(ctx: Context, base: str) -> None:
+    """The work tree is the commit prepare cloned: no file changed, added (ignored ones too) or removed, and
+    its HEAD did not move. Judged from the pristine git directory, not the work tree's own .git."""
+    git, layout = ctx.git(), ctx.layout
+    cloned = gitops.rev_parse(git, layout.git_dir, f"refs/heads/{ctx.job.base_branch}")
+    if cloned != base:
+        raise StepError(f"the pristine git directory moved ({cloned[:12]} is not {base[:12]})")
+    changed = gitops.work_tree_changes(git, layout.git_dir, base, layout.repo, layout.index)
+    if changed:
+        shown = ", ".join(line.strip() for line in changed[:5]) + (f" and {len(changed) - 5} more"
+                                                                     if len(changed) > 5 else "")
+        raise StepError(f"the CLI changed the work tree in plan mode ({shown}); a plan must change nothing, "
+                        f"so it is discarded")
+    try:
+        head = gitops.work_tree_head(git, layout.repo)
+    except gitops.GitError as err:
+        raise StepError(f"the CLI broke the work tree's git directory in plan mode ({err.summary})") from None
+    if head != base:
+        raise StepError(f"the CLI moved the work tree's HEAD in plan mode ({head[:12]} is not {base[:12]}); "
+                        f"the plan is discarded")
+
+
 # ---------------------------------------------------------------- publish
 
 
@@ -211,6 +318,8 @@ def publish(ctx: Context) -> R.Result:
     job, layout = ctx.job, ctx.layout
     fields: dict[str, Any] = {}
     try:
+        if job.planning:
+            raise StepError("input.json asks for a plan: a plan never publishes (its steps are prepare and plan)")
         prepared = _read_json(layout.prepared, "prepare's record")
         base = str(prepared.get("baseSha") or "")
         fields["baseSha"] = base
@@ -283,13 +392,14 @@ def _usage(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 def run_step(ctx: Context, step: str) -> R.Result:
     ctx.current = step
-    return {"prepare": prepare, "agent": agent, "publish": publish}[step](ctx)
+    return {"prepare": prepare, "agent": agent, "publish": publish, "plan": plan}[step](ctx)
 
 
 def run_all(ctx: Context, on_result: Callable[[R.Result], None] | None = None) -> R.Result:
-    """prepare → agent → publish in this process; stops at the first step that does not end `ok`."""
+    """prepare → agent → publish (a plan: prepare → plan) in this process; stops at the first step that
+    does not end `ok`."""
     res = R.Result(step="prepare", outcome=R.FAILED, reason="nothing ran")
-    for step in STEPS:
+    for step in PLAN_STEPS if ctx.job.planning else STEPS:
         res = run_step(ctx, step)
         if on_result is not None:
             on_result(res)

@@ -140,8 +140,15 @@ def _price_table(exe: Path) -> Path | None:
     return None
 
 
+READ_ONLY_REFUSAL = ("Aider cannot make a plan: it has no read-only mode that guarantees no edits (its ask mode "
+                     "and --dry-run are conventions of its own, not a boundary) and no tools to read the repository "
+                     "by itself; plan with runner claude-code or codex")
+
+
 def prepare(spec: AgentSpec, *, exe: Path, workdir: Path, home: Path, prompt: str,
             env: Mapping[str, str]) -> Invocation:
+    if spec.read_only:
+        raise SetupError(READ_ONLY_REFUSAL)
     check_prompt(prompt)
     cli_env = build_env(env, home=str(home), model_vars=MODEL_VARS, fixed={"LITELLM_LOCAL_MODEL_COST_MAP": "True"})
     require_key(cli_env, ("OPENAI_API_KEY",), "Aider")

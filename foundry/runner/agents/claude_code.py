@@ -28,6 +28,13 @@ SWITCHES = {
 }
 
 
+# Apply: the pod is the sandbox, so no permission prompt stands between the model and its tools.
+APPLY_ARGS = ("--dangerously-skip-permissions",)
+# Plan: Claude Code's plan permission mode (reads and searches, no edits, no commands that change
+# anything); `--permission-prompts none` denies, instead of asking nobody, whatever would need a prompt.
+READ_ONLY_ARGS = ("--permission-mode", "plan", "--permission-prompts", "none")
+
+
 class ClaudeReader:
     def __init__(self) -> None:
         self.result: dict[str, Any] | None = None
@@ -80,13 +87,14 @@ def prepare(spec: AgentSpec, *, exe: Path, workdir: Path, home: Path, prompt: st
             env: Mapping[str, str]) -> Invocation:
     check_prompt(prompt)
     switches = dict(SWITCHES)
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and not spec.read_only:
         # As root, --dangerously-skip-permissions refuses unless told it is in a sandbox; the
         # agent pod is one (non-root there; root only on a development machine or in tests).
         switches["IS_SANDBOX"] = "1"
     cli_env = build_env(env, home=str(home), model_vars=MODEL_VARS, fixed=switches)
     require_key(cli_env, ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"), "Claude Code")
-    argv = [str(exe), "--print", "--dangerously-skip-permissions", "--output-format", "stream-json", "--verbose"]
+    argv = [str(exe), "--print", *(READ_ONLY_ARGS if spec.read_only else APPLY_ARGS),
+            "--output-format", "stream-json", "--verbose"]
     if spec.model:
         argv += ["--model", spec.model]
     argv += [*spec.extra_args, "--", prompt]

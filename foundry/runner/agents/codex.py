@@ -27,6 +27,11 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 MODEL_VARS = ("OPENAI_API_KEY", "OPENAI_BASE_URL")
 FEATURES_OFF = ("unbounded_connection_retries", "plugins", "remote_plugin", "apps", "tool_suggest",
                 "api_key_model_discovery", "in_app_updates", "daemon_auto_start", "hooks")
+# Apply: the pod is the sandbox (restricted Pod Security, no credentials); Codex's own
+# bubblewrap sandbox needs user namespaces a restricted pod does not grant.
+APPLY_ARGS = ("--dangerously-bypass-approvals-and-sandbox",)
+# Plan: Codex's read-only sandbox policy, and no approvals to ask for (a write is refused, not queued).
+READ_ONLY_ARGS = ("--sandbox", "read-only", "-c", 'approval_policy="never"')
 # Items that are not an action of the model's (and so not a turn).
 NOT_TURNS = frozenset({"reasoning", "error", "todo_list"})
 
@@ -124,9 +129,8 @@ def prepare(spec: AgentSpec, *, exe: Path, workdir: Path, home: Path, prompt: st
     config = codex_home / "config.toml"
     config.write_text(config_toml(base_url=base_url, model=spec.model))
     config.chmod(0o600)
-    # The pod is the sandbox (restricted Pod Security, no credentials); Codex's own
-    # bubblewrap sandbox needs user namespaces a restricted pod does not grant.
     argv = [str(exe), "exec", "--json", "--strict-config", "--ephemeral", "--skip-git-repo-check",
-            "--dangerously-bypass-approvals-and-sandbox", "--cd", str(workdir), *spec.extra_args, "--", prompt]
+            *(READ_ONLY_ARGS if spec.read_only else APPLY_ARGS), "--cd", str(workdir), *spec.extra_args,
+            "--", prompt]
     return Invocation(argv, cli_env, CodexReader(),
                       notes=[f"model API {base_url}, model {spec.model or '(default)'}, config {config}"])

@@ -18,6 +18,9 @@ class AgentSpec:
     output_cap_bytes: int = 1 << 20
     extra_args: tuple[str, ...] = ()
     command: tuple[str, ...] = ()  # for name == "command": the argv of any executable
+    # A plan: the CLI runs in its own read-only mode (Claude Code's plan permission mode, Codex's
+    # read-only sandbox); the runner still checks the work tree afterwards.
+    read_only: bool = False
 
 
 @dataclass(frozen=True)
