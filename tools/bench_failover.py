@@ -86,7 +86,8 @@ def handover(pair: OperatorPair, *, clean: bool) -> dict[str, float]:
     acquired = pair.wait_holder(standby, after=at - 1)
     leading = _wait_first_leading(standby, at)
     leader.start()
-    pair.wait_started(leader)
+    # A child's start imports kopf and the clients: minutes on a machine shared with test suites.
+    pair.wait_started(leader, timeout=300)
     return {"takeover": acquired - at, "first_reconcile": leading - at}
 
 
