@@ -53,3 +53,15 @@ def test_both_processes_bound_their_requests_their_way(tmp_path: Path, monkeypat
          kube_timeouts=(4.0, 9.0))
     assert operator.rest_client.pool_manager.connection_pool_kw["retries"] is DEFAULT_RETRIES
     # How long each waits on a silent API server: test_bridge_timeouts, test_operator_timeouts.
+
+
+def test_a_named_context_is_used(tmp_path: Path) -> None:
+    path = _kubeconfig(tmp_path / "k.yaml", "https://127.0.0.1:6443")
+    doc = yaml.safe_load(path.read_text())
+    doc["clusters"].append({"name": "k2", "cluster": {"server": "https://127.0.0.3:6443"}})
+    doc["contexts"].append({"name": "other", "context": {"cluster": "k2", "user": "u"}})
+    path.write_text(yaml.safe_dump(doc))
+    assert load_configuration(str(path)).host == "https://127.0.0.1:6443"
+    assert load_configuration(str(path), context="other").host == "https://127.0.0.3:6443"
+    with pytest.raises(KubeConfigError, match="k.yaml"):
+        load_configuration(str(path), context="nope")

@@ -62,7 +62,10 @@ def kube_options(func: F) -> F:
 
 def connect(target: KubeTarget) -> tuple[Any, str]:
     """(ApiClient, namespace) for `target`; CliError with a clear message if there is no usable config."""
+    from kubernetes import client
     from kubernetes import config as kube_config
+
+    from foundry.kube.client import load_configuration
 
     path = target.kubeconfig or os.path.expanduser("~/.kube/config")
     if not os.path.exists(path):
@@ -74,13 +77,14 @@ def connect(target: KubeTarget) -> tuple[Any, str]:
             EXIT_UNREACHABLE,
         )
     try:
-        api = kube_config.new_client_from_config(config_file=path, context=target.context)
+        api = client.ApiClient(load_configuration(path, context=target.context))
         _, active = kube_config.list_kube_config_contexts(config_file=path)
         if target.context:
             contexts, _ = kube_config.list_kube_config_contexts(config_file=path)
             active = next(c for c in contexts if c["name"] == target.context)
     except (kube_config.ConfigException, StopIteration, OSError, ValueError) as exc:
-        raise CliError(f"cannot use kubeconfig {path}: {exc}", EXIT_UNREACHABLE) from None
+        # foundry.kube.client names the file itself; the client's own words are in the cause.
+        raise CliError(f"cannot use kubeconfig {path}: {exc.__cause__ or exc}", EXIT_UNREACHABLE) from None
     # The client retries refused connections three times by default; a person
     # waiting at a prompt wants the answer "no cluster" at once.
     api.configuration.retries = 0

@@ -1,4 +1,4 @@
-"""The one way Foundry's long-running processes (bridge, operator) build a Kubernetes ApiClient.
+"""The one way Foundry builds a Kubernetes ApiClient (bridge, operator; the CLI loads its kubeconfig here too).
 
 Credentials: a kubeconfig when one is named (argument or KUBECONFIG), the
 ServiceAccount inside a pod, else ~/.kube/config. Every request made through
@@ -28,16 +28,17 @@ class KubeConfigError(kube_config.ConfigException):
     """No usable kubeconfig (the message names the file tried); a ConfigException like the client's own."""
 
 
-def load_configuration(kubeconfig: str | None = None) -> client.Configuration:
-    """A Configuration from `kubeconfig` or KUBECONFIG; in a pod without either, the ServiceAccount;
-    else ~/.kube/config. A kubeconfig's token refresh hook is throttled (throttle_token_refresh)."""
+def load_configuration(kubeconfig: str | None = None, *, context: str | None = None) -> client.Configuration:
+    """A Configuration from `kubeconfig` or KUBECONFIG (its `context`, else the current one); in a
+    pod without either, the ServiceAccount; else ~/.kube/config. A kubeconfig's token refresh
+    hook is throttled (throttle_token_refresh)."""
     path = kubeconfig or os.environ.get("KUBECONFIG") or None
     configuration = client.Configuration()
     if path is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
         kube_config.load_incluster_config(client_configuration=configuration)
         return configuration
     try:
-        kube_config.load_kube_config(config_file=path, client_configuration=configuration)
+        kube_config.load_kube_config(config_file=path, context=context, client_configuration=configuration)
     except (kube_config.ConfigException, OSError) as err:
         raise KubeConfigError(f"cannot load kubeconfig {path or '~/.kube/config'}: {err}") from err
     throttle_token_refresh(configuration)
