@@ -306,3 +306,22 @@ def test_a_real_cli_plans_read_only_and_the_plan_is_reported(name: str, github: 
     assert run.files() == BASE_FILES
     assert_nothing_pushed(github, main_before)
     assert READ_TOKEN not in log and READ_TOKEN not in model.all_text()
+
+
+@pytest.mark.parametrize("body,mode", [
+    # Trimmed from what the pinned CLIs sent: Claude Code in plan mode, Codex read-only and in apply mode.
+    ({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "<system-reminder>\nPlan mode is active. The user indicated that they do not "
+                                 "want you to execute yet\n</system-reminder>"}, {"type": "text", "text": "plan"}]}]},
+     "plan"),
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": "do it"}]}]}, None),
+    ({"input": [{"type": "message", "role": "developer", "content": [{"type": "input_text", "text":
+        "<permissions instructions>\nFilesystem sandboxing defines which files can be read or written. "
+        "`sandbox_mode` is `read-only`: The sandbox only permits reading files."}]}]}, "read-only"),
+    ({"input": [{"type": "message", "role": "developer", "content": [{"type": "input_text", "text":
+        "`sandbox_mode` is `danger-full-access`: No filesystem sandboxing"}]}]}, "danger-full-access"),
+])
+def test_the_model_stand_in_reads_the_mode_a_request_declares(body: dict[str, Any], mode: str | None) -> None:
+    from foundry.dev.model_wire import declared_mode
+
+    assert declared_mode(body) == mode
