@@ -147,9 +147,11 @@ def test_operator_metrics_as_scraped(control_plane, kube_client, crds, namespace
 
             _, run = stack.ticket()
             wait_phase(kube_client, namespace, run, "WaitingApproval", timeout=START)
-            # The gauge moves just after the status write that wait_phase sees.
-            after = wait_for(lambda: (s := scrape(url)).value("foundry_runs", phase="WaitingApproval") == 1 and s,
-                             timeout=10, what="foundry_runs{phase=WaitingApproval} == 1")
+            # The gauge moves just after the status write that wait_phase sees; the reconcile's
+            # duration is observed when it returns, a moment later.
+            after = wait_for(lambda: (s := scrape(url)).value("foundry_runs", phase="WaitingApproval") == 1
+                             and (s.value("foundry_reconcile_seconds_count") or 0) > 0 and s,
+                             timeout=10, what="foundry_runs{phase=WaitingApproval} == 1, a reconcile timed")
     finally:
         engine.dispose()
 
