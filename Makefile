@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
+# make bench's many-runs benchmark: 0 and 1,000 active runs by default; --runs 10000 for 0/1k/5k/10k.
+BENCH_SCALE_ARGS ?=
 # PYTEST_WORKERS=2: two xdist workers, each test module a group of its own, the real-node and
 # slow ones first (tests/support/pytest_groups.py). 0 (the default): one process, as before.
 PYTEST_WORKERS ?= 0
@@ -50,6 +52,7 @@ bench: venv binaries postgres node-runtime agent-clis ## print the benchmark fig
 	$(PY) tools/bench_kube_create.py
 	$(PY) tools/bench_bridge.py
 	$(PY) tools/bench_operator.py
+	$(PY) tools/bench_scale.py $(BENCH_SCALE_ARGS)
 	$(PY) tools/bench_node_dispatch.py
 
 kind-e2e: venv ## the chart, RBAC, image and real-node tests in a kind cluster (needs Docker and kind)
