@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from foundry.bridge.backend import KUBE_RETRIES, kube_api_client
-from foundry.kube.client import DEFAULT_RETRIES, KubeConfigError, load_configuration
+from foundry.bridge.backend import KUBE_RETRIES, KUBE_TIMEOUT
+from foundry.kube.client import DEFAULT_RETRIES, KubeConfigError, api_client, load_configuration
 from foundry.operator.deps import Deps, DepsError
 from foundry.operator.deps import kube_api_client as operator_client
 
@@ -44,7 +44,7 @@ def test_a_missing_kubeconfig_names_the_file(tmp_path: Path, monkeypatch: pytest
 def test_both_processes_bound_their_requests_their_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "k.yaml", "https://127.0.0.1:6443")))
-    bridge = kube_api_client(None, pool_size=3)
+    bridge = api_client(None, timeouts=KUBE_TIMEOUT, retries=KUBE_RETRIES, pool_size=3)  # as RealBackend does
     assert bridge.configuration.connection_pool_maxsize == 3
     assert bridge.rest_client.pool_manager.connection_pool_kw["retries"] is KUBE_RETRIES
 

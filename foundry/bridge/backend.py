@@ -88,16 +88,6 @@ def kubernetes_errors() -> Iterator[None]:
         raise Unavailable("kubernetes", type(exc).__name__) from exc
 
 
-def kube_api_client(kubeconfig: str | None, pool_size: int) -> client.ApiClient:
-    """One ApiClient for the process (foundry.kube.client), every call bounded by KUBE_TIMEOUT.
-
-    foundry.kube's helpers (create-or-attach of runs and approvals) are shared
-    with the operator and pass no `_request_timeout`; the client gives them one.
-    One HTTP connection per worker thread, so the pool never serialises requests.
-    """
-    return api_client(kubeconfig, timeouts=KUBE_TIMEOUT, retries=KUBE_RETRIES, pool_size=pool_size)
-
-
 def claim_request(ticket: Ticket, namespace: str) -> claims.ClaimRequest:
     """What the bridge asks of a claim for `ticket` (the threaded and the lean path alike)."""
     return claims.ClaimRequest(
@@ -154,7 +144,11 @@ class RealBackend:
             # Threads and connections are as many, so a wait means a connection is stuck.
             pool_timeout=SQL_STATEMENT_SECONDS,
         )
-        return cls(engine, kube_api_client(kubeconfig, workers), namespace)
+        # foundry.kube's helpers (create-or-attach of runs and approvals) pass no
+        # `_request_timeout`: the client gives every call KUBE_TIMEOUT. One HTTP
+        # connection per worker thread, so the pool never serialises requests.
+        api = api_client(kubeconfig, timeouts=KUBE_TIMEOUT, retries=KUBE_RETRIES, pool_size=workers)
+        return cls(engine, api, namespace)
 
     def close(self) -> None:
         self.engine.dispose()
