@@ -46,6 +46,7 @@ from tests.support.helm_node import load_chart_images, wait_release_ready
 from tests.support.helmchart import CHART, run_tool
 from foundry.dev.linear_server import LinearServer
 from foundry.dev.model_server import Final, ModelServer, ToolCall, Usage
+from foundry.kube.crds import GROUP, VERSION
 
 RELEASE = "story"
 REPO = example_repo.REPO
@@ -58,7 +59,6 @@ MODEL_SECRET = "model-api"
 MODEL_KEY = "sk-ant-chart-story-0123456789abcdef"
 AGENT_SA = f"{RELEASE}-foundry-agent"
 WORK = "/foundry/work/repo"
-GROUP, VERSION = "foundry.dev", "v1alpha1"
 TICKET_DESCRIPTION = example_repo.TICKET_DESCRIPTION
 # Small enough that the operator, the bridge, PostgreSQL and an agent fit the 2-core node.
 AGENT_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
