@@ -118,7 +118,7 @@ def test_a_plan_is_validated_hashed_and_reported_and_nothing_is_pushed(github: G
     run = PlanRun(tmp_path, github)
     main_before = github.branch_sha(REPO, "main")
     code, log, result = run.run(run.input(command_plan(tmp_path, answer(PLAN))))
-    assert (code, result["outcome"], result["step"]) == (0, "planned", "plan"), (result, log[-3000:])
+    assert (code, result["outcome"], result["step"]) == (0, "planned", "verify"), (result, log[-3000:])
     expected = plans.validate(PLAN)
     assert result["plan"]["hash"] == plans.plan_hash(expected)
     assert plans.validate(result["plan"]["json"]) == expected
@@ -152,7 +152,7 @@ def test_a_malformed_or_oversized_plan_fails_with_the_reason(say: str, reason: s
     run = PlanRun(tmp_path, github)
     main_before = github.branch_sha(REPO, "main")
     code, log, result = run.run(run.input(command_plan(tmp_path, say)))
-    assert (code, result["outcome"], result["step"]) == (1, "failed", "plan"), (result, log[-2000:])
+    assert (code, result["outcome"], result["step"]) == (1, "failed", "verify"), (result, log[-2000:])
     assert re.match(reason, result["reason"]), result["reason"]
     assert "plan" not in result
     assert_nothing_pushed(github, main_before)
@@ -171,7 +171,7 @@ def test_a_cli_that_changes_the_work_tree_in_plan_mode_fails_the_plan(ops: dict[
     run = PlanRun(tmp_path, github)
     main_before = github.branch_sha(REPO, "main")
     code, log, result = run.run(run.input(command_plan(tmp_path, answer(PLAN), ops)))
-    assert (code, result["outcome"], result["step"]) == (1, "failed", "plan"), (result, log[-2000:])
+    assert (code, result["outcome"], result["step"]) == (1, "failed", "verify"), (result, log[-2000:])
     assert reason in result["reason"] and "in plan mode" in result["reason"], result["reason"]
     assert "plan" not in result  # a plan made by changing files is not reported
     assert_nothing_pushed(github, main_before)
@@ -208,6 +208,11 @@ def test_a_plan_never_publishes_and_its_token_could_not_push_anyway(github: GitH
         else:
             assert (code, result["outcome"]) == (1, "failed"), result
             assert "input.json asks for a plan" in result["reason"], result
+    # Step by step, as the pod runs them: plan (the CLI edits, exits 0), then verify catches the edit.
+    assert run.run(raw, step="plan")[2]["outcome"] == "ok"
+    code, _, result = run.run(raw, step="verify")
+    assert (code, result["outcome"], result["step"]) == (1, "failed", "verify")
+    assert "(M greeter.py)" in result["reason"], result
     assert_nothing_pushed(github, main_before)
     # The read token is contents: read: GitHub (the stand-in) refuses a push with it.
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "GIT_CONFIG_NOSYSTEM": "1",
@@ -287,7 +292,7 @@ def test_a_real_cli_plans_read_only_and_the_plan_is_reported(name: str, github: 
         results = model.tool_results()
         prompt = model.prompt_text()
         served = model.served_steps()
-    assert (code, result["outcome"], result["step"]) == (0, "planned", "plan"), (result, log[-3000:])
+    assert (code, result["outcome"], result["step"]) == (0, "planned", "verify"), (result, log[-3000:])
     assert served == [0, 1, 2]
     # The CLI told the model it was read-only, on every request.
     assert modes and set(modes) == {DECLARED[name]}, modes

@@ -11,7 +11,7 @@ import click
 from foundry.runner import result as R
 from foundry.runner.layout import DEFAULT_INPUT, ENV_INPUT, Layout
 
-STEP_CHOICES = ("prepare", "agent", "publish", "plan")
+STEP_CHOICES = ("prepare", "agent", "publish", "plan", "verify")
 
 
 @click.group()
@@ -22,7 +22,8 @@ def agent() -> None:
 @agent.command("run", context_settings={"max_content_width": 100})
 @click.option("--step", type=click.Choice(STEP_CHOICES), default=None,
               help="Run one step (the pod runs prepare and agent as init containers, publish as the main one; "
-                   "a plan: prepare, then plan). Without it, all of them run in this process.")
+                   "a plan: prepare and plan as init containers, verify as the main one). Without it, all of "
+                   "them run in this process.")
 @click.option("--input", "input_path", metavar="PATH", envvar=ENV_INPUT, default=DEFAULT_INPUT, show_default=True,
               help=f"The job input (input.json, version 2); also ${ENV_INPUT}.")
 def run(step: str | None, input_path: str) -> None:
@@ -36,9 +37,11 @@ def run(step: str | None, input_path: str) -> None:
                a command) in the work tree, under a time limit and output cap
       publish  build one commit from the work tree's files, check it against
                policy, push it without force, open or update the draft PR
-      plan     (input.json mode "plan", after prepare) run the CLI read-only,
-               check the work tree is unchanged, report the plan and its hash;
-               never pushes, and refuses to start if the push token is mounted
+      plan     (input.json mode "plan", after prepare) run the CLI read-only
+               and record its answer
+      verify   (a plan, last) check the work tree is unchanged, validate the
+               plan in the answer, report it and its hash; a plan never pushes
+               and refuses to start if the push token is mounted
 
     \b
     Environment:

@@ -5,11 +5,13 @@
     agent(ctx)    write the prompt; run the coding-agent CLI in the work tree
     publish(ctx)  one commit from the work tree's files; policy; push; PR
 
-A plan (input.json mode "plan") runs prepare and then plan instead:
+A plan (input.json mode "plan") runs prepare, plan and verify instead:
 
-    plan(ctx)     write the plan prompt; run the CLI in its read-only mode; check
-                  the work tree is exactly the commit prepare cloned; extract,
-                  validate and hash the plan (foundry.domain.plans)
+    plan(ctx)     write the plan prompt; run the CLI in its read-only mode;
+                  record its answer (like agent, without the pristine directory)
+    verify(ctx)   check, from the pristine git directory, that the work tree is
+                  exactly the commit prepare cloned; extract, validate and hash
+                  the plan in the answer (foundry.domain.plans)
 
 A plan never pushes: publish refuses to run for one, and a plan refuses to
 start when the push token is mounted (it clones with the read-only token, or
@@ -48,8 +50,10 @@ if TYPE_CHECKING:
     from foundry.runner.pulls import PullsApi
 
 STEPS = ("prepare", "agent", "publish")
-PLAN_STEPS = ("prepare", "plan")
+PLAN_STEPS = ("prepare", "plan", "verify")
 PLAN_FILE = "plan.json"
+ANSWER_FILE = "answer.md"
+ANSWER_LIMIT = 1 << 20  # the CLI's whole answer; the plan inside it is bounded by foundry.domain.plans
 PLAN_END = "----- end of plan -----"
 AGENT_STATE = "agent.json"
 PROMPT_FILE = "prompt.md"
@@ -158,7 +162,7 @@ def agent(ctx: Context) -> R.Result:
     job, layout = ctx.job, ctx.layout
     try:
         if job.planning:
-            raise StepError("input.json asks for a plan: its steps are prepare and plan, not agent")
+            raise StepError("input.json asks for a plan: its steps are prepare, plan and verify, not agent")
         if not (layout.repo / ".git").exists():
             raise StepError(f"no work tree at {layout.repo}: prepare has not run")
         layout.home.mkdir(parents=True, exist_ok=True)
@@ -227,15 +231,12 @@ def outcome_from_report(report: Any, runner: str) -> AgentOutcome:
 
 
 def plan(ctx: Context) -> R.Result:
+    """Run the CLI read-only on the plan prompt; record its answer for verify (as the agent step does)."""
     job, layout = ctx.job, ctx.layout
-    fields: dict[str, Any] = {}
     try:
         if not job.planning:
             raise StepError("the plan step is for input.json mode plan; this input's mode is apply")
         _refuse_push_token(ctx)
-        prepared = _read_json(layout.prepared, "prepare's record")
-        base = str(prepared.get("baseSha") or "")
-        fields["baseSha"] = base
         if not (layout.repo / ".git").exists():
             raise StepError(f"no work tree at {layout.repo}: prepare has not run")
         layout.home.mkdir(parents=True, exist_ok=True)
@@ -249,28 +250,58 @@ def plan(ctx: Context) -> R.Result:
             outcome = (ctx.run_agent or run_cli)(job, layout, prompt, cli_env(ctx.env), ctx.out)
         except Exception as err:  # an adapter bug must still end as a result
             outcome = AgentOutcome(False, f"the agent runner failed: {type(err).__name__}: {err}")
-        fields.update(_usage({"tokens": outcome.tokens, "costUsd": outcome.cost_usd, "turns": outcome.turns}))
-        ctx.log("plan", f"the CLI finished in {time.monotonic() - started:.1f} s" if outcome.ok
-                else f"the CLI failed: {outcome.reason}")
+    except (StepError, OSError) as err:
+        outcome, started = AgentOutcome(False, str(err) if isinstance(err, StepError) else f"plan failed: {err}"), 0.0
+    state = {"ok": outcome.ok, "reason": outcome.reason, "summary": "", "tokens": outcome.tokens,
+             "costUsd": outcome.cost_usd, "turns": outcome.turns, "runner": outcome.runner}
+    try:
+        layout.state.mkdir(parents=True, exist_ok=True)
+        (layout.state / ANSWER_FILE).write_text(outcome.summary or "", encoding="utf-8")
+        _write_json(layout.state / AGENT_STATE, state)
+    except OSError as err:
+        outcome = AgentOutcome(False, f"cannot record the CLI's answer: {err}")
+    ctx.log("plan", f"the CLI finished in {time.monotonic() - started:.1f} s" if outcome.ok
+            else f"the CLI failed: {outcome.reason}")
+    return base_result(ctx, "plan", R.OK if outcome.ok else R.FAILED, "" if outcome.ok else outcome.reason,
+                       **_usage(state))
+
+
+def verify(ctx: Context) -> R.Result:
+    """The work tree is unchanged; the answer holds a valid plan: report it with its hash."""
+    job, layout = ctx.job, ctx.layout
+    fields: dict[str, Any] = {}
+    try:
+        if not job.planning:
+            raise StepError("the verify step is for input.json mode plan; this input's mode is apply")
+        _refuse_push_token(ctx)
+        prepared = _read_json(layout.prepared, "prepare's record")
+        base = str(prepared.get("baseSha") or "")
+        fields["baseSha"] = base
+        state = _agent_state(layout)
+        fields.update(_usage(state))
         # Checked before anything the CLI said is read: a plan made by changing files is no plan.
         _check_unchanged(ctx, base)
-        if not outcome.ok:
-            raise StepError(outcome.reason)
+        if not state.get("ok"):
+            raise StepError(f"the plan step failed: {state.get('reason') or 'no reason recorded'}")
+        answer = _read_untrusted(layout.state / ANSWER_FILE, "the CLI's answer", ANSWER_LIMIT)
         try:
-            made = plans.parse_answer(outcome.summary or "")
+            made = plans.parse_answer(answer.decode("utf-8", "replace"))
         except plans.PlanError as err:
             raise StepError(f"the plan is refused: {err}") from None
         record = {**plans.summary_fields(made), "bytes": len(plans.canonical_json(made).encode())}
-        _write_json(layout.state / PLAN_FILE, record)
+        try:
+            _write_json(layout.state / PLAN_FILE, record)
+        except OSError:
+            pass  # the work volume may be mounted read-only here; the log and the result carry the plan
         # The whole plan, framed, in the log: the result's 4 KiB may carry only its hash.
         ctx.out.write(f"{plan_begin(record['hash'])}\n{plans.canonical_json(made)}\n{PLAN_END}\n")
-        ctx.log("plan", f"plan {record['hash']} ({record['bytes']} bytes, {len(made.files)} files, "
-                        f"{len(made.open_questions)} open questions)")
-        return base_result(ctx, "plan", R.PLANNED, plan=record, summary=made.summary[:_SUMMARY_CAP], **fields)
+        ctx.log("verify", f"plan {record['hash']} ({record['bytes']} bytes, {len(made.files)} files, "
+                          f"{len(made.open_questions)} open questions)")
+        return base_result(ctx, "verify", R.PLANNED, plan=record, summary=made.summary[:_SUMMARY_CAP], **fields)
     except (StepError, gitops.GitError, OSError) as err:
-        reason = str(err) if isinstance(err, StepError) else f"plan failed: {err}"
-        ctx.log("plan", reason)
-        return base_result(ctx, "plan", R.FAILED, reason, **fields)
+        reason = str(err) if isinstance(err, StepError) else f"verify failed: {err}"
+        ctx.log("verify", reason)
+        return base_result(ctx, "verify", R.FAILED, reason, **fields)
 
 
 def plan_begin(plan_hash: str) -> str:
@@ -319,7 +350,8 @@ def publish(ctx: Context) -> R.Result:
     fields: dict[str, Any] = {}
     try:
         if job.planning:
-            raise StepError("input.json asks for a plan: a plan never publishes (its steps are prepare and plan)")
+            raise StepError("input.json asks for a plan: a plan never publishes (its steps are prepare, plan "
+                            "and verify)")
         prepared = _read_json(layout.prepared, "prepare's record")
         base = str(prepared.get("baseSha") or "")
         fields["baseSha"] = base
@@ -392,12 +424,12 @@ def _usage(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 def run_step(ctx: Context, step: str) -> R.Result:
     ctx.current = step
-    return {"prepare": prepare, "agent": agent, "publish": publish, "plan": plan}[step](ctx)
+    return {"prepare": prepare, "agent": agent, "publish": publish, "plan": plan, "verify": verify}[step](ctx)
 
 
 def run_all(ctx: Context, on_result: Callable[[R.Result], None] | None = None) -> R.Result:
-    """prepare → agent → publish (a plan: prepare → plan) in this process; stops at the first step that
-    does not end `ok`."""
+    """prepare → agent → publish (a plan: prepare → plan → verify) in this process; stops at the first
+    step that does not end `ok`."""
     res = R.Result(step="prepare", outcome=R.FAILED, reason="nothing ran")
     for step in PLAN_STEPS if ctx.job.planning else STEPS:
         res = run_step(ctx, step)
@@ -457,8 +489,20 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
 
 
 def _read_untrusted_json(path: Path, what: str, limit: int = 64 << 10) -> dict[str, Any]:
-    """A JSON object from a file the agent could have replaced: a regular file only (no symlink to
-    a credential, no FIFO to block on), at most `limit` bytes."""
+    """A JSON object from a file the agent could have replaced (see _read_untrusted)."""
+    raw = _read_untrusted(path, what, limit)
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise StepError(f"{what} ({path}) is not JSON ({type(err).__name__})") from None
+    if not isinstance(data, dict):
+        raise StepError(f"{what} ({path}) is not a JSON object")
+    return data
+
+
+def _read_untrusted(path: Path, what: str, limit: int) -> bytes:
+    """A file the agent could have replaced: a regular file only (no symlink to a credential, no FIFO
+    to block on), at most `limit` bytes."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -473,13 +517,7 @@ def _read_untrusted_json(path: Path, what: str, limit: int = 64 << 10) -> dict[s
         os.close(fd)
     if len(raw) > limit:
         raise StepError(f"{what} ({path}) is larger than {limit} bytes")
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
-        raise StepError(f"{what} ({path}) is not JSON ({type(err).__name__})") from None
-    if not isinstance(data, dict):
-        raise StepError(f"{what} ({path}) is not a JSON object")
-    return data
+    return raw
 
 
 def _scrub(text: str, secrets: list[str]) -> str:
