@@ -1,10 +1,10 @@
-"""What ended a failed attempt, as the cluster reports it (foundry.agents.job.failure_cause): pure."""
+"""What ended a failed attempt, as the cluster reports it (foundry.agents.job_provider.failure_cause): pure."""
 
 from __future__ import annotations
 
 import json
 
-from foundry.agents.job import failure_cause, job_state
+from foundry.agents.job_provider import failure_cause, job_state
 from foundry.agents.result import pod_cause, pod_result
 
 

@@ -10,7 +10,7 @@ import yaml
 from kubernetes import client
 
 from foundry.agents import AgentError, AgentUnavailable, make_provider
-from foundry.agents.job import JobProvider, job_state
+from foundry.agents.job_provider import JobProvider, job_state
 from foundry.agents.credentials import StaticTokenSource
 from foundry.agents.job_manifest import ManifestError, build_input_configmap, build_job, build_token_secret
 from foundry.config import parse_config

@@ -23,7 +23,7 @@ import yaml
 from kubernetes import client
 
 from foundry.agents.credentials import PushToken, StaticTokenSource
-from foundry.agents.job import JobProvider
+from foundry.agents.job_provider import JobProvider
 from foundry.agents.job_manifest import build_job, pod_from_template
 from foundry.config import parse_config
 from tests.support.agent_pods import play_pod, refuse_pods, restricted_namespace

@@ -80,7 +80,7 @@ def _can_i(control_plane, verb: str, resource: str, *, sa: str, sa_namespace: st
 def test_bridge_and_operator_do_their_work_as_the_chart_service_accounts(
         control_plane, kube_client, release, pg_url, tmp_path, caplog):
     from foundry.agents.credentials import StaticTokenSource
-    from foundry.agents.job import JobProvider
+    from foundry.agents.job_provider import JobProvider
     from foundry.config import parse_config
     from foundry.connectors.linear import LinearClient
     from foundry.demo import example_repo

@@ -28,7 +28,7 @@ def make_provider(cfg: FoundryConfig, api: Any = None, tokens: Any = None) -> Ag
     if kind == "job":
         if api is None:
             raise AgentError("the job provider needs a Kubernetes ApiClient")
-        from foundry.agents.job import JobProvider
+        from foundry.agents.job_provider import JobProvider
 
         return JobProvider(cfg, api, tokens)
     if kind == "webhook":

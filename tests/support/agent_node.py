@@ -35,7 +35,7 @@ from kubernetes import client
 
 from foundry.agents.base import FAILED, RUNNING
 from foundry.agents.credentials import push_token_source
-from foundry.agents.job import JobProvider
+from foundry.agents.job_provider import JobProvider
 from foundry.agents.job_manifest import attempt_selector
 from foundry.config import FoundryConfig, parse_config
 from foundry.operator.reconcile import jobinput

@@ -45,7 +45,7 @@ def operator_config(bed: AgentPodBed, agents_namespace: str, *, runner: dict[str
 def operator_on_node(bed: AgentPodBed, engine: Any, namespace: str, config: dict[str, Any]) -> Iterator[OperatorStack]:
     """The operator watching FoundryRuns in `namespace` (CRDs must be installed), with its stand."""
     from foundry.agents.credentials import AppTokenSource
-    from foundry.agents.job import JobProvider
+    from foundry.agents.job_provider import JobProvider
     from foundry.config import parse_config
     from foundry.connectors.github import GitHubClient
     from foundry.connectors.github_app import app_from_settings, token_source
