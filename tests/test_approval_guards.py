@@ -15,7 +15,7 @@ from typing import Iterator
 import pytest
 from kubernetes import client
 
-from foundry.connectors.comments import find_markers
+from foundry.connectors.marked_comments import find_markers
 from foundry.kube.approvals import build_approval_manifest
 from tests.support.operator_kit import operator_thread, wait_for, wait_phase
 from tests.support.helmchart import render
@@ -189,7 +189,7 @@ def test_a_stop_by_someone_who_may_not_is_told_and_ignored(control_plane, kube_c
 
 
 def test_a_squatted_marker_does_not_stop_foundrys_own_comment(control_plane, kube_client, crds, namespace, engine):
-    from foundry.connectors.comments import marker
+    from foundry.connectors.marked_comments import marker
 
     with OperatorStack.open(control_plane.api_client(), engine, namespace) as stack, \
             operator_thread(stack.deps, namespace):

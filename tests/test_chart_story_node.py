@@ -46,7 +46,7 @@ def bot_comments(bed: ChartStoryBed, issue_id: str) -> list[dict]:
 
 def purposes(bed: ChartStoryBed, facts: StoryFacts) -> list[str]:
     """The purpose marker of each comment Foundry wrote on the ticket, in order (one marker each)."""
-    from foundry.connectors.comments import find_markers
+    from foundry.connectors.marked_comments import find_markers
 
     marks = [find_markers(c["body"]) for c in bot_comments(bed, facts.issue_id)]
     assert all(len(m) == 1 and m[0][0] == facts.run for m in marks), marks

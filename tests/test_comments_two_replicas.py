@@ -14,10 +14,10 @@ from __future__ import annotations
 import threading
 from types import SimpleNamespace
 
-from foundry.connectors.comments import find_markers
+from foundry.connectors.marked_comments import find_markers
 from foundry.connectors.linear import LinearClient
 from foundry.db.engine import make_engine
-from foundry.operator.reconcile import comments
+from foundry.operator.reconcile import commentio
 from foundry.operator.reconcile.view import RunView
 from foundry.dev.linear_server import LinearServer
 
@@ -43,7 +43,7 @@ def test_two_replicas_racing_post_the_comment_once(pg_url):
         def replica(deps: SimpleNamespace) -> None:
             try:
                 start.wait()
-                ids.append(comments.post(deps, _run(issue), "approval_request", "Plan: ...")["approval_request"])
+                ids.append(commentio.post(deps, _run(issue), "approval_request", "Plan: ...")["approval_request"])
             except BaseException as err:  # noqa: BLE001 - reported below
                 errors.append(err)
 

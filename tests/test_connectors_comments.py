@@ -6,7 +6,7 @@ from typing import Iterator
 
 import pytest
 
-from foundry.connectors.comments import find_markers, marker, post_once, with_marker
+from foundry.connectors.marked_comments import find_markers, marker, post_once, with_marker
 from foundry.connectors.errors import ServerError
 from foundry.connectors.linear import LinearClient
 from foundry.connectors.retry import RetryPolicy

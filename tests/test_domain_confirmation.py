@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from foundry.connectors.comments import find_markers, keyed_purpose, marker
+from foundry.connectors.marked_comments import find_markers, keyed_purpose, marker
 from foundry.domain import adoption
 from foundry.domain.confirmation import LinearCommentFacts, check_linear_comment, check_made_after, command_in
 

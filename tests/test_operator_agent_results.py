@@ -15,7 +15,7 @@ import time
 import pytest
 from kubernetes import client
 
-from foundry.connectors.comments import find_markers
+from foundry.connectors.marked_comments import find_markers
 from tests.support.operator_kit import operator_thread, wait_for, wait_phase
 from tests.support.agent_pods import play_pod, refuse_pods
 from tests.support.jobs import finish_job

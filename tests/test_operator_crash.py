@@ -50,7 +50,7 @@ def _status(stack: OperatorStack, run: str) -> dict:
 
 
 def _comment_ids(stack: OperatorStack, issue_id: str, purpose: str) -> list[str]:
-    from foundry.connectors.comments import find_markers
+    from foundry.connectors.marked_comments import find_markers
 
     return [c["id"] for c in stack.linear.comments_json(issue_id)
             if any(p == purpose for _, p in find_markers(c["body"]))]

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from foundry.config import ConfigError, parse_config
-from foundry.domain import comments, policy
+from foundry.domain import comment_text, policy
 from foundry.operator.reconcile import feedback, jobinput
 from foundry.runner import jobinput as runner_input
 
@@ -49,7 +49,7 @@ def test_input_has_exactly_the_contract_fields_and_the_runner_accepts_it():
 
 def test_plan_text_is_what_the_approval_request_shows():
     doc = _input()
-    request = comments.approval_request("ACME-1", PLAN, ["infra"], ["Alice"], 1)
+    request = comment_text.approval_request("ACME-1", PLAN, ["infra"], ["Alice"], 1)
     assert request.startswith(doc["planText"] + "\n\n**Risk areas:** infra")
     assert "add the route" in doc["planText"] and "`app/main.py`" in doc["planText"]
 

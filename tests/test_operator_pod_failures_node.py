@@ -16,7 +16,7 @@ import pytest
 from kubernetes import client
 
 from foundry.agents.job_manifest import attempt_selector
-from foundry.connectors.comments import find_markers
+from foundry.connectors.marked_comments import find_markers
 from foundry.kube.crds import install_crds
 from tests.support.operator_kit import get_run, wait_for, wait_phase
 from tests.support.agent_node import REPO, AgentPodBed, agent_image

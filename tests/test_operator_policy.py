@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from foundry.connectors.comments import find_markers
+from foundry.connectors.marked_comments import find_markers
 from foundry.db import audit, claims
 from tests.support.operator_kit import operator_thread, wait_for, wait_phase
 from tests.support.operator_stack import OperatorStack, stack_config

@@ -8,7 +8,7 @@ import time
 import pytest
 from kubernetes import client
 
-from foundry.connectors.comments import find_markers
+from foundry.connectors.marked_comments import find_markers
 from tests.support.operator_kit import operator_thread, wait_for
 from tests.support.operator_stack import REPO, OperatorStack, runner_message
 

@@ -1,7 +1,7 @@
 """Clients for the outside services: Linear (GraphQL) and GitHub (REST), plus
 the hidden markers that make Foundry's comments write-once."""
 
-from foundry.connectors.comments import PURPOSES, marker, post_once
+from foundry.connectors.marked_comments import PURPOSES, marker, post_once
 from foundry.connectors.errors import (
     BadResponse, ConnectFailed, ConnectorError, NetworkError, NotFound, RateLimited, ServerError, Timeout, Unauthorized,
 )

@@ -234,7 +234,7 @@ class LinearClient:
     def create_comment(self, issue_id: str, body: str) -> LinearComment:
         """Post a comment. Retried only when it certainly was not applied (rate limit,
         connection refused): a 5xx or timeout may have created it, and a blind retry
-        would post twice. Callers that need exactly-once use comments.post_once."""
+        would post twice. Callers that need exactly-once use marked_comments.post_once."""
         data = self._graphql(
             "create_comment", issue_id, COMMENT_CREATE, {"issueId": issue_id, "body": body},
             retry_if=lambda e: e.retryable and not e.maybe_applied,

@@ -157,7 +157,7 @@ def _kubectl_get_runs(stack: LocalStack) -> str:
 
 def summary(stack: LocalStack, result: StoryResult) -> dict[str, Any]:
     """What the story left in the outside world, read from the stand-ins themselves."""
-    from foundry.connectors.comments import find_markers
+    from foundry.connectors.marked_comments import find_markers
 
     pulls = []
     if stack.github is not None:

@@ -209,6 +209,6 @@ class OperatorStack:
 
     def comment_purposes(self, issue_id: str) -> list[str]:
         """The purposes of Foundry's comments on the issue (from their hidden markers), sorted."""
-        from foundry.connectors.comments import find_markers
+        from foundry.connectors.marked_comments import find_markers
 
         return sorted(purpose for c in self.linear.comments_json(issue_id) for _, purpose in find_markers(c["body"]))

@@ -165,7 +165,7 @@ class MemoryLinear:
 
     def purposes(self) -> list[str]:
         """The purpose of each comment Foundry posted, in order (from its marker)."""
-        from foundry.connectors.comments import find_markers
+        from foundry.connectors.marked_comments import find_markers
 
         return [purpose for c in self.created for _, purpose in find_markers(c.body)]
 

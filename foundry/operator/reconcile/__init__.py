@@ -13,7 +13,7 @@ Read in this order:
 A step is `(deps, run) -> Transition | Stay` (outcome.py) over a read-only
 view of the run (view.py); commit.py records a Transition. The judgements are
 foundry.domain's pure functions. The I/O a step needs is in agentio.py (the
-agent provider and the policy gate), comments.py (one ticket comment per
+agent provider and the policy gate), commentio.py (one ticket comment per
 purpose), prtruth.py (the PR as GitHub has it, if it is Foundry's) and
 feedback.py (what failed, for a remediation); jobinput.py and timing.py are
 pure, passcache.py shares reads within one pass.

@@ -1,7 +1,7 @@
 """input.json, version 2 (docs/agent-contract.md), built from plain values. Pure.
 
 What the agent is told of the plan (`planText`) is rendered by the function
-that renders it in the approval request (foundry.domain.comments.plan_text),
+that renders it in the approval request (foundry.domain.comment_text.plan_text),
 so the approvers and the agent read the same text.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from foundry.config import FoundryConfig, Repository
-from foundry.domain.comments import plan_text
+from foundry.domain.comment_text import plan_text
 
 VERSION = 2
 PUBLIC_API = "api.github.com"

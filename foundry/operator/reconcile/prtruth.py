@@ -17,11 +17,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from foundry.connectors.comments import keyed_purpose
+from foundry.connectors.marked_comments import keyed_purpose
 from foundry.domain import adoption
 from foundry.operator.events import post_event
 from foundry.operator.outside import outside_call
-from foundry.operator.reconcile import comments
+from foundry.operator.reconcile import commentio
 from foundry.operator.reconcile.view import RunView
 
 if TYPE_CHECKING:
@@ -163,7 +163,7 @@ def _tell_not_adopted(deps: "Deps", run: RunView, pull: dict[str, Any], why: str
         if key in _told:
             return
     post_event(deps.api, run.body, "PullRequestNotAdopted", why, type_="Warning")
-    comments.post(deps, run, keyed_purpose("pr_not_adopted", f"pr-{number}"),
+    commentio.post(deps, run, keyed_purpose("pr_not_adopted", f"pr-{number}"),
                   adoption.not_adopted_comment(run.issue_key, number, pull.get("html_url", ""), why))
     with _told_lock:
         _told[key] = None

@@ -22,9 +22,9 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from foundry.agents.base import DEADLINE_EXCEEDED, OOM_KILLED, POD_REFUSED
-from foundry.domain import comments as texts
+from foundry.domain import comment_text as texts
 from foundry.domain.phases import Phase
-from foundry.operator.reconcile import agentio, comments, feedback, steps_pr
+from foundry.operator.reconcile import agentio, commentio, feedback, steps_pr
 from foundry.operator.reconcile.outcome import Outcome, Stay, Transition
 from foundry.operator.reconcile.prtruth import PRTruth, fetch
 from foundry.operator.reconcile.view import RunView
@@ -67,7 +67,7 @@ def watch_agent(deps: "Deps", run: RunView) -> Outcome:
     if job.get("outcome") == "refused":
         why = f"attempt {run.attempt} was refused before push: {job.get('reason') or 'policy'}"
         status = {**base, "agent": agentio.agent_status(run.agent, jobs)}
-        status["comments"] = comments.post(deps, run, "blocked", texts.blocked(run.issue_key, why))
+        status["comments"] = commentio.post(deps, run, "blocked", texts.blocked(run.issue_key, why))
         return Transition(Phase.BLOCKED, "ChangeRefused", why, status=status, warning=True)
     if job["state"] in ("failed", "missing") or job.get("outcome") in ("failed", "no-changes"):
         why = _why(run.attempt, job)
@@ -119,7 +119,7 @@ def _remediation(deps: "Deps", run: RunView, truth: PRTruth | None) -> dict:
 
 
 def _failed(deps: "Deps", run: RunView, reason: str, message: str, status: dict) -> Transition:
-    status["comments"] = comments.post(deps, run, "blocked", texts.blocked(run.issue_key, message))
+    status["comments"] = commentio.post(deps, run, "blocked", texts.blocked(run.issue_key, message))
     return Transition(Phase.EXECUTION_FAILED, reason, message, status=status, warning=True)
 
 

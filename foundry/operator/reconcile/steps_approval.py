@@ -19,14 +19,14 @@ from collections import OrderedDict
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from foundry.connectors.comments import keyed_purpose
+from foundry.connectors.marked_comments import keyed_purpose
 from foundry.connectors.errors import NotFound
 from foundry.domain import confirmation, policy
 from foundry.domain.phases import Phase
 from foundry.operator.events import post_event
 from foundry.operator.kubeio import list_approvals
 from foundry.operator.outside import outside_call
-from foundry.operator.reconcile import comments, passcache
+from foundry.operator.reconcile import commentio, passcache
 from foundry.operator.reconcile.outcome import Outcome, Stay, Transition
 from foundry.operator.reconcile.view import RunView
 from foundry.operator.status import APPROVED, condition
@@ -176,7 +176,7 @@ def announce(deps: "Deps", run: RunView, refused: list[Refusal]) -> dict[str, st
                    f"{decision} by {who(spec)} ({source}) did not count: {why}", type_="Warning")
         purpose = keyed_purpose("refused", approval["metadata"]["name"])
         text = confirmation.refusal_comment(run.issue_key, decision, who(spec), source, why)
-        merged.update(comments.post(deps, RunView({**run.body, "status": {**run.status, "comments": merged}}),
+        merged.update(commentio.post(deps, RunView({**run.body, "status": {**run.status, "comments": merged}}),
                                     purpose, text))
     return merged
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from foundry.domain import comments as texts
+from foundry.domain import comment_text as texts
 from foundry.domain import policy
 from foundry.domain.phases import Phase
 from foundry.operator.errors import CannotReconcile
-from foundry.operator.reconcile import agentio, comments
+from foundry.operator.reconcile import agentio, commentio
 from foundry.operator.reconcile.outcome import Outcome, Stay, Transition
 from foundry.operator.reconcile.steps_approval import Refusal, announce, listed, summary, who, why_not
 from foundry.operator.reconcile.view import RunView
@@ -78,5 +78,5 @@ def blocked(deps: "Deps", run: RunView, err: CannotReconcile) -> Transition:
         jobs = agentio.end_attempt(deps, run)
         if jobs != run.jobs:
             status["agent"] = {**run.agent, "jobs": jobs}
-    status["comments"] = comments.post(deps, run, "blocked", texts.blocked(run.issue_key, message))
+    status["comments"] = commentio.post(deps, run, "blocked", texts.blocked(run.issue_key, message))
     return Transition(Phase.BLOCKED, err.reason, message, status=status, warning=True)

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from foundry.domain import comments as texts
+from foundry.domain import comment_text as texts
 from foundry.domain import planning, policy, readiness, risk, routing
 from foundry.domain.phases import Phase
 from foundry.operator import dbio
-from foundry.operator.reconcile import comments
+from foundry.operator.reconcile import commentio
 from foundry.operator.reconcile.outcome import Outcome, Transition
 from foundry.operator.reconcile.view import RunView
 
@@ -45,19 +45,19 @@ def analyse(deps: "Deps", run: RunView) -> Outcome:
     ticket = run.ticket
     ready = readiness.assess(ticket)
     if not ready.ready:
-        posted = comments.post(deps, run, "clarification", texts.clarification(run.issue_key, ready.questions))
+        posted = commentio.post(deps, run, "clarification", texts.clarification(run.issue_key, ready.questions))
         return Transition(Phase.NEEDS_CLARIFICATION, "MissingInformation",
                           f"{len(ready.questions)} question(s) posted on {run.issue_key}",
                           status={"questions": list(ready.questions), "comments": posted})
     route = routing.route(ticket, cfg)
     if route.repo is None:
-        posted = comments.post(deps, run, "blocked", texts.blocked(run.issue_key, route.reason))
+        posted = commentio.post(deps, run, "blocked", texts.blocked(run.issue_key, route.reason))
         return Transition(Phase.BLOCKED, "NoRepository", route.reason, status={"comments": posted}, warning=True)
     areas = list(risk.areas_from_ticket(ticket, cfg))
     plan = planning.make_plan(ticket, route.repo, areas)
     required = policy.required_approvals(cfg, areas)
     body = texts.approval_request(run.issue_key, plan, areas, policy.who_may_approve(cfg, areas), required)
-    posted = comments.post(deps, run, "approval_request", body)
+    posted = commentio.post(deps, run, "approval_request", body)
     return Transition(
         Phase.WAITING_APPROVAL, "Planned",
         f"plan for {route.repo} posted; needs {required} approval(s)"

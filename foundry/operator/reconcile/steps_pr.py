@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from foundry.domain import comments as texts
+from foundry.domain import comment_text as texts
 from foundry.domain import policy
 from foundry.domain.phases import Phase
-from foundry.operator.reconcile import agentio, comments, feedback
+from foundry.operator.reconcile import agentio, commentio, feedback
 from foundry.operator.reconcile.outcome import Outcome, Stay, Transition
 from foundry.operator.reconcile.prtruth import PRTruth, fetch
 from foundry.operator.reconcile.view import RunView
@@ -53,7 +53,7 @@ def ending(deps: "Deps", run: RunView, truth: PRTruth) -> Transition | None:
         return None
     base = synced(deps, run, truth)
     _stop_agent(deps, run, base)
-    base["comments"] = comments.post(deps, run, "done", texts.done(run.issue_key, truth.number, truth.url,
+    base["comments"] = commentio.post(deps, run, "done", texts.done(run.issue_key, truth.number, truth.url,
                                                                   merged=truth.merged))
     if truth.merged:
         return Transition(Phase.COMPLETE, "Merged", f"PR #{truth.number} merged", status=base)
@@ -76,12 +76,12 @@ def judge(deps: "Deps", run: RunView, truth: PRTruth) -> Outcome:
                                 list(run.status.get("riskAreas") or []), changes=truth.changes)
     if verdict.kind == "blocked":
         _stop_agent(deps, run, base)
-        base["comments"] = comments.post(deps, run, "blocked", texts.blocked(run.issue_key, verdict.reason))
+        base["comments"] = commentio.post(deps, run, "blocked", texts.blocked(run.issue_key, verdict.reason))
         return Transition(Phase.BLOCKED, "ForbiddenPath", verdict.reason, status=base, warning=True)
     if "pr_opened" not in run.comments:
         # The ticket hears of the PR once, whatever the first verdict on it:
         # one that waits for review is news too.
-        base["comments"] = comments.post(deps, run, "pr_opened", texts.pr_opened(
+        base["comments"] = commentio.post(deps, run, "pr_opened", texts.pr_opened(
             run.issue_key, truth.number, truth.url, run.branch, run.attempt or 1))
     if verdict.kind == "review":
         return _stay_or_move(run, Phase.REVIEW_REQUIRED, "DiffNeedsReview", verdict.reason, base)

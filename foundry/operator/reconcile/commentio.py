@@ -1,10 +1,10 @@
-"""Posting a run's comments once per purpose (foundry.connectors.comments.post_once)."""
+"""Posting a run's comments once per purpose (foundry.connectors.marked_comments.post_once)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from foundry.connectors.comments import post_once
+from foundry.connectors.marked_comments import post_once
 from foundry.operator import dbio
 from foundry.operator.checkpoints import reached
 from foundry.operator.outside import outside_call

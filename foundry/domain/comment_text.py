@@ -1,7 +1,7 @@
 """The markdown bodies of the comments Foundry posts on an issue.
 
 Pure rendering; the once-only posting and the hidden marker are
-foundry.connectors.comments' job. Text that came from people (ticket text,
+foundry.connectors.marked_comments' job. Text that came from people (ticket text,
 reasons quoting paths) is escaped where it could break the markdown around it.
 """
 
