@@ -151,7 +151,8 @@ def test_install_with_defaults_starts_every_pod_and_helm_test_passes(real_node, 
     head = migrate.head_revision()
     logs = init_logs(core, ns, f"app.kubernetes.io/instance={release},app.kubernetes.io/component in (operator,bridge)",
                      "migrate")
-    assert len(logs) == 3 and all(f"database at {head} (head)" in text for text in logs), logs
+    # Two operator replicas (leader election: one leads, one stands by, both ready) and two bridges.
+    assert len(logs) == 4 and all(f"database at {head} (head)" in text for text in logs), logs
     assert query_database(core, ns, f"{release}-foundry-database", "database-url",
                           "SELECT version_num FROM alembic_version") == [{"version_num": head}]
 
