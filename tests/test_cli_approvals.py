@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from kubernetes import client
 
-from foundry.cli.approvals import refusal, whoami
+from foundry.cli.decisions import refusal, whoami
 from foundry.cli.main import cli
 from foundry.kube.crds import GROUP, VERSION
 from foundry.kube.runs import TicketSnapshot, build_run_manifest, create_or_attach

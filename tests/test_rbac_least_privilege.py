@@ -319,7 +319,7 @@ def test_nobody_approves_in_someone_elses_name(control_plane, kube_client, relea
     bridge = _as_sa(kube_client, ns, BRIDGE_SA)
 
     # In one's own name: allowed, through the CLI's own function (which asks the API server who we are).
-    from foundry.cli.approvals import whoami
+    from foundry.cli.decisions import whoami
     from foundry.kube.approvals import create_or_attach_approval
 
     assert whoami(alice) == "alice"

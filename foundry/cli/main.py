@@ -19,9 +19,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bridge": ("foundry.cli.bridge", "bridge"),
     "operator": ("foundry.cli.operator", "operator"),
     "runs": ("foundry.cli.runs", "runs"),
-    "approve": ("foundry.cli.approvals", "approve"),
-    "reject": ("foundry.cli.approvals", "reject"),
-    "stop": ("foundry.cli.approvals", "stop"),
+    "approve": ("foundry.cli.decisions", "approve"),
+    "reject": ("foundry.cli.decisions", "reject"),
+    "stop": ("foundry.cli.decisions", "stop"),
 }
 
 
