@@ -187,7 +187,7 @@ def test_remediation_is_recognised_from_pr_or_feedback() -> None:
 
 
 def test_huge_feedback_and_ticket_are_cut_to_fit_one_argument_but_the_plan_never_is() -> None:
-    from foundry.runner.agents.base import MAX_PROMPT_BYTES
+    from foundry.runner.agents.adapter import MAX_PROMPT_BYTES
 
     log = "E" * 50_000
     fb = {"reason": "CI failed", "headSha": "b" * 40,

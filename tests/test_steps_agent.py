@@ -3,7 +3,7 @@ Approved → AgentRunning | Blocked, AgentRunning → a retry | PROpen | Blocked
 
 from __future__ import annotations
 
-from foundry.agents.base import OOM_KILLED, POD_REFUSED
+from foundry.agents.provider import OOM_KILLED, POD_REFUSED
 from foundry.domain.phases import Phase
 from foundry.operator.reconcile import steps_agent
 from foundry.operator.reconcile.outcome import Stay, Transition

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from foundry.agents.base import (FAILED, MISSING, RUNNING, STATES, SUCCEEDED, AgentError, AgentProvider,
+from foundry.agents.provider import (FAILED, MISSING, RUNNING, STATES, SUCCEEDED, AgentError, AgentProvider,
                                  AgentUnavailable, attempt_name)
 from foundry.config import FoundryConfig
 

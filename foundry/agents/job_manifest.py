@@ -26,7 +26,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from foundry.agents.base import attempt_name, run_identity
+from foundry.agents.provider import attempt_name, run_identity
 from foundry.config import Agent, Timeouts
 from foundry.kube.crds import GROUP, VERSION
 

@@ -33,7 +33,7 @@ from typing import Any, Callable
 from kubernetes import client
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from foundry.agents.base import (DEADLINE_EXCEEDED, FAILED, MISSING, POD_REFUSED, RUNNING, SUCCEEDED, AgentError,
+from foundry.agents.provider import (DEADLINE_EXCEEDED, FAILED, MISSING, POD_REFUSED, RUNNING, SUCCEEDED, AgentError,
                                  AgentUnavailable, attempt_name, record, run_identity, utc_iso)
 from foundry.agents.credentials import CredentialError, StaticTokenSource, TokenSource
 from foundry.agents.job_manifest import (ANNOTATION_REPO, ANNOTATION_TOKEN_EXPIRES, TOKEN_KEY, attempt_selector,

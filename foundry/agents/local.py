@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from foundry.agents.base import FAILED, MISSING, RUNNING, SUCCEEDED, AgentError, attempt_name, record, run_identity, utc_iso
+from foundry.agents.provider import FAILED, MISSING, RUNNING, SUCCEEDED, AgentError, attempt_name, record, run_identity, utc_iso
 from foundry.agents.credentials import CredentialError, StaticTokenSource, TokenSource
 from foundry.config import FoundryConfig
 from foundry.paths import state_dir

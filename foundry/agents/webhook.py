@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import httpx
 
-from foundry.agents.base import (FAILED, MISSING, RUNNING, AgentError, AgentUnavailable, attempt_name, record,
+from foundry.agents.provider import (FAILED, MISSING, RUNNING, AgentError, AgentUnavailable, attempt_name, record,
                                  recorded_job, run_identity, utc_iso)
 from foundry.config import FoundryConfig
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from kubernetes import client
 
-from foundry.agents.base import FAILED, RUNNING
+from foundry.agents.provider import FAILED, RUNNING
 from foundry.agents.credentials import push_token_source
 from foundry.agents.job_provider import JobProvider
 from foundry.agents.job_manifest import attempt_selector

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from foundry.agents.base import attempt_name
+from foundry.agents.provider import attempt_name
 from foundry.agents.result import totals
 from foundry.domain import policy
 from foundry.operator.errors import RetryLater

@@ -16,7 +16,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Callable
 
-from foundry.agents.base import AgentUnavailable
+from foundry.agents.provider import AgentUnavailable
 from foundry.domain.phases import Phase
 from foundry.operator import dbio
 from foundry.operator.errors import CannotReconcile, RetryLater

@@ -21,7 +21,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from foundry.agents.base import DEADLINE_EXCEEDED, OOM_KILLED, POD_REFUSED
+from foundry.agents.provider import DEADLINE_EXCEEDED, OOM_KILLED, POD_REFUSED
 from foundry.domain import comment_text as texts
 from foundry.domain.phases import Phase
 from foundry.operator.reconcile import agentio, commentio, feedback, steps_pr

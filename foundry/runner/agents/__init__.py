@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any, Iterator, Mapping
 
 from foundry.runner.agents import aider, claude_code, codex, command
-from foundry.runner.agents.base import SetupError, one_line
+from foundry.runner.agents.adapter import SetupError, one_line
 from foundry.runner.agents.environment import DEFAULT_PATH
 from foundry.runner.agents.process import run_process
 from foundry.runner.agents.spec import AgentReport, AgentSpec, spec_from_input

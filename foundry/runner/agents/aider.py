@@ -20,7 +20,7 @@ from collections import deque
 from pathlib import Path
 from typing import Mapping
 
-from foundry.runner.agents.base import Invocation, Parsed, SetupError, check_prompt, one_line, require_key
+from foundry.runner.agents.adapter import Invocation, Parsed, SetupError, check_prompt, one_line, require_key
 from foundry.runner.agents.environment import build_env
 from foundry.runner.agents.spec import AgentSpec
 

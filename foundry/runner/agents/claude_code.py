@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from foundry.runner.agents.base import Invocation, Parsed, SetupError, check_prompt, json_event, one_line, require_key
+from foundry.runner.agents.adapter import Invocation, Parsed, SetupError, check_prompt, json_event, one_line, require_key
 from foundry.runner.agents.environment import build_env
 from foundry.runner.agents.spec import AgentSpec
 

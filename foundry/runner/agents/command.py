@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from foundry.runner.agents.base import Invocation, Parsed, one_line
+from foundry.runner.agents.adapter import Invocation, Parsed, one_line
 from foundry.runner.agents.claude_code import MODEL_VARS as ANTHROPIC_VARS
 from foundry.runner.agents.codex import MODEL_VARS as OPENAI_VARS
 from foundry.runner.agents.environment import build_env
