@@ -1,6 +1,6 @@
 """The operator's run controller: watch events in, one work queue, N workers out.
 
-kopf only watches (foundry.operator.run/approval/job hand every event here and
+kopf only watches (foundry.operator.watch_runs/watch_approvals/watch_jobs hand every event here and
 write nothing themselves). This module keeps, per run, the little the queue's
 decisions need (foundry.operator.runview.Seen), and one WorkQueue
 (foundry.operator.queue) holds what is due when: events make a run due now, a

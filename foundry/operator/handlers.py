@@ -1,5 +1,5 @@
 """The operator's kopf handlers: settings, login, dependencies, and (by import)
-the watches in run.py, approval.py and job.py, which feed the run controller
+the watches in watch_runs.py, watch_approvals.py and watch_jobs.py, which feed the run controller
 (foundry.operator.controller: the work queue, its scheduler and workers).
 
 Import this module, then start kopf (`foundry operator`, or `kopf run
@@ -16,7 +16,7 @@ from typing import Any
 
 import kopf
 
-from foundry.operator import approval, job, run  # noqa: F401 - importing registers their handlers
+from foundry.operator import watch_approvals, watch_jobs, watch_runs  # noqa: F401 - importing registers their handlers
 
 # Managed by Foundry itself (foundry.operator.controller), no longer by kopf; the same name, so
 # runs made by an earlier operator keep theirs.
