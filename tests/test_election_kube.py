@@ -119,6 +119,8 @@ def test_one_leader_takeover_after_a_cut_and_a_quick_handover_on_release(control
         cut = time.monotonic()
         a.leases.cut = True
         took = _wait(b.leading, LEASE + RETRY + 10, "op-b to take over")
+        _wait(lambda: any(at >= cut and who == "op-b" for at, who in sampler.changes), 5,
+              "the sampler to see op-b lead")
         stopped = sampler.last_time("op-a", took)
         assert stopped - cut <= DEADLINE + 0.1, "op-a acted past its renew deadline"
         assert sampler.first_time("op-b", cut) > stopped
@@ -138,6 +140,9 @@ def test_one_leader_takeover_after_a_cut_and_a_quick_handover_on_release(control
         b.stop()
         assert not b.leading()
         _wait(a.leading, RETRY + 5, "op-a to take the released Lease")
+        # The sampler's thread records a change at its next look, a moment after a.leading() turned true.
+        _wait(lambda: any(at >= released and who == "op-a" for at, who in sampler.changes), 5,
+              "the sampler to see op-a lead")
         handover = sampler.first_time("op-a", released) - released
         assert handover <= RETRY + SLACK, f"handover after a release took {handover:.1f}s"
         a.stop()

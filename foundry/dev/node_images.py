@@ -241,7 +241,14 @@ def import_image(tar_path: Path | str, ref: str, *, address: Path | str) -> str:
         pass  # ctr failed: its message follows
     out = proc.stdout.read().decode(errors="replace")
     if proc.wait() != 0:
-        raise ImageError(f"ctr images import of {tar_path} as {want} failed ({proc.returncode}):\n{out.strip()}")
+        # A kept store whose content has a layer but not the snapshot unpacked from it (a node
+        # stopped mid-import, say) refuses the unpack ("parent snapshot ... does not exist"):
+        # send the whole archive once, as a cold store would get it, before giving up.
+        try:
+            return _ctr_import(ctr, sock, Path(tar_path), want)
+        except ImageError as full:
+            raise ImageError(f"ctr images import of {tar_path} as {want} failed ({proc.returncode}):\n"
+                             f"{out.strip()}\nand again with every layer: {full}") from None
     if image_digests(sock).get(want) != digest:
         raise ImageError(f"ctr imported {tar_path} but containerd has no {want} at {digest}:\n{out}")
     return want
