@@ -148,11 +148,11 @@ def test_killing_the_operator_pod_at_every_step_changes_nothing(bed, tmp_path):
     def kill(step: str) -> None:
         if step == "complete":
             return
-        uid = bed.kill_operator()
-        kills.append((step, round(bed.wait_operator_ready(not_uid=uid), 1)))
+        killed = bed.kill_operator()
+        kills.append((step, round(bed.wait_takeover(killed), 1)))
 
     facts = bed.story("Greet people politely, even after a crash", on_step=kill).play()
-    print(f"\n[chart-story] killed story {facts.run}: {facts.marks}; new operator Ready after {kills}")
+    print(f"\n[chart-story] killed story {facts.run}: {facts.marks}; the standby led after {kills}")
     assert [k for k, _ in kills] == ["plan-comment", "approval", "job-1-created", "pr-opened", "ci-failed",
                                      "job-2-created", "ci-passed", "merged"]
     assert_story_facts(bed, facts, tmp_path)

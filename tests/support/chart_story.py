@@ -49,6 +49,8 @@ from foundry.dev.model_server import Final, ModelServer, ToolCall, Usage
 from foundry.kube.crds import GROUP, VERSION
 
 RELEASE = "story"
+# The operator replicas' Lease: the chart leaves operator.leader_election.lease_name at its default.
+LEASE = "foundry-operator"
 REPO = example_repo.REPO
 TEAM = "ACME"
 APPROVER = ("Alice", "alice@example.com")
@@ -254,25 +256,42 @@ class ChartStoryBed:
                 out.append(f"--- {pod.metadata.name}: no log ({err.status})")
         return "\n".join(out)
 
-    def kill_operator(self) -> str:
-        """`kubectl delete pod --grace-period=0 --force` on the running operator pod; its uid."""
-        pods = [p for p in self.operator_pods() if not p.metadata.deletion_timestamp]
-        assert len(pods) == 1, [p.metadata.name for p in pods]
-        pod = pods[0]
-        run_tool([self.cluster.kubectl, "--kubeconfig", self.cluster.kubeconfig, "-n", self.namespace, "delete",
-                  "pod", pod.metadata.name, "--grace-period=0", "--force", "--wait=false"], timeout=60)
-        return pod.metadata.uid
+    def operator_leader(self) -> str | None:
+        """The name of the operator pod that holds the Lease (its holderIdentity is the pod's name)."""
+        try:
+            lease = client.CoordinationV1Api(self.api).read_namespaced_lease(LEASE, self.namespace)
+        except client.ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return lease.spec.holder_identity or None
 
-    def wait_operator_ready(self, not_uid: str | None = None, timeout: float = 120) -> float:
-        """Seconds until an operator pod other than `not_uid` is Ready."""
+    def kill_operator(self, timeout: float = 60) -> str:
+        """`kubectl delete pod --grace-period=0 --force` on the operator pod that leads (the
+        standby stays); the killed pod's name."""
+        t0 = time.monotonic()
+        while True:
+            alive = {p.metadata.name for p in self.operator_pods() if not p.metadata.deletion_timestamp}
+            leader = self.operator_leader()
+            if leader in alive:
+                break
+            if time.monotonic() - t0 > timeout:
+                raise StoryFailed(f"no live operator pod holds the Lease in {timeout}s (holder {leader!r}, "
+                                  f"pods {sorted(alive)})")
+            time.sleep(0.3)
+        run_tool([self.cluster.kubectl, "--kubeconfig", self.cluster.kubeconfig, "-n", self.namespace, "delete",
+                  "pod", leader, "--grace-period=0", "--force", "--wait=false"], timeout=60)
+        return leader
+
+    def wait_takeover(self, killed: str, timeout: float = 120) -> float:
+        """Seconds until an operator pod other than `killed` holds the Lease."""
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout:
-            for p in self.operator_pods():
-                if p.metadata.uid != not_uid and not p.metadata.deletion_timestamp and any(
-                        c.type == "Ready" and c.status == "True" for c in p.status.conditions or []):
-                    return time.monotonic() - t0
+            holder = self.operator_leader()
+            if holder and holder != killed:
+                return time.monotonic() - t0
             time.sleep(0.3)
-        raise StoryFailed(f"no new operator pod Ready in {timeout}s")
+        raise StoryFailed(f"no other operator pod took the Lease in {timeout}s")
 
     def run_object(self, name: str) -> dict[str, Any]:
         return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, "foundryruns", name)
