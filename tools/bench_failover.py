@@ -25,10 +25,8 @@ import argparse
 import json
 import random
 import re
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from contextlib import ExitStack
@@ -39,11 +37,9 @@ from typing import Any
 # tests.support (the harnesses) is importable from the repository root only.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kubernetes import client, config  # noqa: E402
+from kubernetes import client  # noqa: E402
 
-from foundry.db.engine import create_schema, make_engine  # noqa: E402
-from foundry.kube.crds import install_crds  # noqa: E402
-from tests.support.benchenv import database_url_or_local_postgres, kubeconfig_or_local_plane  # noqa: E402
+from tests.support.benchenv import bench_servers  # noqa: E402
 from tests.support.operator_kit import wait_phase  # noqa: E402
 from tests.support.operator_pair import RETRY_PERIOD, OperatorPair, election_config  # noqa: E402
 from tests.support.operator_stack import OperatorStack  # noqa: E402
@@ -106,16 +102,10 @@ def main() -> int:
     args = parser.parse_args()
 
     with ExitStack() as stack:
-        workdir = Path(tempfile.mkdtemp(prefix="foundry-bench-failover-"))
-        stack.callback(shutil.rmtree, workdir, True)
-        kubeconfig = kubeconfig_or_local_plane(args.kubeconfig, stack, workdir / "plane")
-        database_url = database_url_or_local_postgres(args.database_url, stack)
-        engine = make_engine(database_url)
-        stack.callback(engine.dispose)
-        create_schema(engine)
-        api = config.new_client_from_config(config_file=kubeconfig)
-        stack.callback(api.close)
-        install_crds(api)
+        servers = bench_servers(stack, prefix="foundry-bench-failover-", kubeconfig=args.kubeconfig,
+                                database_url=args.database_url)
+        workdir, kubeconfig, database_url = servers.workdir, servers.kubeconfig, servers.database_url
+        engine, api = servers.engine, servers.api
         namespace = f"foundry-bench-{uuid.uuid4().hex[:8]}"
         core = client.CoreV1Api(api)
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))

@@ -29,10 +29,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 import uuid
@@ -45,12 +43,10 @@ from typing import Any, Callable
 # tests.support (the harnesses) is importable from the repository root only.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kubernetes import client, config  # noqa: E402
+from kubernetes import client  # noqa: E402
 
-from foundry.db.engine import create_schema, make_engine  # noqa: E402
-from foundry.kube.crds import install_crds  # noqa: E402
 from foundry.operator.kubeio import GROUP, RUNS, VERSION  # noqa: E402
-from tests.support.benchenv import database_url_or_local_postgres, kubeconfig_or_local_plane  # noqa: E402
+from tests.support.benchenv import bench_servers  # noqa: E402
 from tests.support.operator_process import operator_env, write_config  # noqa: E402
 from tests.support.operator_stack import OperatorStack, stack_config  # noqa: E402
 from foundry.dev.postgres import free_port  # noqa: E402
@@ -160,18 +156,23 @@ def parallel(count: int, concurrency: int, one: Callable[[int], Any]) -> list[An
 # ---- the operator process -----------------------------------------------------------
 
 class Operator:
-    """`foundry operator -n NS` as a child process, its log in a file."""
+    """`foundry operator -n NS` as a child process, its log in a file. With `tree` (a
+    checkout's root) the process starts there without PYTHONPATH, so `-m` imports that
+    tree's foundry: how tools/bench_scale.py compares two operators on the same runs."""
 
     def __init__(self, stack: OperatorStack, kubeconfig: str, database_url: str, workdir: Path,
-                 cfg: dict[str, Any], workers: int) -> None:
+                 cfg: dict[str, Any], workers: int, tree: Path | None = None) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
         self.metrics_port = free_port()
         env = operator_env(stack, kubeconfig, database_url, write_config(stack, workdir / "foundry.yaml", cfg))
         env["FOUNDRY_METRICS_PORT"] = str(self.metrics_port)
+        if tree is not None:
+            env.pop("PYTHONPATH", None)
         self.log_path = workdir / "operator.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "foundry.cli.main", "operator", "-n", stack.namespace, "--workers", str(workers)],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT)
+            env=env, cwd=str(tree) if tree is not None else None, stdout=self._log, stderr=subprocess.STDOUT)
 
     @property
     def pid(self) -> int:
@@ -189,21 +190,26 @@ class Operator:
                 scrape_metrics(self.metrics_port)
                 return
             except OSError:
-                time.sleep(0.2)
+                time.sleep(0.1)
         raise SystemExit(f"the operator did not serve metrics within {timeout:.0f}s:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 40) -> str:
         self._log.flush()
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def stop(self) -> None:
+    def stop(self, *, kill: bool = False) -> None:
+        """SIGTERM, then SIGKILL after 30 s; `kill` sends SIGKILL at once (an operator with a
+        daemon per run would spend its SIGTERM cancelling each of them, for nothing here)."""
         if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
+            if not kill:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    pass
+            if self.proc.poll() is None:
                 self.proc.kill()
-                self.proc.wait(10)
+                self.proc.wait(30)
         self._log.close()
 
 
@@ -332,18 +338,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs and --concurrency must be at least 1, and --idle at least --runs + 2")
 
     with ExitStack() as stack:
-        workdir = Path(tempfile.mkdtemp(prefix="foundry-bench-operator-"))
-        stack.callback(shutil.rmtree, workdir, True)
-        kubeconfig = kubeconfig_or_local_plane(args.kubeconfig, stack, workdir / "plane")
-        database_url = database_url_or_local_postgres(args.database_url, stack)
-        engine = make_engine(database_url)
-        stack.callback(engine.dispose)
-        create_schema(engine)
-
-        api = config.new_client_from_config(config_file=kubeconfig)
-        stack.callback(api.close)
-        api.rest_client.pool_manager.connection_pool_kw["maxsize"] = args.concurrency
-        install_crds(api)
+        servers = bench_servers(stack, prefix="foundry-bench-operator-", kubeconfig=args.kubeconfig,
+                                database_url=args.database_url, pool_size=args.concurrency)
+        workdir, kubeconfig, database_url = servers.workdir, servers.kubeconfig, servers.database_url
+        engine, api = servers.engine, servers.api
         namespace = f"foundry-bench-{uuid.uuid4().hex[:8]}"
         core = client.CoreV1Api(api)
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))

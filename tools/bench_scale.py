@@ -49,10 +49,7 @@ import dataclasses
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -67,21 +64,17 @@ from typing import Any, Callable, Iterator
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import kopf  # noqa: E402
-from kubernetes import client, config, watch  # noqa: E402
+from kubernetes import client, watch  # noqa: E402
 from sqlalchemy import insert, select  # noqa: E402
 
-from bench_operator import cpu_seconds, phases, rss_mib, scrape_metrics, wait_quiet, wait_until  # noqa: E402
+from bench_operator import Operator, cpu_seconds, phases, rss_mib, scrape_metrics, wait_quiet, wait_until  # noqa: E402
 from foundry.db.audit_chain import GENESIS_HASH, canonical_payload, event_hash  # noqa: E402
-from foundry.db.engine import create_schema, make_engine  # noqa: E402
 from foundry.db.models import AuditEvent, Run  # noqa: E402
 from foundry.domain.naming import run_name  # noqa: E402
-from foundry.kube.crds import install_crds  # noqa: E402
 from foundry.kube.runs import TicketSnapshot, Trigger, build_run_manifest  # noqa: E402
 from foundry.operator.handlers import ANNOTATION_PREFIX, FINALIZER  # noqa: E402
 from foundry.operator.kubeio import GROUP, RUNS, VERSION  # noqa: E402
-from foundry.dev.postgres import free_port  # noqa: E402
-from tests.support.benchenv import database_url_or_local_postgres, kubeconfig_or_local_plane  # noqa: E402
-from tests.support.operator_process import operator_env, write_config  # noqa: E402
+from tests.support.benchenv import bench_servers  # noqa: E402
 from tests.support.operator_stack import READY_DESCRIPTION, REPO, TEAM, OperatorStack, stack_config  # noqa: E402
 
 LAG_METRICS = ("foundry_operator_resync_lag_seconds", "foundry_queue_lag_seconds")
@@ -90,63 +83,13 @@ STANDARD_LEVELS = (0, 1000, 5000, 10000)
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class Operator:
-    """`foundry operator -n NS` as a child process, its log in a file, its code from `tree`
-    (a checkout's root: the process starts there, so `-m` imports that tree's foundry)."""
-
-    def __init__(self, stack: OperatorStack, kubeconfig: str, database_url: str, workdir: Path,
-                 cfg: dict[str, Any], workers: int, tree: Path = ROOT) -> None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.metrics_port = free_port()
-        env = operator_env(stack, kubeconfig, database_url, write_config(stack, workdir / "foundry.yaml", cfg))
-        env["FOUNDRY_METRICS_PORT"] = str(self.metrics_port)
-        env.pop("PYTHONPATH", None)
-        self.log_path = workdir / "operator.log"
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "foundry.cli.main", "operator", "-n", stack.namespace, "--workers", str(workers)],
-            env=env, cwd=str(tree), stdout=self._log, stderr=subprocess.STDOUT)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise SystemExit(f"the operator exited with {self.proc.returncode}:\n{self.log_tail()}")
-
-    def wait_metrics(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.check_alive()
-            try:
-                scrape_metrics(self.metrics_port)
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise SystemExit(f"the operator did not serve metrics within {timeout:.0f}s:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 40) -> str:
-        self._log.flush()
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        """kill -9: a SIGTERM would wait on every per-run daemon's cancellation for nothing."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(30)
-        self._log.close()
-
-
-# ---- templates: two runs through the real path ------------------------------------------
-
 def make_templates(stack: OperatorStack, kubeconfig: str, database_url: str, workdir: Path,
                    cfg: dict[str, Any], tree: Path) -> dict[str, dict[str, Any]]:
     """One run in WaitingApproval and one in PROpen, made by a real operator; their bodies by phase."""
     fast = {**cfg, "timeouts": {**cfg["timeouts"], "resync_seconds": 1}}
     op = Operator(stack, kubeconfig, database_url, workdir, fast, 4, tree)
     try:
-        op.wait_metrics()
+        op.wait_metrics(timeout=120.0)
         _, waiting = stack.ticket()
         _, opened = stack.ticket()
         wait_until(stack.api, stack.namespace, lambda p: p["WaitingApproval"] == 2, what="the templates",
@@ -164,7 +107,7 @@ def make_templates(stack: OperatorStack, kubeconfig: str, database_url: str, wor
         print(op.log_tail(), file=sys.stderr)
         raise
     finally:
-        op.stop()
+        op.stop(kill=True)
     return {"WaitingApproval": stack.run(waiting), "PROpen": stack.run(opened)}
 
 
@@ -472,7 +415,7 @@ def measure_level(stack: OperatorStack, seeder: Seeder, kubeconfig: str, databas
     finally:
         if sync_watch is not None:
             sync_watch.stop()
-        op.stop()
+        op.stop(kill=True)
     return out
 
 
@@ -595,17 +538,10 @@ def main(argv: list[str] | None = None) -> int:
     operators = parse_operators(args.operator)
 
     with ExitStack() as stack:
-        workdir = Path(tempfile.mkdtemp(prefix="foundry-bench-scale-"))
-        stack.callback(shutil.rmtree, workdir, True)
-        kubeconfig = kubeconfig_or_local_plane(args.kubeconfig, stack, workdir / "plane")
-        database_url = database_url_or_local_postgres(args.database_url, stack)
-        engine = make_engine(database_url)
-        stack.callback(engine.dispose)
-        create_schema(engine)
-        api = config.new_client_from_config(config_file=kubeconfig)
-        stack.callback(api.close)
-        api.rest_client.pool_manager.connection_pool_kw["maxsize"] = args.concurrency + 2
-        install_crds(api)
+        servers = bench_servers(stack, prefix="foundry-bench-scale-", kubeconfig=args.kubeconfig,
+                                database_url=args.database_url, pool_size=args.concurrency + 2)
+        workdir, kubeconfig, database_url = servers.workdir, servers.kubeconfig, servers.database_url
+        engine, api = servers.engine, servers.api
         core = client.CoreV1Api(api)
         suffix = uuid.uuid4().hex[:8]
         template_ns, bench_ns = f"foundry-scale-tpl-{suffix}", f"foundry-scale-{suffix}"
