@@ -7,9 +7,9 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 # make bench's many-runs benchmark: 0 and 1,000 active runs by default; --runs 10000 for 0/1k/5k/10k.
 BENCH_SCALE_ARGS ?=
-# PYTEST_WORKERS=2: two xdist workers, each test module a group of its own, the real-node and
-# slow ones first (tests/support/pytest_groups.py). 0 (the default): one process, as before.
-PYTEST_WORKERS ?= 0
+# Two xdist workers (the default), each test module a group of its own, the real-node and slow
+# ones first (tests/support/pytest_groups.py). PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= 2
 PYTEST_DIST := -p tests.support.pytest_groups -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 .PHONY: help demo test venv binaries postgres node-runtime bench kind-e2e agent-clis images clean
