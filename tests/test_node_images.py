@@ -71,3 +71,29 @@ def test_an_archive_not_named_by_digest_is_not_read_as_one(tmp_path):
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
     assert read_docker_archive(tar) is None  # import_image falls back to `ctr images import` of the file
+
+
+def _build_pause_binary(cache: str) -> str:
+    import os
+
+    os.environ["FOUNDRY_CACHE_DIR"] = cache
+    from foundry.dev import node_images
+
+    return str(node_images._static_binary("pause", node_images.PAUSE_C))
+
+
+def test_workers_building_the_same_binary_at_once_all_get_it(tmp_path):
+    # Two pytest workers start their nodes together on a fresh machine, and both need the pause
+    # binary. They once compiled to the same temporary name: the first rename won, the second raised
+    # FileNotFoundError and every real-node test of that worker errored.
+    import multiprocessing
+
+    # (The old code failed in 4 of 5 such rounds here; three rounds make a miss unlikely.)
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        for round_ in range(3):
+            cache = tmp_path / f"cache-{round_}"
+            paths = pool.map(_build_pause_binary, [str(cache)] * 4)
+            assert len(set(paths)) == 1
+            built = Path(paths[0])
+            assert built.stat().st_size > 0 and built.stat().st_mode & 0o111
+            assert sorted(p.name for p in built.parent.iterdir() if not p.name.startswith(".")) == [built.name]

@@ -180,11 +180,17 @@ def _static_binary(name: str, source: str) -> Path:
         return out
     gcc = _need("gcc")
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / f"{name}.c"
-        src.write_text(source)
-        _run([gcc, "-static", "-Os", "-s", "-o", str(out.with_suffix(".tmp")), str(src)])
-    out.with_suffix(".tmp").rename(out)
+    # Two pytest workers starting their nodes at once both come here on a fresh machine: one
+    # compiles, the other waits and finds the result (they once shared a temporary name and
+    # the second rename failed).
+    with _locked(out.parent / f".{name}.lock"):
+        if out.exists():
+            return out
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+            src, built = Path(tmp) / f"{name}.c", Path(tmp) / name
+            src.write_text(source)
+            _run([gcc, "-static", "-Os", "-s", "-o", str(built), str(src)])
+            built.rename(out)
     return out
 
 
