@@ -140,3 +140,31 @@ def test_chain_check_is_pure() -> None:
     assert chain_is_intact([link]) and chain_is_intact([])
     assert not chain_is_intact([ChainLink(1, "phase", {"to": "Approved"}, T0, GENESIS_HASH, h1)])
     assert not chain_is_intact([ChainLink(2, "phase", {"to": "Analysing"}, T0, GENESIS_HASH, h1)])
+
+
+def test_advance_phase_checks_and_writes_on_the_locked_row(engine: Engine) -> None:
+    run = new_run(engine)
+    fenced: list[str] = []
+    # No row: nothing written, the fence never asked (the Duplicate outcome has no row).
+    assert audit.advance_phase(engine, "ns", "no-such-run", "Analysing", "Claimed",
+                               before_write=lambda: fenced.append("x")) is None
+    row = audit.advance_phase(engine, "ns", run.name, "Analysing", "Claimed", {"message": "m"},
+                              before_write=lambda: fenced.append("Analysing"), clock=lambda: T0)
+    assert row is not None and row.phase == "Analysing" and fenced == ["Analysing"]
+    # A replay: the row is there already, so no second event and no fence.
+    assert audit.advance_phase(engine, "ns", run.name, "Analysing", "Claimed",
+                               before_write=lambda: fenced.append("again")) is None
+    assert fenced == ["Analysing"]
+    # The fence refusing (a lost Lease) writes nothing.
+    def lost() -> None:
+        raise RuntimeError("not leading")
+    with pytest.raises(RuntimeError):
+        audit.advance_phase(engine, "ns", run.name, "WaitingApproval", "Planned", before_write=lost)
+    assert claims.get_run(engine, "ns", run.name).phase == "Analysing"
+    # A terminal row never becomes active again.
+    audit.advance_phase(engine, "ns", run.name, "Blocked", "NoRepository")
+    with pytest.raises(audit.RunEnded):
+        audit.advance_phase(engine, "ns", run.name, "WaitingApproval", "Planned")
+    kinds = [(e.kind, e.payload["to"]) for e in audit.audit_events(engine, run.run_id) if e.kind == "phase"]
+    assert kinds[-2:] == [("phase", "Analysing"), ("phase", "Blocked")]
+    assert audit.verify_audit_chain(engine, run.run_id)

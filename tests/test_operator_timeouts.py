@@ -121,13 +121,13 @@ def test_queue_retries_keep_a_long_retry_after_from_github(monkeypatch):
 
     calls: list[str] = []
 
-    def reconcile_run(deps, namespace, name):  # the reconcile meets the limit once, then passes
+    def reconcile(deps, namespace, name, body=None):  # the reconcile meets the limit once, then passes
         calls.append(name)
         if len(calls) == 1:
             raise limited
-        return Phase.COMPLETE
+        return Phase.COMPLETE, None
 
-    monkeypatch.setattr(loop, "reconcile_run", reconcile_run)
+    monkeypatch.setattr(loop, "reconcile", reconcile)
 
     class _Deps:  # what a worker uses on this path
         pool = ReconcilePool(1)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
@@ -60,33 +61,68 @@ def record_phase(
     Raises RunEnded when the row is terminal and `new_phase` is active.
     """
     phase = Phase(new_phase)  # ValueError: '<x>' is not a valid Phase
-    sessions = session_factory(bind)
-    try:
-        with sessions() as session, session.begin():
+    with _index_refusal(run, phase), session_factory(bind)() as session, session.begin():
+        row = _locked_run(session, run)
+        if phase.is_active and Phase(row.phase).is_terminal:
+            raise RunEnded(run, row.phase, phase.value)
+        return _move(session, row, phase, reason, detail, clock())
+
+
+def advance_phase(
+    bind: Bind,
+    namespace: str,
+    name: str,
+    new_phase: Phase | str,
+    reason: str,
+    detail: Any = None,
+    *,
+    before_write: Callable[[], None] = lambda: None,
+    clock: Clock = utcnow,
+) -> RunRecord | None:
+    """Move the run `namespace/name` to `new_phase` with its `phase` event, unless it is there
+    already (a replay: nothing is written), in one transaction on the locked row: the check and
+    the write cannot be split by another writer, and it costs one session instead of a read and
+    then a locked write. Returns the row as written, None when nothing was (no row, or already
+    there). `before_write` runs after the checks, just before the write (the operator's fence).
+    Raises RunEnded when the row is terminal and `new_phase` is active."""
+    phase = Phase(new_phase)
+    run = (namespace, name)
+    with _index_refusal(run, phase), session_factory(bind)() as session, session.begin():
+        try:
             row = _locked_run(session, run)
-            previous = row.phase
-            if phase.is_active and Phase(previous).is_terminal:
-                raise RunEnded(run, previous, phase.value)
-            now = clock()
-            row.phase = phase.value
-            row.updated_at = now
-            if phase.is_terminal and row.finished_at is None:
-                row.finished_at = now
-            session.flush()  # the index check happens here, before the event is written
-            append_event(
-                session,
-                row.id,
-                "phase",
-                {"from": previous, "to": phase.value, "reason": reason, "detail": detail},
-                at=now,
-            )
-            return RunRecord.of(row)
+        except RunNotFound:
+            return None
+        if row.phase != phase.value and phase.is_active and Phase(row.phase).is_terminal:
+            raise RunEnded(run, row.phase, phase.value)
+        if row.phase == phase.value:
+            return None
+        before_write()
+        return _move(session, row, phase, reason, detail, clock())
+
+
+@contextmanager
+def _index_refusal(run: RunRef, phase: Phase) -> Iterator[None]:
+    """The unique index on an issue's active run refusing the move, said as ActiveRunConflict."""
+    try:
+        yield
     except IntegrityError as exc:
         if phase.is_active:
             raise ActiveRunConflict(
                 f"run {run!r} cannot enter {phase.value}: another run of its issue is active"
             ) from exc
         raise
+
+
+def _move(session: Session, row: Run, phase: Phase, reason: str, detail: Any, now: datetime) -> RunRecord:
+    previous = row.phase
+    row.phase = phase.value
+    row.updated_at = now
+    if phase.is_terminal and row.finished_at is None:
+        row.finished_at = now
+    session.flush()  # the index check happens here, before the event is written
+    append_event(session, row.id, "phase",
+                 {"from": previous, "to": phase.value, "reason": reason, "detail": detail}, at=now)
+    return RunRecord.of(row)
 
 
 def close_if_unchanged(

@@ -252,7 +252,7 @@ class RunController:
 
     def process(self, key: Key) -> float | None:
         """Act on one run; returns seconds until its next wake (None: no wake, e.g. it ended or is gone)."""
-        from foundry.operator.reconcile.loop import reconcile_run
+        from foundry.operator.reconcile.loop import reconcile
         from foundry.operator.reconcile.timing import next_wake
 
         namespace, name = key
@@ -275,15 +275,17 @@ class RunController:
             return None
         if known.paused_condition:
             self._mark_resumed(key)
+        start: dict[str, Any] | None = None  # a fresh read to start from, else the reconcile reads
         if not known.finalized:
-            if not self._add_finalizer(key):
+            ok, start = self._add_finalizer(key)
+            if not ok:
                 return None
-        phase = reconcile_run(deps, namespace, name)
+        # The run as the reconcile last read or wrote it schedules the next wake: anything
+        # written after that is someone else's, comes as an event past settled_rv, and is
+        # reconciled then (no read after the reconcile needed).
+        phase, body = reconcile(deps, namespace, name, start)
         self.reconciles += 1
-        if phase is None or phase.is_terminal:
-            return None
-        body = get_run(deps.api, namespace, name)
-        if body is None:
+        if phase is None or phase.is_terminal or body is None:
             return None
         current = self.seen.get(key)
         if current is not None:
@@ -295,23 +297,23 @@ class RunController:
     def _fresh(self, key: Key) -> dict[str, Any] | None:
         return get_run(self.deps.api, key[0], key[1])
 
-    def _add_finalizer(self, key: Key) -> bool:
+    def _add_finalizer(self, key: Key) -> tuple[bool, dict[str, Any] | None]:
         """Put Foundry's finalizer on the run before anything is done for it (False: the run is gone
-        or is being deleted, and nothing more is to be done now)."""
+        or is being deleted, and nothing more is to be done now), with the run as last read or
+        written (the reconcile starts from it)."""
         for _ in range(3):
             body = self._fresh(key)
             if body is None:
-                return False
+                return False, None
             meta = body["metadata"]
             if meta.get("deletionTimestamp"):
-                return False
+                return False, None
             finalizers = list(meta.get("finalizers") or [])
             if runview.FINALIZER in finalizers:
-                return True
+                return True, body
             self.deps.leadership.fence()
             try:
-                self._patch_meta(body, {"finalizers": [*finalizers, runview.FINALIZER]})
-                return True
+                return True, self._patch_meta(body, {"finalizers": [*finalizers, runview.FINALIZER]})
             except Conflict:
                 continue
         raise RetryLater(f"FoundryRun {key[0]}/{key[1]} kept changing while its finalizer was added", delay=1.0)
@@ -375,18 +377,19 @@ class RunController:
         raise RetryLater(f"FoundryRun {key[0]}/{key[1]} kept changing while its Paused condition was written",
                          delay=1.0)
 
-    def _patch_meta(self, body: dict[str, Any], meta: dict[str, Any]) -> None:
-        """A merge patch of the run's metadata, only if the run is unchanged since `body` was read."""
+    def _patch_meta(self, body: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any] | None:
+        """A merge patch of the run's metadata, only if the run is unchanged since `body` was read;
+        returns the run as written (None: it was gone)."""
         m = body["metadata"]
         patch = {"metadata": {**meta, "resourceVersion": m["resourceVersion"]}}
         try:
-            client.CustomObjectsApi(self.deps.api).patch_namespaced_custom_object(
+            return client.CustomObjectsApi(self.deps.api).patch_namespaced_custom_object(
                 GROUP, VERSION, m["namespace"], RUNS, m["name"], patch, _content_type=MERGE_PATCH)
         except ApiException as err:
             if err.status == 409:
                 raise Conflict(f"FoundryRun {m['namespace']}/{m['name']} changed since read") from err
             if err.status == 404:
-                return
+                return None
             if err.status in (429, 500, 502, 503, 504) or not err.status:
                 raise RetryLater(f"patching FoundryRun {m['namespace']}/{m['name']}: HTTP {err.status}") from err
             raise

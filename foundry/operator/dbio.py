@@ -76,24 +76,27 @@ def record_transition(deps: "Deps", run: "RunView", before: Any, t: "Transition"
     crash), and the status must follow the row (see `following_row`).
     """
     with _outage_is_retry(f"recording {run.name} → {t.to.value}"):
-        row = claims.get_run(deps.engine, run.namespace, run.name)
-        if row is None:
-            # The Duplicate outcome: this run never got a row (the index refused
-            # it); its refusal is audited on the run that holds the slot.
-            return
-        if row.phase != t.to.value and t.to.is_active and Phase(row.phase).is_terminal:
-            raise audit.RunEnded((run.namespace, run.name), row.phase, t.to.value)
-        if before == t.to:
+        if before != t.to:
+            # One transaction on the locked row: no row (the Duplicate outcome: the index refused
+            # this run a row; its refusal is audited on the run that holds the slot) or the row
+            # already there (a replay) writes nothing. The fence runs just before the write: a
+            # phase is never written from a stale view by a process that lost the Lease.
+            written = audit.advance_phase(deps.engine, run.namespace, run.name, t.to, t.reason,
+                                          {"message": t.message, "from": before.value, "k8s_uid": run.uid},
+                                          before_write=deps.leadership.fence)
+            if written is None:
+                return
+        else:
+            row = claims.get_run(deps.engine, run.namespace, run.name)
+            if row is None:
+                return
+            if row.phase != t.to.value and t.to.is_active and Phase(row.phase).is_terminal:
+                raise audit.RunEnded((run.namespace, run.name), row.phase, t.to.value)
             deps.leadership.fence()
             # A step that restarts its own phase (a remediation while the agent
             # runs): no phase change to record, but the decision is history.
             audit.record_decision(deps.engine, row.id, t.reason, {"message": t.message, "k8s_uid": run.uid})
             return
-        if row.phase == t.to.value:
-            return
-        deps.leadership.fence()  # a phase is never written from a stale view by a process that lost the Lease
-        audit.record_phase(deps.engine, row.id, t.to, t.reason,
-                           {"message": t.message, "from": before.value, "k8s_uid": run.uid})
     reached("after-db-phase")
 
 

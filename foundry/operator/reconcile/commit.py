@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 TERMINAL_WRITE_ROUNDS = 5
 
 
-def commit(deps: "Deps", run: RunView, t: Transition) -> None:
+def commit(deps: "Deps", run: RunView, t: Transition) -> RunView:
+    """Record `t`; returns the run as the status write left it (the API server's answer to the
+    write, resourceVersion included), so the next step starts from it without reading again."""
     before = run.phase
     try:
         dbio.record_transition(deps, run, before, t)
@@ -54,10 +56,11 @@ def commit(deps: "Deps", run: RunView, t: Transition) -> None:
                type_="Warning" if t.warning else "Normal")
     deps.metrics.transitions.labels(from_phase=before.value, to_phase=t.to.value).inc()
     deps.metrics.observe_phase(run.namespace, run.name, t.to.value)
+    return run
 
 
 def _write_status(deps: "Deps", run: RunView, t: Transition) -> RunView:
-    """Patch the transition into the run's status; returns the view it was written on.
+    """Patch the transition into the run's status; returns the run as written.
 
     A 409 on an active transition goes back to the loop, which recomputes the
     step from a fresh read. A terminal one is already the database's word (the
@@ -69,14 +72,16 @@ def _write_status(deps: "Deps", run: RunView, t: Transition) -> RunView:
         status.update({
             "phase": t.to.value,
             "reason": t.reason,
-            "message": t.message,
+            # The transition's status may say what the run now waits for (WaitingApproval's
+            # "0/1 approvals"), so the next step need not write it again; the reason, the
+            # condition and the Event keep the transition's own message.
+            "message": t.status.get("message") or t.message,
             "observedGeneration": run.meta.get("generation"),
             "conditions": merge_conditions(run.status.get("conditions"), conditions_for(t.to, t.reason, t.message),
                                            deps.clock()),
         })
         try:
-            patch_run_status(deps.api, run.body, status)
-            return run
+            return RunView(patch_run_status(deps.api, run.body, status))
         except Conflict:
             if not t.to.is_terminal:
                 raise

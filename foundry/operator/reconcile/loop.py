@@ -6,15 +6,20 @@ steps_approval (WaitingApproval), steps_agent (Approved, AgentRunning), steps_pr
 (PROpen, ReviewRequired), steps_endings (what ends a run from any phase). A
 step performs its side effects check-before-act and returns an Outcome;
 `commit` records it. A run therefore advances through as many phases as it can
-in one call (intake straight to WaitingApproval, say), re-reading the object
-between steps so each decision is made on what the API server holds.
+in one call (intake straight to WaitingApproval, say). Each step is decided on
+what the API server holds: the first on a fresh read, each next one on the
+API server's answer to the previous step's status write (which is the object
+as it stands after that write, with its new resourceVersion; not reading it
+again saves a GET per step). Every write is conditional on that
+resourceVersion, so a change by anyone else in between makes the next write a
+409, and the loop then reads the run again and recomputes the step.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from foundry.agents.provider import AgentUnavailable
 from foundry.domain.phases import Phase
@@ -55,10 +60,18 @@ STEPS: dict[Phase, Step] = {
 
 def reconcile_run(deps: "Deps", namespace: str, name: str) -> Phase | None:
     """Advance one run as far as it can go now; returns its phase (None: gone)."""
+    return reconcile(deps, namespace, name)[0]
+
+
+def reconcile(deps: "Deps", namespace: str, name: str,
+              body: dict[str, Any] | None = None) -> tuple[Phase | None, dict[str, Any] | None]:
+    """reconcile_run, also returning the run as last read or written (None: gone), so that a
+    caller can schedule its next wake without reading it again. `body`, when given, is a read
+    of the run fresh enough to decide the first step on (the finalizer write's answer)."""
     with deps.locks.hold(namespace, name), one_pass():
         started = time.monotonic()
         try:
-            return _advance(deps, namespace, name)
+            return _advance(deps, namespace, name, body)
         except RetryLater:
             deps.metrics.reconcile_errors.labels(kind="retry").inc()
             raise
@@ -77,18 +90,20 @@ def reconcile_run(deps: "Deps", namespace: str, name: str) -> Phase | None:
             deps.metrics.reconcile_seconds.observe(time.monotonic() - started)
 
 
-def _advance(deps: "Deps", namespace: str, name: str) -> Phase | None:
+def _advance(deps: "Deps", namespace: str, name: str,
+             body: dict[str, Any] | None) -> tuple[Phase | None, dict[str, Any] | None]:
     phase: Phase | None = None
     for _ in range(MAX_STEPS):
-        body = get_run(deps.api, namespace, name)
         if body is None:
-            deps.metrics.observe_phase(namespace, name, None)
-            return None
+            body = get_run(deps.api, namespace, name)
+            if body is None:
+                deps.metrics.observe_phase(namespace, name, None)
+                return None, None
         run = RunView(body)
         phase = run.phase
         deps.metrics.observe_phase(namespace, name, phase.value)
         if body["metadata"].get("deletionTimestamp") or phase.is_terminal:
-            return phase
+            return phase, body
         permanent: CannotReconcile | None = None
         try:
             check(deps, run)
@@ -97,7 +112,7 @@ def _advance(deps: "Deps", namespace: str, name: str) -> Phase | None:
             permanent, outcome = err, blocked(deps, run, err)
         try:
             if isinstance(outcome, Transition):
-                commit(deps, run, outcome)
+                body = commit(deps, run, outcome).body
                 if permanent is not None:
                     raise permanent
                 continue
@@ -105,9 +120,10 @@ def _advance(deps: "Deps", namespace: str, name: str) -> Phase | None:
             if outcome.audit:
                 dbio.record_decision(deps, run, outcome.audit, outcome.audit_detail)
             if outcome.status:
-                patch_run_status(deps.api, body, outcome.status)
-            return phase
+                body = patch_run_status(deps.api, body, outcome.status)
+            return phase, body
         except Conflict:
             log.debug("run %s/%s changed under us; re-reading", namespace, name)
+            body = None
             continue
-    return phase
+    return phase, body

@@ -83,13 +83,19 @@ def await_approvals(deps: "Deps", run: RunView) -> Outcome:
     if deadline is not None and deps.clock() >= deadline:
         return Transition(Phase.EXPIRED, "ApprovalExpired", f"no sufficient approval by {deadline.isoformat()}",
                           status={"approvals": approvals, **extra}, warning=True)
-    message = f"{tally.received}/{tally.required} approvals" + (f"; refused: {summary(refused)}" if refused else "")
+    message = waiting_message(tally.received, tally.required) + (f"; refused: {summary(refused)}" if refused else "")
     if approvals == run.status.get("approvals") and message == run.status.get("message") and not extra:
         return Stay()
     return Stay(status={"approvals": approvals, "message": message, **extra},
                 audit="approvals-seen" if refused or tally.received else None,
                 audit_detail={"received": tally.received, "required": tally.required,
                               "refused": [[who(a.get("spec") or {}), why] for a, why in refused]})
+
+
+def waiting_message(received: int, required: int) -> str:
+    """status.message while approvals are awaited; the Planned transition writes it first, so the
+    first pass here finds it written and has nothing to write."""
+    return f"{received}/{required} approvals"
 
 
 def expires_at(deps: "Deps", run: RunView) -> datetime | None:

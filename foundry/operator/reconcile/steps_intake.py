@@ -17,7 +17,7 @@ from foundry.domain import comment_text as texts
 from foundry.domain import planning, policy, readiness, risk, routing
 from foundry.domain.phases import Phase
 from foundry.operator import dbio
-from foundry.operator.reconcile import commentio
+from foundry.operator.reconcile import commentio, steps_approval
 from foundry.operator.reconcile.outcome import Outcome, Transition
 from foundry.operator.reconcile.view import RunView
 
@@ -64,4 +64,4 @@ def analyse(deps: "Deps", run: RunView) -> Outcome:
         + (f" covering {', '.join(areas)}" if areas else ""),
         status={"repo": route.repo, "riskAreas": areas, "plan": plan, "questions": [],
                 "approvals": {"required": required, "received": 0, "summary": f"0/{required}", "approvers": []},
-                "comments": posted})
+                "message": steps_approval.waiting_message(0, required), "comments": posted})

@@ -1,0 +1,68 @@
+"""The API calls of one intake, Pending to WaitingApproval (tools/bench_operator.py's hot path).
+
+Each step is decided on the API server's answer to the previous step's status write, not on
+a read after it: the pass reads the run once. The Planned transition writes the status message
+the waiting run shows ("0/1 approvals"), so the WaitingApproval step that follows in the same
+pass has nothing to write. Real API server, real PostgreSQL, the reconciler in this thread.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from foundry.db import audit, claims
+from foundry.db.engine import make_engine
+from foundry.operator.reconcile.loop import reconcile, reconcile_run
+from tests.support.operator_stack import OperatorStack
+
+pytestmark = [pytest.mark.kube, pytest.mark.postgres]
+
+
+def _count_calls(api, run: str) -> Counter:
+    """(method, what) of every request made through `api` about the FoundryRun `run`."""
+    calls: Counter = Counter()
+    rest = api.rest_client
+    original = rest.request
+
+    def request(method, url, *args, **kwargs):
+        path = url.split("?", 1)[0]
+        if "/foundryruns/" in path and path.rstrip("/").split("/foundryruns/", 1)[1].split("/")[0] == run:
+            calls[(method, "status" if path.endswith("/status") else "run")] += 1
+        elif "/events" in path:
+            calls[(method, "event")] += 1
+        return original(method, url, *args, **kwargs)
+
+    rest.request = request
+    return calls
+
+
+def test_one_read_and_two_status_writes_from_pending_to_waiting(control_plane, crds, namespace, pg_url):
+    engine = make_engine(pg_url)
+    try:
+        with OperatorStack.open(control_plane.api_client(), engine, namespace) as stack:
+            _, run = stack.ticket()
+            calls = _count_calls(stack.api, run)
+            phase, body = reconcile(stack.deps, namespace, run)
+            assert phase is not None and phase.value == "WaitingApproval"
+            # Before: a GET before each of the three steps and a third status PATCH for "0/1 approvals".
+            assert calls == {("GET", "run"): 1, ("PATCH", "status"): 2, ("POST", "event"): 2}, calls
+            # What the pass hands back is what the API server holds now (the next wake is scheduled from it).
+            held = stack.run(run)
+            assert body["metadata"]["resourceVersion"] == held["metadata"]["resourceVersion"]
+            assert held["status"]["message"] == "0/1 approvals"
+            assert held["status"]["approvals"]["summary"] == "0/1"
+            ready = next(c for c in held["status"]["conditions"] if c["type"] == "Ready")
+            assert ready["reason"] == "Planned" and ready["message"].startswith("plan for "), ready
+
+            # The next pass finds nothing to write.
+            calls.clear()
+            assert reconcile_run(stack.deps, namespace, run).value == "WaitingApproval"
+            assert calls == {("GET", "run"): 1}, calls
+
+            row = claims.get_run(engine, namespace, run)
+            assert [e.payload["to"] for e in audit.audit_events(engine, row.id) if e.kind == "phase"] == [
+                "Analysing", "WaitingApproval"]
+    finally:
+        engine.dispose()
