@@ -291,3 +291,39 @@ def test_previous_chart_version_fixture_is_older(helm):
     from foundry import __version__
 
     assert new["appVersion"] == __version__, "Chart.yaml appVersion must follow foundry/__init__.py"
+
+
+def test_operator_pause_and_shards(helm, default_objects):
+    # Unsharded and not paused: the one Deployment, neither flag, no shard label (its selector,
+    # which is immutable, is what it was before shards existed).
+    operator = one(default_objects, "Deployment", "-operator")
+    args = operator["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--paused" not in args and "--shard-count" not in args
+    assert "foundry.dev/shard" not in operator["spec"]["selector"]["matchLabels"]
+
+    objs = render(helm, values={"operator": {"shards": 3, "paused": True}})
+    deployments = {d["metadata"]["name"]: d for d in by_kind(objs, "Deployment")
+                   if d["metadata"]["name"].startswith("rel-foundry-operator")}
+    assert sorted(deployments) == [f"rel-foundry-operator-shard-{i}" for i in range(3)]
+    selectors = set()
+    for i in range(3):
+        spec = deployments[f"rel-foundry-operator-shard-{i}"]["spec"]
+        args = spec["template"]["spec"]["containers"][0]["args"]
+        assert args[args.index("--shard-count") + 1] == "3" and args[args.index("--shard-index") + 1] == str(i)
+        assert "--paused" in args
+        assert spec["replicas"] == 2, "each shard has its leader and its standby"
+        match = spec["selector"]["matchLabels"]
+        assert match["foundry.dev/shard"] == str(i)
+        assert spec["template"]["metadata"]["labels"].items() >= match.items()
+        selectors.add(tuple(sorted(match.items())))
+    assert len(selectors) == 3, "no two shards' Deployments may select each other's pods"
+    pdbs = {p["metadata"]["name"]: p["spec"]["selector"]["matchLabels"]["foundry.dev/shard"]
+            for p in by_kind(objs, "PodDisruptionBudget") if "-operator" in p["metadata"]["name"]}
+    assert pdbs == {f"rel-foundry-operator-shard-{i}": str(i) for i in range(3)}
+    # Each shard elects on its own Lease, so a Lease name set by hand (shared by all) is refused.
+    proc = template(helm, values={"operator": {"shards": 2},
+                                  "config": {"operator": {"leader_election": {"lease_name": "x"}}}}, check=False)
+    assert proc.returncode != 0 and "each shard's own Lease" in proc.stderr
+    for bad in (0, 65):
+        proc = template(helm, values={"operator": {"shards": bad}}, check=False)
+        assert proc.returncode != 0 and "shards" in proc.stderr
