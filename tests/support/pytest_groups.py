@@ -54,7 +54,11 @@ def module_ranks(items: list[pytest.Item]) -> dict[str, int]:
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if getattr(config.option, "dist", "no") != "loadgroup" or not config.pluginmanager.hasplugin("xdist"):
+    # Items are collected on the workers, where xdist has set `dist` to "no" and kept the choice in
+    # `loadgroup` (the controller only schedules). Checking `dist` alone, as this once did, marked
+    # nothing: every test was its own group, and module fixtures started once per worker.
+    loadgroup = getattr(config.option, "dist", "no") == "loadgroup" or getattr(config.option, "loadgroup", False)
+    if not loadgroup or not config.pluginmanager.hasplugin("xdist"):
         return
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
