@@ -33,7 +33,6 @@ pytestmark = [pytest.mark.node, pytest.mark.slow]
 NOWHERE = {"linear": {"api_url": "http://127.0.0.1:9/graphql"}, "github": {"api_url": "http://127.0.0.1:9"}}
 CREDENTIALS = {"linearApiKey": "lin_test", "githubToken": "ghp_test", "linearWebhookSecret": "whsec-linear",
                "githubWebhookSecret": "whsec-github"}
-NO_VOLUME = {"postgresql": {"persistence": {"enabled": False}}}
 
 
 @pytest.fixture(scope="module")
@@ -130,47 +129,7 @@ def helm_test(real_node, release: str, namespace: str) -> str:
     return out
 
 
-# ---------------------------------------------------------------- defaults
-
-def test_install_with_defaults_starts_every_pod_and_helm_test_passes(real_node, images, api, core, apps,
-                                                                     node_namespace):
-    ns, release = node_namespace, "fd"
-    started = time.monotonic()
-    # The defaults, but for the volume: the node has no storage provisioner.
-    install(real_node, CHART, release, ns, NO_VOLUME)
-    installed_in = time.monotonic() - started
-    wait_release_ready(core, apps, ns, release)
-
-    sts = apps.read_namespaced_stateful_set(f"{release}-foundry-postgresql", ns)
-    assert sts.status.ready_replicas == 1
-    assert sts.spec.template.spec.containers[0].image == "docker.io/library/postgres:15"
-    for name in ("operator", "bridge"):
-        dep = apps.read_namespaced_deployment(f"{release}-foundry-{name}", ns)
-        assert dep.status.ready_replicas == dep.spec.replicas >= 1, name
-    # The schema was made by the pods' init containers, once each, and reached the head.
-    head = migrate.head_revision()
-    logs = init_logs(core, ns, f"app.kubernetes.io/instance={release},app.kubernetes.io/component in (operator,bridge)",
-                     "migrate")
-    # Two operator replicas (leader election: one leads, one stands by, both ready) and two bridges.
-    assert len(logs) == 4 and all(f"database at {head} (head)" in text for text in logs), logs
-    assert query_database(core, ns, f"{release}-foundry-database", "database-url",
-                          "SELECT version_num FROM alembic_version") == [{"version_num": head}]
-
-    # Without credentials the operator runs, and says what it lacks.
-    op_pod = core.list_namespaced_pod(ns, label_selector=f"app.kubernetes.io/instance={release},"
-                                                         "app.kubernetes.io/component=operator").items[0]
-    op_log = core.read_namespaced_pod_log(op_pod.metadata.name, ns, container="operator")
-    assert "FOUNDRY_LINEAR_API_KEY is not set (chart value secrets.linearApiKey)" in op_log
-    status = json.loads(helm(real_node, "status", release, "-n", ns, "-o", "json").stdout)
-    assert status["info"]["status"] == "deployed"
-    assert "  - secrets.linearApiKey" in status["info"]["notes"]
-
-    helm_test(real_node, release, ns)
-    print(f"\n[helm-node] defaults: install --wait {installed_in:.1f}s")
-    uninstall(real_node, release, ns)
-
-
-# ---------------------------------------------------------------- upgrade and rollback keep every run
+# ---------------------------------------------------------------- defaults, then upgrade and rollback keep every run
 
 @pytest.fixture
 def host_volume(real_node, api, node_namespace):
@@ -195,16 +154,47 @@ def host_volume(real_node, api, node_namespace):
     shutil.rmtree(path, ignore_errors=True)
 
 
-def test_upgrade_and_rollback_keep_the_run_its_row_and_the_password(real_node, images, api, core, apps,
-                                                                    node_namespace, host_volume):
-    ns, release = node_namespace, "fl"
+def test_install_with_defaults_then_upgrade_and_rollback_keep_the_run_its_row_and_the_password(
+        real_node, images, api, core, apps, node_namespace, host_volume):
+    # One release's life: installed with the defaults (but for the volume: the node has no storage
+    # provisioner, so the bundled database's claim binds a hostPath volume made here), used, upgraded,
+    # rolled back, its database pod replaced. One install serves it all: installs are what cost here.
+    ns, release = node_namespace, "fd"
     values = {**host_volume}
+    started = time.monotonic()
     install(real_node, CHART, release, ns, values)
+    installed_in = time.monotonic() - started
     wait_release_ready(core, apps, ns, release)
+
+    sts = apps.read_namespaced_stateful_set(f"{release}-foundry-postgresql", ns)
+    assert sts.status.ready_replicas == 1
+    assert sts.spec.template.spec.containers[0].image == "docker.io/library/postgres:15"
+    for name in ("operator", "bridge"):
+        dep = apps.read_namespaced_deployment(f"{release}-foundry-{name}", ns)
+        assert dep.status.ready_replicas == dep.spec.replicas >= 1, name
+    # The schema was made by the pods' init containers, once each, and reached the head.
+    head = migrate.head_revision()
+    logs = init_logs(core, ns, f"app.kubernetes.io/instance={release},app.kubernetes.io/component in (operator,bridge)",
+                     "migrate")
+    # Two operator replicas (leader election: one leads, one stands by, both ready) and two bridges.
+    assert len(logs) == 4 and all(f"database at {head} (head)" in text for text in logs), logs
     db_secret = f"{release}-foundry-database"
+    assert query_database(core, ns, db_secret, "database-url",
+                          "SELECT version_num FROM alembic_version") == [{"version_num": head}]
+
+    # Without credentials the operator runs, and says what it lacks.
+    op_pod = core.list_namespaced_pod(ns, label_selector=f"app.kubernetes.io/instance={release},"
+                                                         "app.kubernetes.io/component=operator").items[0]
+    op_log = core.read_namespaced_pod_log(op_pod.metadata.name, ns, container="operator")
+    assert "FOUNDRY_LINEAR_API_KEY is not set (chart value secrets.linearApiKey)" in op_log
+    status = json.loads(helm(real_node, "status", release, "-n", ns, "-o", "json").stdout)
+    assert status["info"]["status"] == "deployed"
+    assert "  - secrets.linearApiKey" in status["info"]["notes"]
+    helm_test(real_node, release, ns)
+    print(f"\n[helm-node] defaults: install --wait {installed_in:.1f}s")
+
     password = secret_value(core, ns, db_secret, "password")
     webhook = secret_value(core, ns, f"{release}-foundry-secrets", "github-webhook-secret")
-
     run = create_run(api, ns, "4201")
     name = run["metadata"]["name"]
     # The operator claims the run in the database first (then waits for Linear credentials).
@@ -237,7 +227,6 @@ def test_upgrade_and_rollback_keep_the_run_its_row_and_the_password(real_node, i
     assert [r["id"] for r in query_database(core, ns, db_secret, "database-url", run_row_sql(name))] == [row["id"]]
     history = json.loads(helm(real_node, "history", release, "-n", ns, "-o", "json").stdout)
     assert [h["status"] for h in history] == ["superseded", "superseded", "deployed"]
-    helm_test(real_node, release, ns)
     uninstall(real_node, release, ns)
 
 
