@@ -147,6 +147,30 @@ class Timeouts:
     approval_seconds: int = 7 * 24 * 3600  # WaitingApproval longer than this → Expired; 0 = never
 
 
+# Who writes the plan approvers read: the coding agent, read-only against the repository
+# (a plan Job, docs/decisions/0021-plan-job.md), or the deterministic planner (foundry.domain.planning).
+PLAN_MODES: tuple[str, ...] = ("agent", "heuristic")
+# The runners that have a read-only mode to plan in (decision 0020; aider is refused, `command` has none).
+PLANNING_RUNNERS: tuple[str, ...] = ("claude-code", "codex")
+# The providers that can run a plan Job (a webhook agent service speaks only the apply contract).
+PLANNING_PROVIDERS: tuple[str, ...] = ("job", "local")
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """plan.mode and the plan Job's deadline. `mode` as parsed is already resolved: `agent` by
+    default when the runner and provider can plan (claude-code or codex, job or local), else
+    `heuristic`; `agent` asked for where they cannot is a configuration error."""
+
+    mode: str = "agent"
+    timeout_seconds: int = 900  # the plan Job's activeDeadlineSeconds
+
+    def agent_plans(self, agent: "Agent") -> bool:
+        """Whether runs are planned by a plan Job (also for configs built in code, not parsed)."""
+        return (self.mode == "agent" and agent.runner.name in PLANNING_RUNNERS
+                and agent.provider in PLANNING_PROVIDERS)
+
+
 @dataclass(frozen=True)
 class Retention:
     """What the operator's housekeeping keeps, and how hard it works per round (0 = keep for ever)."""
@@ -223,6 +247,12 @@ class FoundryConfig:
     linear: LinearSettings = field(default_factory=LinearSettings)
     github: GitHubSettings = field(default_factory=GitHubSettings)
     operator: OperatorSettings = field(default_factory=OperatorSettings)
+    plan: PlanSettings = field(default_factory=PlanSettings)
+
+    @property
+    def agent_plans(self) -> bool:
+        """Runs are planned by the coding agent in a plan Job (plan.mode agent, and it can)."""
+        return self.plan.agent_plans(self.agent)
 
 
 # The name others were told about; both spellings refer to the same class.
@@ -264,18 +294,20 @@ def parse_config(raw: Any) -> FoundryConfig:
         return FoundryConfig()
     top = _Obj(raw, "")
     linear = _linear(top.section("linear"))
+    agent = _agent(top.section("agent"))
     cfg = FoundryConfig(
         # The rule carries linear.team, so webhooks and the sweep start runs for that team only.
         trigger=replace(_trigger(top.section("trigger")), team=linear.team),
         repositories=_repositories(top.list("repositories")),
         approvers=_approvers(top.list("approvers")),
         policy=_policy(top.section("policy")),
-        agent=_agent(top.section("agent")),
+        agent=agent,
         timeouts=_timeouts(top.section("timeouts")),
         retention=_retention(top.section("retention")),
         linear=linear,
         github=_github(top.section("github")),
         operator=_operator(top.section("operator")),
+        plan=_plan(top.section("plan"), agent),
     )
     top.done()
     _cross_checks(cfg)
@@ -474,6 +506,22 @@ def _timeouts(o: "_Obj") -> Timeouts:
     )
     o.done()
     return t
+
+
+def _plan(o: "_Obj", agent: Agent) -> PlanSettings:
+    d = PlanSettings()
+    can = agent.runner.name in PLANNING_RUNNERS and agent.provider in PLANNING_PROVIDERS
+    mode = o.opt_str("mode")
+    timeout = o.int("timeout_seconds", d.timeout_seconds, minimum=30)
+    o.done()
+    if mode is not None and mode not in PLAN_MODES:
+        raise ConfigError(f"{o.at('mode')}: expected one of {', '.join(PLAN_MODES)}, got {mode!r}")
+    if mode == "agent" and not can:
+        why = (f"the {agent.runner.name} runner has no read-only mode to plan in (plans need claude-code or codex)"
+               if agent.runner.name not in PLANNING_RUNNERS else
+               f"the {agent.provider} provider cannot run a plan Job (plans need the job or local provider)")
+        raise ConfigError(f"{o.at('mode')}: agent plans are not possible here: {why}; use heuristic")
+    return PlanSettings(mode=mode or ("agent" if can else "heuristic"), timeout_seconds=timeout)
 
 
 def _retention(o: "_Obj") -> Retention:

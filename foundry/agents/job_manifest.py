@@ -18,6 +18,14 @@ docs/agent-contract.md is the contract these objects implement:
 
 backoffLimit is 0 because retries are Foundry's decision (attempt n+1 with
 its own name, counted against the caps), not the Job controller's.
+
+A plan (docs/decisions/0021-plan-job.md) is a Job `<run>-p<n>` of the same
+lockdown whose steps are init `prepare`, init `plan` and main `verify`
+(input.json mode "plan"). Only `prepare` mounts a credential, and that is
+Secret `<run>-p<n>-github` holding a read-only token under the key
+`read-token` (so it appears at /foundry/credentials/read-token); the push
+token's path never exists in a plan's pod. Without a read token the plan
+clones anonymously. Its deadline is plan.timeout_seconds.
 """
 
 from __future__ import annotations
@@ -26,8 +34,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from foundry.agents.provider import attempt_name, run_identity
-from foundry.config import Agent, Timeouts
+from foundry.agents.provider import attempt_name, plan_job_name, run_identity
+from foundry.config import Agent, PlanSettings, Timeouts
 from foundry.kube.crds import GROUP, VERSION
 
 GROUP_VERSION = f"{GROUP}/{VERSION}"
@@ -54,6 +62,7 @@ MAX_INPUT_BYTES = 900 * 1024
 LABEL_RUN = "foundry.dev/run"
 LABEL_RUN_NAMESPACE = "foundry.dev/run-namespace"
 LABEL_ATTEMPT = "foundry.dev/attempt"
+LABEL_PLAN = "foundry.dev/plan"  # a plan Job's number (never with LABEL_ATTEMPT: selectors stay apart)
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 ANNOTATION_REPO = "foundry.dev/repo"
@@ -303,3 +312,135 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+# ---------------------------------------------------------------- plan Jobs
+
+PLAN_STEPS = ("prepare", "plan", "verify")
+PLAN_CLI_STEP = "plan"  # the step that runs the coding agent, read-only
+READ_TOKEN_KEY = "read-token"
+READ_TOKEN_PATH = f"{CREDENTIALS_DIR}/{READ_TOKEN_KEY}"
+# _env's rules for the CLI's step (the model API's secrets, no token path) apply to the plan step.
+PLAN_CLI_STEP_AS_AGENT = CONTAINER
+
+
+def plan_input_configmap_name(run_name: str, number: int) -> str:
+    return f"{plan_job_name(run_name, number)}-input"
+
+
+def plan_token_secret_name(run_name: str, number: int) -> str:
+    return f"{plan_job_name(run_name, number)}-github"
+
+
+def plan_labels(run: Mapping[str, Any], number: int) -> dict[str, str]:
+    """Labels on a plan Job, its pods, input and read token: the run's (so watch_jobs wakes the run when
+    the Job finishes) and the plan's number in place of an attempt's."""
+    out = labels(run, number)
+    out.pop(LABEL_ATTEMPT)
+    out.update({LABEL_COMPONENT: "plan", LABEL_PLAN: str(number)})
+    return out
+
+
+def plan_selector(run: Mapping[str, Any], number: int) -> str:
+    name, namespace, _ = run_identity(run)
+    return f"{LABEL_RUN}={name},{LABEL_RUN_NAMESPACE}={namespace},{LABEL_PLAN}={number}"
+
+
+def build_plan_input_configmap(run: Mapping[str, Any], number: int, job_input: Mapping[str, Any],
+                               job: Mapping[str, Any]) -> dict[str, Any]:
+    cm = build_input_configmap(run, number, job_input, job)
+    cm["metadata"].update(name=plan_input_configmap_name(run_identity(run)[0], number),
+                          labels=plan_labels(run, number))
+    return cm
+
+
+def build_read_token_secret(run: Mapping[str, Any], number: int, token: str, job: Mapping[str, Any],
+                            expires_at: str | None) -> dict[str, Any]:
+    """Secret `<run>-p<n>-github`: the plan's read-only token under `read-token`, owned by the Job."""
+    secret = build_token_secret(run, number, token, job, expires_at)
+    secret["metadata"].update(name=plan_token_secret_name(run_identity(run)[0], number),
+                              labels=plan_labels(run, number))
+    secret["stringData"] = {READ_TOKEN_KEY: token}
+    return secret
+
+
+def _plan_env(agent: Agent, step: str, run_name: str, number: int, job_input: Mapping[str, Any],
+              read_token: bool) -> list[dict[str, Any]]:
+    env = _env(agent, PLAN_CLI_STEP_AS_AGENT if step == PLAN_CLI_STEP else step, run_name, number, job_input)
+    env = [e for e in env if e["name"] not in ("FOUNDRY_GITHUB_TOKEN_FILE", "FOUNDRY_ATTEMPT")]
+    for e in env:
+        if e["name"] == "FOUNDRY_STEP":
+            e["value"] = step
+    env.insert(2, {"name": "FOUNDRY_PLAN", "value": str(number)})
+    if step == "prepare" and read_token:
+        env.append({"name": "FOUNDRY_GITHUB_READ_TOKEN_FILE", "value": READ_TOKEN_PATH})
+    return env
+
+
+
+def _plan_mounts(step: str, read_token: bool) -> list[dict[str, Any]]:
+    """docs/agent-contract.md's plan table: the read token in prepare only, publish (the pristine git
+    directory) never in the CLI's step, the work tree read-only for verify."""
+    mounts = [{"name": "input", "mountPath": INPUT_DIR, "readOnly": True}]
+    if step == "prepare" and read_token:
+        mounts.append({"name": "credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True})
+    mounts.append({"name": "work", "mountPath": WORK_DIR, **({"readOnly": True} if step == "verify" else {})})
+    if step != PLAN_CLI_STEP:
+        mounts.append({"name": "publish", "mountPath": PUBLISH_DIR})
+    mounts.append({"name": f"tmp-{step}", "mountPath": "/tmp"})
+    return mounts
+
+
+def _plan_container(step: str, agent: Agent, run_name: str, number: int, job_input: Mapping[str, Any],
+                    read_token: bool) -> dict[str, Any]:
+    container = _container(PLAN_CLI_STEP_AS_AGENT if step == PLAN_CLI_STEP else step, agent, run_name, number,
+                           job_input)
+    container.update(name=step, args=[*agent.args, "--step", step],
+                     env=_plan_env(agent, step, run_name, number, job_input, read_token),
+                     volumeMounts=_plan_mounts(step, read_token))
+    return container
+
+
+def build_plan_job(run: Mapping[str, Any], number: int, job_input: Mapping[str, Any], agent: Agent,
+                   plan: PlanSettings, *, read_token: bool) -> dict[str, Any]:
+    """The batch/v1 Job `<run>-p<number>` of a plan (see the module doc). `read_token`: mount
+    Secret `<run>-p<n>-github` in prepare (False: the plan clones anonymously)."""
+    if job_input.get("mode") != "plan":
+        raise ManifestError("a plan Job runs input.json mode plan")
+    name, namespace, _ = run_identity(run)
+    job_labels = plan_labels(run, number)
+    target = job_namespace(run, agent)
+    prepare, cli, verify = (_plan_container(step, agent, name, number, job_input, read_token)
+                            for step in PLAN_STEPS)
+    volumes: list[dict[str, Any]] = [
+        {"name": "input", "configMap": {"name": plan_input_configmap_name(name, number)}}]
+    if read_token:
+        volumes.append({"name": "credentials", "secret": {"secretName": plan_token_secret_name(name, number),
+                                                          "defaultMode": 0o440}})
+    volumes += [{"name": "work", "emptyDir": {}}, {"name": "publish", "emptyDir": {}},
+                *({"name": f"tmp-{step}", "emptyDir": {}} for step in PLAN_STEPS)]
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "securityContext": _plain(POD_SECURITY),
+        "initContainers": [prepare, cli],
+        "containers": [verify],
+        "volumes": volumes,
+    }
+    if agent.service_account:
+        pod_spec["serviceAccountName"] = agent.service_account
+    meta: dict[str, Any] = {"name": plan_job_name(name, number), "namespace": target, "labels": job_labels}
+    if job_input.get("repo"):
+        meta["annotations"] = {ANNOTATION_REPO: str(job_input["repo"])}
+    if target == namespace:
+        meta["ownerReferences"] = [owner_reference(run)]
+    spec: dict[str, Any] = {
+        "backoffLimit": 0,
+        "activeDeadlineSeconds": plan.timeout_seconds,
+        "template": {"metadata": {"labels": job_labels}, "spec": pod_spec},
+    }
+    if agent.ttl_seconds_after_finished is not None:
+        spec["ttlSecondsAfterFinished"] = agent.ttl_seconds_after_finished
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": spec}

@@ -58,6 +58,15 @@ def attempt_name(run_name: str, attempt: int) -> str:
     return f"{run_name}-a{attempt}"
 
 
+def plan_job_name(run_name: str, number: int) -> str:
+    """`<run>-p<n>`: a plan Job's name (n counts the run's plans: a re-plan is n+1)."""
+    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+        raise ValueError(f"a plan's number must be a positive integer, got {number!r}")
+    if not run_name:
+        raise ValueError("run name is empty")
+    return f"{run_name}-p{number}"
+
+
 def run_identity(run: Mapping[str, Any]) -> tuple[str, str, str]:
     """(name, namespace, uid) of a FoundryRun dict, with a clear error when the object is incomplete."""
     meta = run.get("metadata") if isinstance(run, Mapping) else None
