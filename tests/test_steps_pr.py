@@ -164,3 +164,75 @@ def test_a_pr_gone_from_view_keeps_the_run_waiting():
     deps.github.pulls.clear()
     outcome = steps_pr.watch_pr(deps, run)
     assert isinstance(outcome, Stay) and set(outcome.status) == {"lastSyncedAt"}
+
+
+# ---------------------------------------------------------------- plan drift (the plan names app/x.py)
+
+
+def _drift_condition(outcome) -> tuple[bool, str, str]:
+    (cond,) = [c for c in outcome.conditions if c.type == "PlanDrift"]
+    return cond.status, cond.reason, cond.message
+
+
+def _written(deps: StepDeps, run: RunView, outcome) -> RunView:
+    """`run` as the API server has it once `outcome` is written (its conditions merged)."""
+    from foundry.operator.status import merge_conditions
+
+    status = {**run.status, **outcome.status,
+              "conditions": merge_conditions(run.status.get("conditions"), outcome.conditions, deps.clock())}
+    if isinstance(outcome, Transition):
+        status["phase"] = outcome.to.value
+    return RunView({**run.body, "status": status})
+
+
+def test_a_pr_within_the_plan_says_so_without_an_event():
+    deps = StepDeps()
+    run = _pr_open(deps, files=("app/x.py", "app/helpers.py", "tests/test_x.py"))
+    outcome = steps_pr.watch_pr(deps, run)
+    assert _drift_condition(outcome) == (False, "WithinPlan", "every changed file is within the approved plan")
+    assert outcome.events == []
+    assert steps_pr.watch_pr(deps, _written(deps, run, outcome)).conditions == []  # said once
+
+
+def test_files_outside_the_plan_get_the_drift_condition_and_one_warning_and_go_to_review():
+    deps = StepDeps()
+    run = _pr_open(deps, files=("app/x.py", "lib/util.py", "docs/notes.md"))
+    outcome = steps_pr.watch_pr(deps, run)
+    assert (outcome.to, outcome.reason) == (Phase.REVIEW_REQUIRED, "DiffNeedsReview")
+    assert "files outside the plan: lib/util.py, docs/notes.md" in outcome.message
+    status, reason, message = _drift_condition(outcome)
+    assert (status, reason) == (True, "FilesOutsidePlan")
+    assert message == "2 changed file(s) outside the approved plan: lib/util.py, docs/notes.md"
+    assert outcome.events == [("PlanDrift", message, True)]
+    # The next pass over the same head neither rewrites the condition nor warns again.
+    again = steps_pr.watch_pr(deps, _written(deps, run, outcome))
+    assert isinstance(again, Stay) and again.conditions == [] and again.events == []
+
+
+def test_an_uncovered_risky_file_outside_the_plan_blocks_the_run_with_one_comment():
+    deps = StepDeps()
+    run = _pr_open(deps, files=("app/x.py", "db/migrations/0003_add.sql"), riskAreas=[])
+    outcome = steps_pr.watch_pr(deps, run)
+    assert (outcome.to, outcome.reason, outcome.warning) == (Phase.BLOCKED, "PlanDrift", True)
+    why = "db/migrations/0003_add.sql is in risk area migrations, which the approvals did not cover"
+    assert why in outcome.message
+    assert _drift_condition(outcome)[:2] == (True, "RiskyFilesOutsidePlan") and why in _drift_condition(outcome)[2]
+    assert outcome.events == []  # the transition's own Warning (reason PlanDrift) tells it
+    assert deps.linear.purposes() == ["blocked"] and why in deps.linear.created[0].body
+
+
+def test_risky_drift_the_approvals_covered_only_needs_review():
+    deps = StepDeps()
+    run = _pr_open(deps, files=("app/x.py", "db/migrations/0003_add.sql"), riskAreas=["migrations"])
+    outcome = steps_pr.watch_pr(deps, run)
+    assert (outcome.to, outcome.reason) == (Phase.REVIEW_REQUIRED, "DiffNeedsReview")
+    assert _drift_condition(outcome)[:2] == (True, "FilesOutsidePlan")
+
+
+def test_a_plan_without_files_judges_no_drift():
+    deps = StepDeps()
+    run = _pr_open(deps, files=("lib/anything.py",))
+    run = RunView({**run.body, "status": {**run.status, "plan": {**run.status["plan"], "files": []}}})
+    outcome = steps_pr.watch_pr(deps, run)
+    assert isinstance(outcome, Stay)  # still PROpen: nothing bounds the change
+    assert _drift_condition(outcome)[:2] == (False, "PlanNamesNoFiles") and outcome.events == []
