@@ -6,10 +6,6 @@ exists). GitHub is the truth; every decision is made on a fresh read
 - every new head SHA: the diff check (a forbidden path, also as a rename's old
   path or a deletion, or a workflow file → Blocked, sticky; risky area not
   approved, too many files or lines, files outside the plan → ReviewRequired);
-- plan drift (foundry.domain.drift): the PlanDrift condition names the files
-  outside the approved plan (a Warning Event when it starts naming them);
-  out-of-plan files in a risk area the approvals did not cover → Blocked
-  (PlanDrift), with the one "blocked" ticket comment saying which and why;
 - CI failed or changes requested → a new agent attempt on the same branch,
   keyed by the failing head SHA (the same failure seen twice makes one retry),
   within the retry and budget caps, else ReviewRequired. The attempt is told
@@ -27,7 +23,6 @@ from foundry.operator.reconcile import agentio, commentio, feedback
 from foundry.operator.reconcile.outcome import Outcome, Stay, Transition
 from foundry.operator.reconcile.prtruth import PRTruth, fetch
 from foundry.operator.reconcile.view import RunView
-from foundry.operator.status import PLAN_DRIFT, differs, plan_drift_condition
 
 if TYPE_CHECKING:
     from foundry.operator.deps import Deps
@@ -79,28 +74,15 @@ def judge(deps: "Deps", run: RunView, truth: PRTruth) -> Outcome:
     base = synced(deps, run, truth)
     verdict = policy.check_diff(deps.config, list(truth.files), run.status.get("plan") or {},
                                 list(run.status.get("riskAreas") or []), changes=truth.changes)
-    drift = plan_drift_condition(verdict.drift)
-    drifts = [drift] if differs(run.status.get("conditions"), drift) else []
     if verdict.kind == "blocked":
         _stop_agent(deps, run, base)
         base["comments"] = commentio.post(deps, run, "blocked", texts.blocked(run.issue_key, verdict.reason))
-        # The transition's own Event says it (reason PlanDrift when drift is the cause).
-        return Transition(Phase.BLOCKED, verdict.cause or "ForbiddenPath", verdict.reason, status=base,
-                          warning=True, conditions=drifts)
+        return Transition(Phase.BLOCKED, "ForbiddenPath", verdict.reason, status=base, warning=True)
     if "pr_opened" not in run.comments:
         # The ticket hears of the PR once, whatever the first verdict on it:
         # one that waits for review is news too.
         base["comments"] = commentio.post(deps, run, "pr_opened", texts.pr_opened(
             run.issue_key, truth.number, truth.url, run.branch, run.attempt or 1))
-    outcome = _decide(deps, run, truth, verdict, base)
-    if drifts:
-        outcome.conditions.extend(drifts)
-        if drift.status:  # people hear of drift once, when the condition starts naming these paths
-            outcome.events.append((PLAN_DRIFT, drift.message, True))
-    return outcome
-
-
-def _decide(deps: "Deps", run: RunView, truth: PRTruth, verdict: policy.DiffVerdict, base: dict) -> Outcome:
     if verdict.kind == "review":
         return _stay_or_move(run, Phase.REVIEW_REQUIRED, "DiffNeedsReview", verdict.reason, base)
     failing = truth.checks == "failure" or truth.review == "changes_requested"
