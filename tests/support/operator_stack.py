@@ -140,12 +140,15 @@ class OperatorStack:
     def agent_running(self, approver: str = "alice") -> tuple[str, str]:
         """A ticket planned, approved and dispatched (its run in AgentRunning, Job a1 created);
         needs the operator running. Returns (issue id, run name)."""
-        from tests.support.operator_kit import wait_phase
+        from tests.support.operator_kit import wait_for, wait_phase
 
         issue_id, run = self.ticket()
         wait_phase(self.api, self.namespace, run, "WaitingApproval")
         self.decide(run, "approve", approver)
-        wait_phase(self.api, self.namespace, run, "AgentRunning")
+        # Attempt 1 recorded: written with the AgentRunning phase in one status write. Polling for the
+        # phase itself missed it when the run moved on at once (a pod the cluster refuses).
+        wait_for(lambda: ((self.run(run).get("status") or {}).get("agent") or {}).get("jobs"),
+                 timeout=30, what=f"{run} to dispatch attempt 1")
         return issue_id, run
 
     def run(self, name: str) -> dict[str, Any]:
