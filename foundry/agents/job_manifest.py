@@ -257,37 +257,46 @@ def build_job(
     timeouts: Timeouts,
 ) -> dict[str, Any]:
     """The batch/v1 Job for one attempt (see the module doc)."""
-    name, namespace, _ = run_identity(run)
+    name, _, _ = run_identity(run)
     job_labels = labels(run, attempt)
     target = job_namespace(run, agent)
     prepare, agent_step, publish = (_container(step, agent, name, attempt, job_input) for step in STEPS)
+    volumes = [
+        {"name": "input", "configMap": {"name": input_configmap_name(name, attempt)}},
+        {"name": "credentials", "secret": {"secretName": token_secret_name(name, attempt), "defaultMode": 0o440}},
+        {"name": "work", "emptyDir": {}},
+        {"name": "publish", "emptyDir": {}},
+        *({"name": f"tmp-{step}", "emptyDir": {}} for step in STEPS),
+    ]
+    return _locked_job(run, attempt_name(name, attempt), target, job_labels, [prepare, agent_step], publish,
+                       volumes, agent, timeouts.agent_seconds, job_input)
+
+
+def _locked_job(run: Mapping[str, Any], job_name: str, target: str, job_labels: dict[str, str],
+                init: list[dict[str, Any]], main: dict[str, Any], volumes: list[dict[str, Any]], agent: Agent,
+                deadline: int, job_input: Mapping[str, Any]) -> dict[str, Any]:
+    """The Job around an attempt's or a plan's steps: the one locked-down pod both run in."""
+    _, namespace, _ = run_identity(run)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,  # no Service addresses of the namespace in the environment
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "securityContext": _plain(POD_SECURITY),
-        "initContainers": [prepare, agent_step],
-        "containers": [publish],
-        "volumes": [
-            {"name": "input", "configMap": {"name": input_configmap_name(name, attempt)}},
-            {"name": "credentials", "secret": {"secretName": token_secret_name(name, attempt),
-                                               "defaultMode": 0o440}},
-            {"name": "work", "emptyDir": {}},
-            {"name": "publish", "emptyDir": {}},
-            *({"name": f"tmp-{step}", "emptyDir": {}} for step in STEPS),
-        ],
+        "initContainers": init,
+        "containers": [main],
+        "volumes": volumes,
     }
     if agent.service_account:
         pod_spec["serviceAccountName"] = agent.service_account
-    meta: dict[str, Any] = {"name": attempt_name(name, attempt), "namespace": target, "labels": job_labels}
+    meta: dict[str, Any] = {"name": job_name, "namespace": target, "labels": job_labels}
     if job_input.get("repo"):
         meta["annotations"] = {ANNOTATION_REPO: str(job_input["repo"])}
     if target == namespace:  # an owner must live in the same namespace
         meta["ownerReferences"] = [owner_reference(run)]
     spec: dict[str, Any] = {
         "backoffLimit": 0,
-        "activeDeadlineSeconds": timeouts.agent_seconds,
+        "activeDeadlineSeconds": deadline,
         "template": {"metadata": {"labels": job_labels}, "spec": pod_spec},
     }
     if agent.ttl_seconds_after_finished is not None:
@@ -407,7 +416,7 @@ def build_plan_job(run: Mapping[str, Any], number: int, job_input: Mapping[str, 
     Secret `<run>-p<n>-github` in prepare (False: the plan clones anonymously)."""
     if job_input.get("mode") != "plan":
         raise ManifestError("a plan Job runs input.json mode plan")
-    name, namespace, _ = run_identity(run)
+    name, _, _ = run_identity(run)
     job_labels = plan_labels(run, number)
     target = job_namespace(run, agent)
     prepare, cli, verify = (_plan_container(step, agent, name, number, job_input, read_token)
@@ -419,28 +428,5 @@ def build_plan_job(run: Mapping[str, Any], number: int, job_input: Mapping[str, 
                                                           "defaultMode": 0o440}})
     volumes += [{"name": "work", "emptyDir": {}}, {"name": "publish", "emptyDir": {}},
                 *({"name": f"tmp-{step}", "emptyDir": {}} for step in PLAN_STEPS)]
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
-        "securityContext": _plain(POD_SECURITY),
-        "initContainers": [prepare, cli],
-        "containers": [verify],
-        "volumes": volumes,
-    }
-    if agent.service_account:
-        pod_spec["serviceAccountName"] = agent.service_account
-    meta: dict[str, Any] = {"name": plan_job_name(name, number), "namespace": target, "labels": job_labels}
-    if job_input.get("repo"):
-        meta["annotations"] = {ANNOTATION_REPO: str(job_input["repo"])}
-    if target == namespace:
-        meta["ownerReferences"] = [owner_reference(run)]
-    spec: dict[str, Any] = {
-        "backoffLimit": 0,
-        "activeDeadlineSeconds": plan.timeout_seconds,
-        "template": {"metadata": {"labels": job_labels}, "spec": pod_spec},
-    }
-    if agent.ttl_seconds_after_finished is not None:
-        spec["ttlSecondsAfterFinished"] = agent.ttl_seconds_after_finished
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": spec}
+    return _locked_job(run, plan_job_name(name, number), target, job_labels, [prepare, cli], verify, volumes, agent,
+                       plan.timeout_seconds, job_input)

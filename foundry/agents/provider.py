@@ -51,20 +51,20 @@ class AgentProvider(Protocol):
 
 def attempt_name(run_name: str, attempt: int) -> str:
     """`<run>-a<attempt>`: the Job name, the webhook delivery id, the local work folder."""
-    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
-        raise ValueError(f"attempt must be a positive integer, got {attempt!r}")
-    if not run_name:
-        raise ValueError("run name is empty")
-    return f"{run_name}-a{attempt}"
+    return _numbered(run_name, "a", attempt, "attempt must be")
 
 
 def plan_job_name(run_name: str, number: int) -> str:
     """`<run>-p<n>`: a plan Job's name (n counts the run's plans: a re-plan is n+1)."""
+    return _numbered(run_name, "p", number, "a plan's number must be")
+
+
+def _numbered(run_name: str, letter: str, number: int, what: str) -> str:
     if isinstance(number, bool) or not isinstance(number, int) or number < 1:
-        raise ValueError(f"a plan's number must be a positive integer, got {number!r}")
+        raise ValueError(f"{what} a positive integer, got {number!r}")
     if not run_name:
         raise ValueError("run name is empty")
-    return f"{run_name}-p{number}"
+    return f"{run_name}-{letter}{number}"
 
 
 def run_identity(run: Mapping[str, Any]) -> tuple[str, str, str]:
