@@ -47,13 +47,14 @@ test: venv binaries postgres node-runtime agent-clis ## run the whole test suite
 demo: venv binaries agent-clis ## run Foundry locally end to end: a ticket becomes a merged PR
 	$(VENV)/bin/foundry dev demo
 
-bench: venv binaries postgres node-runtime agent-clis ## print the benchmark figures (docs/benchmarks.md; the last needs root)
+bench: venv binaries postgres node-runtime agent-clis ## print the benchmark figures (docs/benchmarks.md; the last two need root)
 	$(PY) tools/bench_claims.py
 	$(PY) tools/bench_kube_create.py
 	$(PY) tools/bench_bridge.py
 	$(PY) tools/bench_operator.py
 	$(PY) tools/bench_scale.py $(BENCH_SCALE_ARGS)
 	$(PY) tools/bench_node_dispatch.py
+	$(PY) tools/bench_agent_pod.py --plan
 
 kind-e2e: venv ## the chart, RBAC, image and real-node tests in a kind cluster (needs Docker and kind)
 	bash tools/kind-e2e.sh

@@ -150,8 +150,12 @@ class Timeouts:
 # Who writes the plan approvers read: the coding agent, read-only against the repository
 # (a plan Job, docs/decisions/0021-plan-job.md), or the deterministic planner (foundry.domain.planning).
 PLAN_MODES: tuple[str, ...] = ("agent", "heuristic")
-# The runners that have a read-only mode to plan in (decision 0020; aider is refused, `command` has none).
+# The runners that have a read-only mode to plan in (decision 0020; aider is refused): they plan by default.
 PLANNING_RUNNERS: tuple[str, ...] = ("claude-code", "codex")
+# A runner that plans only when plan.mode agent is written out: `command` has no read-only mode of its
+# own, so the runner's work-tree check is its only guard, and a program written to edit files would
+# simply fail every plan; whoever runs one that can plan (the demo's agent) says so.
+OPT_IN_PLANNING_RUNNERS: tuple[str, ...] = ("command",)
 # The providers that can run a plan Job (a webhook agent service speaks only the apply contract).
 PLANNING_PROVIDERS: tuple[str, ...] = ("job", "local")
 
@@ -160,15 +164,18 @@ PLANNING_PROVIDERS: tuple[str, ...] = ("job", "local")
 class PlanSettings:
     """plan.mode and the plan Job's deadline. `mode` as parsed is already resolved: `agent` by
     default when the runner and provider can plan (claude-code or codex, job or local), else
-    `heuristic`; `agent` asked for where they cannot is a configuration error."""
+    `heuristic`; the `command` runner plans only when `agent` is written out (`explicit`); `agent`
+    asked for where it cannot work is a configuration error."""
 
     mode: str = "agent"
     timeout_seconds: int = 900  # the plan Job's activeDeadlineSeconds
+    explicit: bool = False  # plan.mode was written in the config (an opt-in runner plans only then)
 
     def agent_plans(self, agent: "Agent") -> bool:
         """Whether runs are planned by a plan Job (also for configs built in code, not parsed)."""
-        return (self.mode == "agent" and agent.runner.name in PLANNING_RUNNERS
-                and agent.provider in PLANNING_PROVIDERS)
+        runner = agent.runner.name
+        return (self.mode == "agent" and agent.provider in PLANNING_PROVIDERS
+                and (runner in PLANNING_RUNNERS or (runner in OPT_IN_PLANNING_RUNNERS and self.explicit)))
 
 
 @dataclass(frozen=True)
@@ -510,18 +517,27 @@ def _timeouts(o: "_Obj") -> Timeouts:
 
 def _plan(o: "_Obj", agent: Agent) -> PlanSettings:
     d = PlanSettings()
-    can = agent.runner.name in PLANNING_RUNNERS and agent.provider in PLANNING_PROVIDERS
     mode = o.opt_str("mode")
     timeout = o.int("timeout_seconds", d.timeout_seconds, minimum=30)
     o.done()
     if mode is not None and mode not in PLAN_MODES:
         raise ConfigError(f"{o.at('mode')}: expected one of {', '.join(PLAN_MODES)}, got {mode!r}")
-    if mode == "agent" and not can:
-        why = (f"the {agent.runner.name} runner has no read-only mode to plan in (plans need claude-code or codex)"
-               if agent.runner.name not in PLANNING_RUNNERS else
-               f"the {agent.provider} provider cannot run a plan Job (plans need the job or local provider)")
+    why = _no_agent_plans(agent) if mode == "agent" else None
+    if why:
         raise ConfigError(f"{o.at('mode')}: agent plans are not possible here: {why}; use heuristic")
-    return PlanSettings(mode=mode or ("agent" if can else "heuristic"), timeout_seconds=timeout)
+    can = agent.runner.name in PLANNING_RUNNERS and agent.provider in PLANNING_PROVIDERS
+    return PlanSettings(mode=mode or ("agent" if can else "heuristic"), timeout_seconds=timeout,
+                        explicit=mode is not None)
+
+
+def _no_agent_plans(agent: Agent) -> str | None:
+    """Why plan.mode agent cannot work with this agent, or None when it can."""
+    if agent.runner.name not in (*PLANNING_RUNNERS, *OPT_IN_PLANNING_RUNNERS):
+        return (f"the {agent.runner.name} runner has no read-only mode to plan in (plans need claude-code or "
+                f"codex, or a command runner whose program answers with a plan)")
+    if agent.provider not in PLANNING_PROVIDERS:
+        return f"the {agent.provider} provider cannot run a plan Job (plans need the job or local provider)"
+    return None
 
 
 def _retention(o: "_Obj") -> Retention:

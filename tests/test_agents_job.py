@@ -14,7 +14,7 @@ from foundry.agents.job_provider import JobProvider, job_state
 from foundry.agents.credentials import StaticTokenSource
 from foundry.agents.job_manifest import ManifestError, build_input_configmap, build_job, build_token_secret
 from foundry.config import parse_config
-from tests.support.jobs import create_owner_run, finish_job
+from tests.support.jobs import create_owner_run, finish_job, rival_wins_first_read
 
 CFG = parse_config(yaml.safe_load("""
 repositories: [{name: web, github: acme/web}]
@@ -254,17 +254,7 @@ def test_409_on_create_is_adopted(kube_client, namespace, crds, monkeypatch):
     run = create_owner_run(kube_client, namespace)
     provider = JobProvider(CFG, kube_client, TOKENS)
     other = JobProvider(CFG, kube_client, TOKENS)
-    real_read = provider._read_job
-    calls = {"n": 0}
-
-    def stale_first_read(name, ns):
-        calls["n"] += 1
-        if calls["n"] == 1:
-            other.dispatch(run, 1, INPUT)  # the rival wins between our read and our create
-            return None
-        return real_read(name, ns)
-
-    monkeypatch.setattr(provider, "_read_job", stale_first_read)
+    calls = rival_wins_first_read(monkeypatch, provider, lambda: other.dispatch(run, 1, INPUT))
     rec = provider.dispatch(run, 1, INPUT)
     assert rec["name"] == "lin-abc-1-a1" and calls["n"] == 2
     assert len(_jobs(kube_client, namespace)) == 1

@@ -26,7 +26,7 @@ from foundry.agents.credentials import PushToken, StaticTokenSource
 from foundry.agents.job_provider import JobProvider
 from foundry.agents.job_manifest import build_job, pod_from_template
 from foundry.config import parse_config
-from tests.support.agent_pods import play_pod, refuse_pods, restricted_namespace
+from tests.support.agent_pods import play_pod, refuse_pods, restricted_namespace, secret_or_none
 from tests.support.jobs import create_owner_run, finish_job
 
 pytestmark = pytest.mark.kube
@@ -110,12 +110,7 @@ def test_a_weakened_pod_is_refused_by_the_same_admission(kube_client, agents_ns,
 
 
 def _secret(kube_client, namespace, name="lin-abc-1-a1-github"):
-    try:
-        return client.CoreV1Api(kube_client).read_namespaced_secret(name, namespace)
-    except client.ApiException as err:
-        if err.status == 404:
-            return None
-        raise
+    return secret_or_none(kube_client, namespace, name)
 
 
 def test_the_token_secret_is_created_once_owned_by_the_job_and_nowhere_else(kube_client, namespace, crds,
@@ -330,6 +325,17 @@ def test_with_a_github_app_the_secret_holds_a_token_for_the_one_repository(kube_
         expires = datetime.fromisoformat(secret.metadata.annotations["foundry.dev/token-expires-at"]
                                          .replace("Z", "+00:00"))
         assert abs(expires.timestamp() - info.expires_at) < 2
+        # A plan of the same run gets a token that can only read that repository (and no push token).
+        provider.dispatch_plan(run, 1, {**INPUT, "mode": "plan"})
+        read = _secret(kube_client, namespace, "lin-abc-1-p1-github")
+        assert set(read.data) == {"read-token"}
+        info = gh.token_info(base64.b64decode(read.data["read-token"]).decode())
+        assert info.kind == "installation" and info.repositories == frozenset({"acme/web"})
+        assert dict(info.permissions) == {"contents": "read", "metadata": "read"}
     # Without an App: the development fallback, the static token of the environment.
     fallback = push_token_source(parse_config(None).github, env={"FOUNDRY_GITHUB_TOKEN": "dev-token"})
     assert isinstance(fallback, StaticTokenSource) and fallback.push_token("a/b").token == "dev-token"
+    assert fallback.read_token("a/b") is None  # a plan then clones anonymously, never with the push token
+    fallback = push_token_source(parse_config(None).github, env={"FOUNDRY_GITHUB_TOKEN": "dev-token",
+                                                                 "FOUNDRY_GITHUB_READ_TOKEN": "dev-read"})
+    assert fallback.read_token("a/b").token == "dev-read"

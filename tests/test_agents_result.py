@@ -14,7 +14,7 @@ PUSHED = {"version": 1, "step": "publish", "outcome": "pushed", "reason": "", "b
           "pr": {"number": 7, "url": "https://github.com/acme/api/pull/7", "created": True},
           "filesChanged": 2, "linesAdded": 14, "linesRemoved": 3, "tokens": {"input": 5123, "output": 812},
           "costUsd": 0.0312, "turns": 5, "runner": "claude-code", "summary": "Added the endpoint.\nAnd a test.",
-          "somethingNew": {"ignored": True}}
+          "planHash": "sha256:" + "c" * 64, "somethingNew": {"ignored": True}}
 
 
 def test_a_full_result_keeps_the_known_fields_only():
@@ -22,7 +22,8 @@ def test_a_full_result_keeps_the_known_fields_only():
     assert got == {"outcome": "pushed", "step": "publish", "branch": "foundry/r-1", "headSha": "b" * 40,
                    "pr": {"number": 7, "url": "https://github.com/acme/api/pull/7"}, "filesChanged": 2,
                    "linesAdded": 14, "linesRemoved": 3, "turns": 5, "tokens": {"input": 5123, "output": 812},
-                   "costUsd": 0.0312, "runner": "claude-code", "summary": "Added the endpoint.\nAnd a test."}
+                   "costUsd": 0.0312, "runner": "claude-code", "summary": "Added the endpoint.\nAnd a test.",
+                   "planHash": "sha256:" + "c" * 64}
 
 
 @pytest.mark.parametrize("text, error", [
@@ -44,7 +45,7 @@ def test_wrong_types_and_hostile_values_are_dropped_not_trusted():
     got = parse_result(json.dumps({
         "outcome": "refused", "reason": "a\n   forbidden\tpath  ", "headSha": "; rm -rf /", "filesChanged": -1,
         "tokens": {"input": "many", "output": 3}, "costUsd": True, "pr": {"number": "7"},
-        "summary": ["not", "text"], "step": "evil"}))
+        "summary": ["not", "text"], "step": "evil", "planHash": "sha256:../../etc"}))
     assert got == {"outcome": "refused", "reason": "a forbidden path", "tokens": {"input": 0, "output": 3}}
 
 

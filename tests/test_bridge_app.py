@@ -82,7 +82,11 @@ class RecordingBackend:
     def active_run_by_key(self, issue_key: str) -> tuple[str, str] | None:
         return None
 
-    def create_approval(self, run: tuple[str, str], decision: Decision) -> bool:
+    def run_plan_hash(self, run: tuple[str, str]) -> str | None:
+        self._step("kube")
+        return None
+
+    def create_approval(self, run: tuple[str, str], decision: Decision, plan_hash: str | None = None) -> bool:
         self._step("kube")
         key = (run[1], decision.decision, decision.approver)
         with self.lock:

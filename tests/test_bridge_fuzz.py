@@ -81,7 +81,10 @@ class Backend:
         self._call("active_run_by_key")
         return None
 
-    def create_approval(self, run: Any, decision: Decision) -> bool:
+    def run_plan_hash(self, run: Any) -> None:
+        self._call("run_plan_hash")
+
+    def create_approval(self, run: Any, decision: Decision, plan_hash: str | None = None) -> bool:
         self._call("create_approval")
         return False
 

@@ -149,6 +149,7 @@ def test_snapshot_respects_the_crd_limits() -> None:
         ("  /foundry APPROVE looks good\nthanks", "approve", "looks good\nthanks"),
         ("/foundry reject too risky", "reject", "too risky"),
         ("/foundry stop", "stop", ""),
+        ("/foundry replan the ticket changed", "replan", "the ticket changed"),
     ],
 )
 def test_comment_commands(body: str, decision: str, comment: str) -> None:
@@ -156,6 +157,19 @@ def test_comment_commands(body: str, decision: str, comment: str) -> None:
     command = _map(payload)
     assert command == Decision(decision=decision, issue_id=ISSUE_ID, approver="alice@example.com", comment=comment,
                                comment_id=payload["data"]["id"])  # the operator reads that comment back
+
+
+@pytest.mark.parametrize(
+    "body, decision, plan_ref, comment",
+    [
+        ("/foundry approve 0123456789AB looks good", "approve", "0123456789ab", "looks good"),
+        ("/foundry replan sha256:" + "0" * 64 + "\nplease", "replan", "sha256:" + "0" * 64, "please"),
+        ("/foundry stop 0123456789ab", "stop", None, "0123456789ab"),  # stop is not about a plan
+    ],
+)
+def test_a_comment_may_name_the_plan_it_is_about(body: str, decision: str, plan_ref: str | None, comment: str) -> None:
+    command = _map(linear_comment(ISSUE_ID, body))
+    assert (command.decision, command.plan_ref, command.comment) == (decision, plan_ref, comment)
 
 
 @pytest.mark.parametrize("body", ["please /foundry approve", "/foundry approved", "/foundry", "/foundryapprove", "LGTM"])

@@ -7,15 +7,29 @@ Claude Code CLI against the model stand-in and opens the PR on the GitHub stand-
 check run delivered by webhook), the remediation pod runs, CI passes, the PR merges, the run is
 Complete. The Job controller sets every Job's status; nothing here patches one. One chart install
 serves both tickets.
+
+While the clean story's run waits for approval, the operator Deployment rolls (`helm upgrade`, two
+replicas, one pod at a time): every handover of the Lease, from the old holder's pod beginning to
+terminate to the new holder's acquiring, is shorter than the chart's lease duration, and the approval,
+given once the Lease has moved, is acted on within one lease duration too. FOUNDRY_STORY_ROLLS=N rolls
+N times (the extra ones before the approval), for docs/benchmarks.md's figures.
 """
 
 from __future__ import annotations
 
+import os
+import statistics
+import threading
 import time
+from dataclasses import dataclass, field
 
 import pytest
+import yaml
 
-from tests.support.chart_story import (FEEDBACK_HEADING, MODEL_KEY, REPO, SUMMARY, ChartStoryBed, StoryFacts)
+from tests.support.chart_story import (FEEDBACK_HEADING, LEASE, MODEL_KEY, PLAN_SUMMARY, REPO, SUMMARY,
+                                       ChartStoryBed, StoryFacts)
+from tests.support.helmchart import CHART
+from tests.support.operator_roll import Handover, RollWatch
 from tests.support.runner_kit import basic_auth, fresh_clone, git
 
 pytestmark = [pytest.mark.node, pytest.mark.slow, pytest.mark.timeout(1500)]
@@ -27,6 +41,9 @@ TRANSITIONS = [("Pending", "Analysing"), ("Analysing", "WaitingApproval"), ("Wai
 # What a watcher polling the run sees at the least (a phase that lasts a moment may pass unseen).
 SEEN = ["WaitingApproval", "AgentRunning", "PROpen", "AgentRunning", "PROpen", "Complete"]
 BOT_PURPOSES = ["approval_request", "pr_opened", "done"]
+LEASE_DURATION = yaml.safe_load((CHART / "values.yaml").read_text())["operator"]["leaderElection"][
+    "leaseDurationSeconds"]
+ROLLS = int(os.environ.get("FOUNDRY_STORY_ROLLS", "1"))
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +76,14 @@ def assert_story_facts(bed: ChartStoryBed, facts: StoryFacts, tmp_path) -> dict:
     assert status["phase"] == "Complete" and status["reason"] == "Merged", status
     # Exactly one run for the ticket, one Job per attempt, each completed by the Job controller.
     assert [r["metadata"]["name"] for r in bed.runs_of(facts.issue_id)] == [facts.run]
+    # First the plan Job (the real Claude Code in plan mode wrote the plan approvers read), then the attempts.
     jobs = sorted(bed.jobs_of(facts.run), key=lambda j: j.metadata.name)
     assert [j.metadata.name for j in jobs] == [f"{facts.run}-a1", f"{facts.run}-a2"]
+    plan_job = bed.batch.read_namespaced_job(f"{facts.run}-p1", bed.agent_namespace)
+    assert plan_job.status.succeeded == 1 and not plan_job.status.failed, plan_job.status
+    assert facts.plan["source"] == "agent" and facts.plan["job"] == f"{facts.run}-p1", facts.plan
+    assert facts.plan["files"] == ["greeter.py", "test_greeter.py"] and facts.plan["goal"] == PLAN_SUMMARY
+    assert status["plan"]["hash"] == facts.plan["hash"] == status["approvals"]["planHash"]
     for job in jobs:
         assert job.status.succeeded == 1 and not job.status.failed, job.status
         assert [c.type for c in job.status.conditions if c.status == "True"][-1] == "Complete"
@@ -70,6 +93,7 @@ def assert_story_facts(bed: ChartStoryBed, facts: StoryFacts, tmp_path) -> dict:
     recorded = status["agent"]["jobs"]
     assert [(j["attempt"], j["name"], j["state"]) for j in recorded] == [
         (1, f"{facts.run}-a1", "succeeded"), (2, f"{facts.run}-a2", "succeeded")], recorded
+    assert all(j.get("planHash") == facts.plan["hash"] for j in recorded), recorded  # what ran is what was approved
     assert all(j.get("outcome") == "pushed" and SUMMARY in (j.get("summary") or "") for j in recorded), recorded
 
     # One PR, from the run's branch, merged; CI failed on attempt 1's head and passed on attempt 2's.
@@ -123,14 +147,105 @@ def attempt_prompts(bed: ChartStoryBed, facts: StoryFacts) -> list[str]:
     out = []
     for r in bed.model.model_requests("messages"):
         text = "\n".join(W.user_texts(r.body))
-        if r.step == 0 and facts.run in text:
+        if r.step == 0 and facts.run in text and W.declared_mode(r.body) != "plan":  # not the plan Job's
             out.append(text)
     return out
 
 
+@dataclass
+class Roll:
+    before: set[str]  # the operator pods before the roll
+    watch: RollWatch
+    thread: threading.Thread | None = None
+    failed: list[BaseException] = field(default_factory=list)
+
+
+class RollDuringStory:
+    """Rolls the operator while the run waits for approval; the story approves once the Lease has moved.
+
+    on_step("plan-comment") rolls ROLLS - 1 times to the end, then starts the last roll and returns once
+    the Lease has a new holder (the old one's pod terminating); the story then approves, and by
+    "pr-opened" (attempt 1's pod ran meanwhile) the last roll is over."""
+
+    def __init__(self, bed: ChartStoryBed, rolls: int) -> None:
+        self.bed, self.rolls = bed, rolls
+        self.handovers: list[Handover] = []
+        self.roll_seconds: list[float] = []
+        self.logs: dict[str, list[str]] = {}
+        self.approved_at = self.job_at = 0.0
+        self._last: Roll | None = None
+
+    def on_step(self, step: str) -> None:
+        if step == "plan-comment":
+            for n in range(1, self.rolls):
+                self._finish(self._start(n))
+            self._last = self._start(self.rolls)
+            try:
+                self._last.watch.wait(lambda s: len(s.holders) > 1, 240, "the Lease to change hands during the roll")
+            except BaseException:
+                self._finish(self._last)
+                raise
+        elif step == "approval":
+            self.approved_at = time.monotonic()
+        elif step == "job-1-created":
+            self.job_at = time.monotonic()
+        elif step == "pr-opened":
+            assert self._last is not None
+            self._finish(self._last)
+            self._last = None
+
+    def _start(self, n: int) -> "Roll":
+        roll = Roll(before={p.metadata.name for p in self.bed.operator_pods()},
+                    watch=RollWatch(self.bed.api, self.bed.namespace, LEASE, self.bed.operator_selector()))
+        roll.watch.__enter__()
+
+        def upgrade() -> None:
+            t0 = time.monotonic()
+            try:
+                self.bed.roll_operator(str(n))
+            except BaseException as err:  # noqa: BLE001 - raised again by _finish on the test's thread
+                roll.failed.append(err)
+            self.roll_seconds.append(round(time.monotonic() - t0, 1))
+
+        roll.thread = threading.Thread(target=upgrade, name=f"roll-{n}", daemon=True)
+        roll.thread.start()
+        return roll
+
+    def _finish(self, roll: "Roll") -> None:
+        try:
+            assert roll.thread is not None
+            roll.thread.join(360)
+            if roll.failed:
+                raise roll.failed[0]
+            # helm --wait returns once the new pods are ready; the last old one may still be stopping.
+            roll.watch.wait(lambda s: roll.before <= set(s.terminating) and s.holders[-1][0] not in s.terminating,
+                            90, "every old operator pod to terminate and a new pod to hold the Lease")
+        finally:
+            roll.watch.__exit__(None, None, None)
+        self.handovers += roll.watch.samples.handovers()
+        self.logs.update(roll.watch.samples.logs)
+
+    def check(self) -> None:
+        gaps = [h.gap for h in self.handovers]
+        print(f"\n[chart-story] {self.rolls} roll(s) in {self.roll_seconds} s; handovers "
+              f"{[(h.old[-5:], h.new[-5:], None if h.gap is None else round(h.gap, 2)) for h in self.handovers]}"
+              + (f"; gap p50 {statistics.median(gaps):.2f} s, max {max(gaps):.2f} s" if None not in gaps else "")
+              + f"; approval to Job {self.job_at - self.approved_at:.1f} s")
+        for pod, lines in self.logs.items():  # the old holder's shutdown, as its log tells it
+            said = [line[:200] for line in lines if any(w in line for w in ("SIGTERM", "leading", "released"))]
+            print(f"[chart-story] {pod}: {said}")
+        assert len(self.handovers) >= self.rolls, self.handovers  # each roll moved the Lease at least once
+        slow = [h for h in self.handovers if h.gap is None or h.gap >= LEASE_DURATION]
+        assert not slow, (f"handovers of {LEASE_DURATION} s or more (or from a pod that never stopped): {slow}\n"
+                          + "\n".join(f"--- {pod}\n" + "\n".join(lines[-40:]) for pod, lines in self.logs.items()))
+        assert self.job_at - self.approved_at < LEASE_DURATION, "the approval waited out a lease duration"
+
+
 def test_the_story_through_the_chart_ends_complete(bed, tmp_path):
-    facts = bed.story("Greet people politely when their name is messy").play()
+    roll = RollDuringStory(bed, ROLLS)
+    facts = bed.story("Greet people politely when their name is messy", on_step=roll.on_step).play()
     print(f"\n[chart-story] clean story {facts.run}: {facts.marks}")
+    roll.check()
     status = assert_story_facts(bed, facts, tmp_path)
     assert seen_in_order(facts.phases, SEEN), facts.phases
     assert transitions(bed, facts.run) == TRANSITIONS

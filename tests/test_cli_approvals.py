@@ -1,4 +1,5 @@
-"""`foundry approve|reject|stop` record decisions as the authenticated Kubernetes user."""
+"""`foundry approve|reject|stop|replan` record decisions as the authenticated Kubernetes user,
+approve and replan stamped with the plan they are about."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ def test_refusal_only_for_final_phases():
     assert refusal("stop", "r", None) is None  # no status yet: Pending, still active
     assert "Complete, which is final" in refusal("approve", "r", "Complete")
     assert refusal("approve", "r", "SomeFuturePhase") is None
+    assert refusal("replan", "r", "WaitingApproval") is None and refusal("replan", "r", "Analysing") is None
+    assert "can be re-planned" in refusal("replan", "r", "AgentRunning")
 
 
 def _grant(api, namespace, user):
@@ -104,3 +107,78 @@ def test_a_user_without_rights_gets_the_apis_refusal_not_a_traceback(control_pla
     assert result.exit_code == 1
     assert "refused by the Kubernetes API" in result.output and "carol" in result.output
     assert _approvals(kube_client, namespace) == []
+
+
+PLAN_A = "sha256:" + "0123456789abcdef" * 4
+PLAN_B = "sha256:" + "fedcba9876543210" * 4
+
+
+def _plan(api, namespace, name, plan_hash, revision, phase="WaitingApproval"):
+    client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, "foundryruns", name,
+        {"status": {"phase": phase, "plan": {"goal": "Fix it", "hash": plan_hash, "revision": revision}}})
+
+
+def _stamped(api, namespace):
+    items = client.CustomObjectsApi(api).list_namespaced_custom_object(GROUP, VERSION, namespace, "foundryapprovals")["items"]
+    return sorted((i["spec"]["decision"], i["spec"]["approver"], i["spec"].get("planHash")) for i in items)
+
+
+def test_approve_is_stamped_with_the_current_plan_and_a_replan_needs_a_new_approval(
+        control_plane, kube_client, crds, namespace, tmp_path):
+    _grant(kube_client, namespace, "alice")
+    name = _run(kube_client, namespace, "appr-5", "ACME-15")
+    _plan(kube_client, namespace, name, PLAN_A, 1)
+
+    first = _as(control_plane, "alice", "approve", name, "-n", namespace)
+    assert first.exit_code == 0, first.output
+    assert f"approved run {name} for plan {PLAN_A} (revision 1) as alice" in first.output
+    assert "already recorded" in _as(control_plane, "alice", "approve", name, "-n", namespace).output
+
+    # Re-planned: the same approver approving plan B is a new decision, not the old one attached to.
+    _plan(kube_client, namespace, name, PLAN_B, 2)
+    second = _as(control_plane, "alice", "approve", name, "-n", namespace)
+    assert second.exit_code == 0 and f"for plan {PLAN_B} (revision 2)" in second.output, second.output
+    assert _stamped(kube_client, namespace) == [("approve", "alice", PLAN_A), ("approve", "alice", PLAN_B)]
+
+    # `foundry runs show` prints what the approvals bind to, and which plan each names.
+    shown = _as(control_plane, "alice", "runs", "show", name, "-n", namespace,
+                "--database-url", f"sqlite:///{tmp_path / 'none.db'}")
+    assert f"Hash: {PLAN_B}" in shown.output and "Revision: 2 (re-planned)" in shown.output, shown.output
+    assert "0123456789ab" in shown.output and "fedcba987654" in shown.output
+
+
+def test_plan_hash_pins_the_plan_and_another_plan_is_refused(control_plane, kube_client, crds, namespace):
+    _grant(kube_client, namespace, "alice")
+    name = _run(kube_client, namespace, "appr-6", "ACME-16")
+    _plan(kube_client, namespace, name, PLAN_B, 2)
+
+    stale = _as(control_plane, "alice", "approve", name, "-n", namespace, "--plan-hash", PLAN_A)
+    assert stale.exit_code == 1
+    assert "not recorded: plan 0123456789ab is not the run's current plan fedcba987654" in stale.output
+    assert _stamped(kube_client, namespace) == []
+
+    pinned = _as(control_plane, "alice", "approve", name, "-n", namespace, "--plan-hash", "fedcba987654")
+    assert pinned.exit_code == 0 and f"for plan {PLAN_B}" in pinned.output, pinned.output
+    assert _stamped(kube_client, namespace) == [("approve", "alice", PLAN_B)]
+
+
+def test_replan_is_recorded_for_the_current_plan_and_only_before_approval(control_plane, kube_client, crds, namespace):
+    _grant(kube_client, namespace, "alice")
+    name = _run(kube_client, namespace, "appr-7", "ACME-17")
+    _plan(kube_client, namespace, name, PLAN_A, 1)
+    result = _as(control_plane, "alice", "replan", name, "-n", namespace, "-m", "the ticket says SSO now")
+    assert result.exit_code == 0 and f"asked to re-plan run {name} for plan {PLAN_A}" in result.output, result.output
+    assert _stamped(kube_client, namespace) == [("replan", "alice", PLAN_A)]
+
+    _plan(kube_client, namespace, name, PLAN_A, 1, phase="AgentRunning")
+    late = _as(control_plane, "alice", "replan", name, "-n", namespace)
+    assert late.exit_code == 1 and "only a run whose plan is not approved yet" in late.output
+
+
+def test_a_run_without_a_plan_hash_gets_an_unstamped_approval(control_plane, kube_client, crds, namespace):
+    _grant(kube_client, namespace, "alice")
+    name = _run(kube_client, namespace, "appr-8", "ACME-18", phase="WaitingApproval")
+    result = _as(control_plane, "alice", "approve", name, "-n", namespace)
+    assert result.exit_code == 0 and "the run has no plan hash yet" in result.output
+    assert _stamped(kube_client, namespace) == [("approve", "alice", None)]

@@ -127,3 +127,45 @@ def test_explicit_null_switches_a_linear_state_off():
 def test_trigger_with_states_only():
     cfg = parse_config(yaml.safe_load("trigger: {label: null, states: [Ready]}"))
     assert cfg.trigger.label is None and cfg.trigger.states == ("Ready",)
+
+
+COMMAND = {"name": "command", "command": ["my-agent"]}
+
+
+def test_a_command_runner_plans_with_the_agent_only_when_asked():
+    # By default a command is planned by the heuristic planner: a program written to edit files has
+    # no read-only mode, and the runner's work-tree check would throw every plan it made away.
+    default = parse_config({"agent": {"runner": COMMAND}})
+    assert default.plan.mode == "heuristic" and not default.agent_plans
+    # Asked for, it plans with the agent (the work-tree check is its guard), with job or local alike.
+    for agent in ({"runner": COMMAND}, {"provider": "local", "local_command": ["x"], "runner": COMMAND}):
+        asked = parse_config({"agent": agent, "plan": {"mode": "agent"}})
+        assert asked.plan.mode == "agent" and asked.agent_plans, agent
+    assert not parse_config({"agent": {"runner": COMMAND}, "plan": {"mode": "heuristic"}}).agent_plans
+
+
+def test_a_command_config_built_in_code_keeps_the_heuristic_planner_unless_it_says_agent():
+    from dataclasses import replace
+
+    from foundry.config import PlanSettings, Runner
+
+    cfg = FoundryConfig()
+    command = replace(cfg.agent, runner=Runner(name="command", command=("my-agent",)))
+    assert cfg.agent_plans  # claude-code with the job provider: the agent plans by default
+    assert not replace(cfg, agent=command).agent_plans
+    assert replace(cfg, agent=command, plan=PlanSettings(mode="agent", explicit=True)).agent_plans
+
+
+@pytest.mark.parametrize(
+    "agent, message",
+    [
+        ({"runner": {"name": "aider"}}, "the aider runner has no read-only mode to plan in"),
+        ({"provider": "webhook", "webhook_url": "http://a", "runner": COMMAND},
+         "the webhook provider cannot run a plan Job"),
+    ],
+)
+def test_agent_plans_that_cannot_work_are_refused_with_the_reason(agent, message):
+    with pytest.raises(ConfigError) as err:
+        parse_config({"agent": agent, "plan": {"mode": "agent"}})
+    assert str(err.value).startswith("plan.mode: agent plans are not possible here: ") and message in str(err.value)
+    assert str(err.value).endswith("; use heuristic")

@@ -185,6 +185,28 @@ def test_the_server_rejects_fields_linear_does_not_have(linear: LinearServer) ->
     assert response.json()["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
 
 
+def test_the_server_checks_a_query_once_and_refuses_a_bad_one_every_time(linear: LinearServer,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stand-in keeps each valid query parsed (validation was most of its CPU per request
+    in the operator benchmark); a query it refused is refused again, not remembered as good."""
+    import graphql
+    import httpx
+
+    parses: list[str] = []
+    real_parse = graphql.parse
+    monkeypatch.setattr(graphql, "parse", lambda source, *a, **k: parses.append(source) or real_parse(source, *a, **k))
+    auth = {"Authorization": linear.api_key}
+    good = {"query": "query { viewer { id } }"}
+    for _ in range(3):
+        response = httpx.post(linear.graphql_url, json=good, headers=auth)
+        assert response.status_code == 200 and response.json()["data"]["viewer"]["id"] == linear.bot
+    bad = {"query": "{ issue(id: \"x\") { idd } }"}
+    for _ in range(2):
+        response = httpx.post(linear.graphql_url, json=bad, headers=auth)
+        assert response.json()["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    assert parses == [good["query"], bad["query"], bad["query"]]
+
+
 def test_client_rejects_an_empty_api_key() -> None:
     with pytest.raises(ValueError, match="API key"):
         LinearClient("")

@@ -8,7 +8,7 @@ import pytest
 
 from foundry.connectors.marked_comments import find_markers, keyed_purpose, marker
 from foundry.domain import adoption
-from foundry.domain.confirmation import LinearCommentFacts, check_linear_comment, check_made_after, command_in
+from foundry.domain.confirmation import LinearCommentFacts, check_linear_comment, check_made_after, command_in, parse_command
 
 PLAN = datetime(2026, 3, 1, 10, 0, 0, tzinfo=timezone.utc)
 SPEC = {"run": "r-1", "decision": "approve", "approver": "alice@example.com", "source": "linear", "commentId": "c-1"}
@@ -45,7 +45,35 @@ def test_the_time_bound_is_at_whole_seconds():
     assert check_made_after("approve", PLAN, None) is None
 
 
+PLAN_HASH = "sha256:" + "0123456789abcdef" * 4
+
+
+def test_a_comment_naming_a_plan_confirms_only_the_decision_stamped_with_it():
+    stamped = {**SPEC, "planHash": PLAN_HASH}
+    assert check_linear_comment(stamped, facts(body="/foundry approve 0123456789ab ok"), "issue-1", PLAN) is None
+    assert check_linear_comment(stamped, facts(body=f"/foundry approve {PLAN_HASH}"), "issue-1", PLAN) is None
+    other = {**SPEC, "planHash": "sha256:" + "f" * 64}
+    assert "names plan 0123456789ab, and this decision is recorded for plan ffffffffffff" in check_linear_comment(
+        other, facts(body="/foundry approve 0123456789ab"), "issue-1", PLAN)
+    assert "recorded for no plan" in check_linear_comment(SPEC, facts(body="/foundry approve 0123456789ab"), "issue-1", PLAN)
+    # A note that is no hash names no plan: the stamp stands.
+    assert check_linear_comment(stamped, facts(body="/foundry approve ship it"), "issue-1", PLAN) is None
+
+
+def test_replan_is_confirmed_like_the_other_decisions():
+    spec = {**SPEC, "decision": "replan", "planHash": PLAN_HASH}
+    assert check_linear_comment(spec, facts(body="/foundry replan the ticket is clearer now"), "issue-1", PLAN) is None
+    assert "does not say `/foundry replan` (it says `/foundry approve`)" in check_linear_comment(
+        spec, facts(), "issue-1", PLAN)
+    assert "before the plan it asks to replace" in check_linear_comment(
+        spec, facts(body="/foundry replan", created_at=PLAN - timedelta(seconds=1)), "issue-1", PLAN)
+
+
 def test_commands_are_parsed_like_the_bridge_does():
+    assert command_in("/foundry replan please") == "replan"
+    assert parse_command("/foundry approve 0123456789AB looks good") == ("approve", "0123456789ab", "looks good")
+    assert parse_command("/foundry stop 0123456789ab") == ("stop", None, "0123456789ab")
+
     assert command_in("  /foundry APPROVE looks good") == "approve"
     assert command_in("/foundry stop") == "stop"
     assert command_in("/foundry approved") is None and command_in("LGTM /foundry approve") is None

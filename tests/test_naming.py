@@ -42,6 +42,14 @@ GOLDEN_APPROVALS = [
     ((RUN, "stop", "5b2c7e1a-0000-4000-8000-000000000001"),
      "lin-9cfb482a-0855de3a1df4-1-stop-4000-8000-000000000001-23615ee454"),
 ]
+PLAN_A, PLAN_B = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+# A decision about a plan names it: golden too, for the same reason.
+GOLDEN_PLAN_APPROVALS = [
+    ((RUN, "approve", "alice", None, PLAN_A), "lin-9cfb482a-0855de3a1df4-1-approve-alice-38a5b2f365"),
+    ((RUN, "approve", "alice", None, PLAN_B), "lin-9cfb482a-0855de3a1df4-1-approve-alice-0c60436beb"),
+    ((RUN, "replan", "alice@example.com", "c-1", PLAN_A),
+     "lin-9cfb482a-0855de3a1df4-1-replan-alice-example-com-235072a807"),
+]
 GOLDEN_LABELS = [
     ("ACME-42", "ACME-42"),
     (LINEAR_ID, LINEAR_ID),
@@ -59,6 +67,28 @@ def test_run_name_golden(args, expected):
 @pytest.mark.parametrize(("args", "expected"), GOLDEN_APPROVALS)
 def test_approval_name_golden(args, expected):
     assert approval_name(*args) == expected
+
+
+@pytest.mark.parametrize(("args", "expected"), GOLDEN_PLAN_APPROVALS)
+def test_approval_name_with_a_plan_golden(args, expected):
+    assert approval_name(*args) == expected
+
+
+def test_the_plan_joins_the_name_and_nothing_else_moves():
+    unstamped = approval_name(RUN, "approve", "alice")
+    on_a, on_b = approval_name(RUN, "approve", "alice", plan_hash=PLAN_A), approval_name(RUN, "approve", "alice", plan_hash=PLAN_B)
+    # Approving plan B after plan A is a new object; approving A twice is the same name (a 409).
+    assert len({unstamped, on_a, on_b}) == 3
+    assert on_a == approval_name(RUN, "approve", "alice", plan_hash=PLAN_A)
+    # A comment id and a plan hash of the same text never hash alike.
+    assert approval_name(RUN, "approve", "alice", comment_id=PLAN_A) != on_a
+    assert approval_name(RUN, "approve", "alice", "c-1", PLAN_A) != approval_name(RUN, "approve", "alice", "c-1")
+
+
+@pytest.mark.parametrize("bad", ["sha256:" + "A" * 64, "a" * 64, "sha256:abc", "", "sha256:" + "a" * 64 + "\x00"])
+def test_a_malformed_plan_hash_is_refused(bad):
+    with pytest.raises(InvalidNameInput, match="plan_hash"):
+        approval_name(RUN, "approve", "alice", plan_hash=bad)
 
 
 @pytest.mark.parametrize(("text", "expected"), GOLDEN_LABELS)
@@ -149,8 +179,11 @@ def test_no_collisions_over_many_uuids():
     assert len(names) == len(ids)
 
 
-@given(st.text(min_size=1, max_size=300).filter(str.strip), st.sampled_from(["approve", "reject", "stop"]))
-def test_approval_name_is_always_valid(approver, decision):
+@given(st.text(min_size=1, max_size=300).filter(str.strip), st.sampled_from(["approve", "reject", "stop", "replan"]),
+       st.one_of(st.none(), st.text(alphabet="0123456789abcdef", min_size=64, max_size=64).map("sha256:".__add__)))
+def test_approval_name_is_always_valid(approver, decision, plan_hash):
+    name = approval_name("x" * 63, decision, approver, "c" * 128, plan_hash)
+    assert DNS1123_LABEL.match(name) and len(name) <= 120
     name = approval_name(RUN, decision, approver)
     assert DNS1123_LABEL.match(name) and len(name) <= 253
 

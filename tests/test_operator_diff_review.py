@@ -60,3 +60,123 @@ def test_a_risk_area_nobody_approved_waits_for_review(control_plane, kube_client
         assert "migrations, which the approval did not cover" in cond["message"], cond
         # Nothing merges it on Foundry's behalf, and no new attempt starts.
         assert stack.jobs(run) == [f"{run}-a1"]
+
+
+# ---- plan drift: the plan names app/health.py (the ticket says so; the deterministic planner lists it)
+
+PLANNED_DESCRIPTION = (
+    "The service needs a health endpoint for the load balancer. Put it in app/health.py.\n\n"
+    "## Acceptance criteria\n"
+    "- GET /healthz answers 200 with body `ok`\n"
+)
+
+
+def _planned_config() -> dict:
+    # The deterministic planner: its plan names exactly the paths the ticket wrote.
+    return {**stack_config(), "plan": {"mode": "heuristic"}}
+
+
+def _planned_run(stack: OperatorStack) -> tuple[str, str]:
+    """A ticket whose plan names app/health.py, planned, approved and dispatched (attempt 1)."""
+    issue_id, run = stack.ticket(description=PLANNED_DESCRIPTION)
+    waiting = wait_phase(stack.api, stack.namespace, run, "WaitingApproval")
+    assert waiting["status"]["plan"]["files"] == ["app/health.py"], waiting["status"]["plan"]
+    stack.decide(run, "approve", "alice")
+    wait_for(lambda: ((stack.run(run).get("status") or {}).get("agent") or {}).get("jobs"),
+             timeout=30, what=f"{run} to dispatch attempt 1")
+    return issue_id, run
+
+
+def _drift(body: dict) -> dict:
+    return next(c for c in body["status"]["conditions"] if c["type"] == "PlanDrift")
+
+
+def _drift_sections(stack: OperatorStack, number: int) -> int:
+    from tests.support.operator_stack import REPO
+
+    return (stack.github.pull_json(REPO, number)["body"] or "").count("<!-- foundry:plan-drift -->")
+
+
+def test_files_outside_the_plan_set_the_drift_condition_warn_once_and_wait_for_review(
+        control_plane, kube_client, crds, namespace, engine):
+    from tests.support.operator_stack import REPO
+
+    with OperatorStack.open(kube_client, engine, namespace, _planned_config()) as stack, \
+            operator_thread(stack.deps, namespace):
+        _, run = _planned_run(stack)
+        stack.push(run, {"app/health.py": "def healthz():\n    return 'ok'\n",
+                         "lib/util.py": "def helper():\n    return 1\n"})
+        number = stack.open_pr(run)
+        held = wait_phase(kube_client, namespace, run, "ReviewRequired")
+        assert _review(held)["reason"] == "DiffNeedsReview"
+        assert "files outside the plan: lib/util.py" in _review(held)["message"], _review(held)
+        drift = _drift(held)
+        assert (drift["status"], drift["reason"]) == ("True", "FilesOutsidePlan")
+        assert drift["message"] == "1 changed file(s) outside the approved plan: lib/util.py"
+        wait_for(lambda: "PlanDrift" in _warnings(kube_client, namespace, run), timeout=15, what="the PlanDrift Event")
+        wait_for(lambda: _drift_sections(stack, number) == 1, timeout=15, what="the PR body's Plan drift section")
+        body = stack.github.pull_json(REPO, number)["body"]
+        assert "## Plan drift" in body and "- `lib/util.py`" in body and "`app/health.py`" not in body
+        # Passes go on (a resync every second, the body edit's own webhook): nothing is said twice.
+        passes = stack.run(run)["status"]["lastSyncedAt"]
+        wait_for(lambda: stack.run(run)["status"]["lastSyncedAt"] != passes, timeout=15, what="another pass")
+        assert _warnings(kube_client, namespace, run).count("PlanDrift") == 1
+        assert _drift_sections(stack, number) == 1
+        assert stack.phase(run) == "ReviewRequired" and stack.jobs(run) == [f"{run}-a1"]
+
+        # The agent takes the stray file back: the head is within the plan, the flag goes from both.
+        stack.push(run, {"lib/util.py": None}, "foundry: keep to the plan")
+        opened = wait_phase(kube_client, namespace, run, "PROpen", timeout=30)
+        assert (_drift(opened)["status"], _drift(opened)["reason"]) == ("False", "WithinPlan")
+        wait_for(lambda: _drift_sections(stack, number) == 0, timeout=15, what="the drift section to go")
+
+
+def test_out_of_plan_files_in_a_risk_area_nobody_approved_block_the_run(
+        control_plane, kube_client, crds, namespace, engine):
+    from tests.support.operator_stack import REPO
+
+    with OperatorStack.open(kube_client, engine, namespace, _planned_config()) as stack, \
+            operator_thread(stack.deps, namespace):
+        issue_id, run = _planned_run(stack)
+        assert "migrations" not in (stack.run(run)["status"].get("riskAreas") or [])
+        stack.push(run, {"app/health.py": "def healthz():\n    return 'ok'\n",
+                         "db/migrations/0003_add_health.sql": "ALTER TABLE service ADD COLUMN healthy bool;\n"})
+        number = stack.open_pr(run)
+        blocked = wait_phase(kube_client, namespace, run, "Blocked")
+        why = "db/migrations/0003_add_health.sql is in risk area migrations, which the approvals did not cover"
+        assert blocked["status"]["reason"] == "PlanDrift" and why in blocked["status"]["message"], blocked["status"]
+        drift = _drift(blocked)
+        assert (drift["status"], drift["reason"]) == ("True", "RiskyFilesOutsidePlan") and why in drift["message"]
+        wait_for(lambda: stack.comment_purposes(issue_id).count("blocked") == 1, timeout=15, what="the blocked comment")
+        wait_for(lambda: "PlanDrift" in _warnings(kube_client, namespace, run), timeout=15, what="the Blocked Event")
+        blocked_comment = next(c["body"] for c in stack.linear.comments_json(issue_id)
+                               if "db/migrations/0003_add_health.sql" in c["body"])
+        assert "risk area migrations" in blocked_comment
+        body = stack.github.pull_json(REPO, number)["body"]
+        assert body.count("<!-- foundry:plan-drift -->") == 1
+        assert "Foundry blocked this run: `db/migrations/0003_add_health.sql` (risk area migrations" in body
+        # Blocked is an end: the agent still at work is stopped and no new attempt starts.
+        agent = stack.run(run)["status"]["agent"]
+        assert agent["attempt"] == 1 and [j["state"] for j in agent["jobs"]] == ["cancelled"], agent
+    # One comment, one Warning (the transition's own), however many passes came after.
+    assert stack.comment_purposes(issue_id).count("blocked") == 1
+    assert _warnings(kube_client, namespace, run).count("PlanDrift") == 1
+
+
+def test_a_forbidden_file_outside_the_plan_blocks_the_run(control_plane, kube_client, crds, namespace, engine):
+    from tests.support.operator_stack import REPO
+
+    with OperatorStack.open(kube_client, engine, namespace, _planned_config()) as stack, \
+            operator_thread(stack.deps, namespace):
+        issue_id, run = _planned_run(stack)
+        stack.push(run, {"app/health.py": "def healthz():\n    return 'ok'\n",
+                         ".github/workflows/ci.yml": "on: push\n"})
+        number = stack.open_pr(run)
+        blocked = wait_phase(kube_client, namespace, run, "Blocked")
+        # A forbidden path blocks planned or not, so the reason stays ForbiddenPath; the drift is named too.
+        assert blocked["status"]["reason"] == "ForbiddenPath", blocked["status"]
+        drift = _drift(blocked)
+        assert (drift["status"], drift["reason"]) == ("True", "RiskyFilesOutsidePlan")
+        assert ".github/workflows/ci.yml matches forbidden path" in drift["message"]
+        wait_for(lambda: stack.comment_purposes(issue_id).count("blocked") == 1, timeout=15, what="the blocked comment")
+        assert "`.github/workflows/ci.yml` (forbidden path)" in stack.github.pull_json(REPO, number)["body"]

@@ -54,7 +54,7 @@ def test_one_read_and_two_status_writes_from_pending_to_waiting(control_plane, c
             assert held["status"]["message"] == "0/1 approvals"
             assert held["status"]["approvals"]["summary"] == "0/1"
             ready = next(c for c in held["status"]["conditions"] if c["type"] == "Ready")
-            assert ready["reason"] == "Planned" and ready["message"].startswith("plan for "), ready
+            assert ready["reason"] == "Planned" and ready["message"].startswith("plan ") and " posted" in ready["message"], ready
 
             # The next pass finds nothing to write.
             calls.clear()
@@ -64,5 +64,50 @@ def test_one_read_and_two_status_writes_from_pending_to_waiting(control_plane, c
             row = claims.get_run(engine, namespace, run)
             assert [e.payload["to"] for e in audit.audit_events(engine, row.id) if e.kind == "phase"] == [
                 "Analysing", "WaitingApproval"]
+    finally:
+        engine.dispose()
+
+
+def test_a_new_run_gets_the_finalizer_without_a_read(control_plane, crds, namespace, pg_url):
+    """The watch showed the new run with no finalizer: ours is written on that resourceVersion
+    with no GET first. A run changed since the event (a label here) is read and still gets it,
+    keeping the change; so is one that carries someone else's finalizer, which is kept."""
+    from kubernetes import client
+
+    from foundry.operator import runview
+    from foundry.operator.controller import RunController
+    from foundry.operator.kubeio import GROUP, MERGE_PATCH, RUNS, VERSION
+
+    engine = make_engine(pg_url)
+    try:
+        with OperatorStack.open(control_plane.api_client(), engine, namespace) as stack:
+            controller = RunController(stack.deps, workers=1)
+            custom = client.CustomObjectsApi(stack.api)
+
+            _, run = stack.ticket()
+            controller.seen[(namespace, run)] = runview.seen(stack.run(run))
+            calls = _count_calls(stack.api, run)
+            ok, body = controller._add_finalizer((namespace, run))
+            assert ok and body["metadata"]["finalizers"] == [runview.FINALIZER]
+            assert calls == {("PATCH", "run"): 1}, calls
+
+            _, changed = stack.ticket()
+            controller.seen[(namespace, changed)] = runview.seen(stack.run(changed))
+            custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, RUNS, changed,
+                                                  {"metadata": {"labels": {"team": "blue"}}},
+                                                  _content_type=MERGE_PATCH)
+            calls = _count_calls(stack.api, changed)
+            ok, body = controller._add_finalizer((namespace, changed))
+            assert ok and body["metadata"]["finalizers"] == [runview.FINALIZER]
+            assert body["metadata"]["labels"]["team"] == "blue"
+            assert calls == {("PATCH", "run"): 2, ("GET", "run"): 1}, calls  # the 409, the read, the write
+
+            _, theirs = stack.ticket()
+            custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, RUNS, theirs,
+                                                  {"metadata": {"finalizers": ["example.com/keep"]}},
+                                                  _content_type=MERGE_PATCH)
+            controller.seen[(namespace, theirs)] = runview.seen(stack.run(theirs))
+            ok, body = controller._add_finalizer((namespace, theirs))
+            assert ok and body["metadata"]["finalizers"] == ["example.com/keep", runview.FINALIZER]
     finally:
         engine.dispose()

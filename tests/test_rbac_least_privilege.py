@@ -110,6 +110,7 @@ def test_bridge_and_operator_do_their_work_as_the_chart_service_accounts(
         raw = demo_config(linear_graphql_url=linear.graphql_url, github_url=github.url,
                           agent_workdir=tmp_path / "agents")
         raw["agent"] = {"provider": "job", "image": "registry.example.com/agent:1"}
+        raw["plan"] = {"mode": "heuristic"}  # no kubelet here to run a plan Job's pod
         raw["timeouts"]["resync_seconds"] = 1
         cfg = parse_config(raw)
         repo = example_repo.REPO

@@ -130,14 +130,20 @@ def runner(name: str, **extra: Any) -> dict[str, Any]:
     return {"name": name, "model": MODELS[name], "timeoutSeconds": 120, **extra}
 
 
+APPROVED_PLAN = "sha256:" + "5e" * 32
+
+
 @pytest.mark.parametrize("name", ["claude-code", "codex", "aider"])
 def test_a_real_cli_through_the_runner_pushes_one_commit_and_opens_a_draft_pr(
         name: str, github: GitHubServer, model: ModelServer, tmp_path: Path, agent_bin_dir: Path) -> None:
     attempt = Attempt(tmp_path, github, model, agent_bin_dir)
     model.set_script(edit_script(name, attempt.repo_dir))
     main_before = github.branch_sha(REPO, "main")
-    code, log, result = attempt.run(attempt.input(runner(name)))
+    given = {**attempt.input(runner(name)), "planHash": APPROVED_PLAN}
+    code, log, result = attempt.run(given)
     assert (code, result["outcome"]) == (0, "pushed"), (result, log[-3000:])
+    # The runner names the approved plan's hash to the CLI and records it: what ran is what was approved.
+    assert result["planHash"] == APPROVED_PLAN and f"(plan {APPROVED_PLAN})" in model.prompt_text()
 
     # The push is real: anyone cloning the branch (with a token) sees the scripted change, one commit on main.
     clone = fresh_clone(github.git_url(REPO), BRANCH, tmp_path / "check",

@@ -205,3 +205,17 @@ def test_huge_feedback_and_ticket_are_cut_to_fit_one_argument_but_the_plan_never
     assert prompt.count("- a.py:") == 60 + 40  # annotations and review comments, each list capped overall
     assert "- … and 80 more" in prompt  # a check whose annotations no longer fit says how many
     assert prompt.rstrip().endswith(END_TICKET)
+
+
+def test_a_plan_hash_is_checked_and_belongs_to_apply_attempts_only():
+    from foundry.runner import jobinput as runner_input
+    from tests.support.runner_kit import job_input
+
+    base = job_input(git_url="http://git.example/acme/api.git", api_url="http://git.example",
+                     runner={"name": "claude-code"})
+    assert runner_input.parse({**base, "planHash": "sha256:" + "a" * 64}).plan_hash == "sha256:" + "a" * 64
+    assert runner_input.parse(base).plan_hash is None
+    with pytest.raises(runner_input.JobInputError, match="planHash must be sha256"):
+        runner_input.parse({**base, "planHash": "sha256:nothex"})
+    with pytest.raises(runner_input.JobInputError, match="a plan has no planHash yet"):
+        runner_input.parse({**base, "mode": "plan", "planHash": "sha256:" + "a" * 64})

@@ -211,3 +211,18 @@ def test_binds_the_host_it_is_given():
         assert httpx.head(server.url + "/", timeout=5).status_code == 200
         with pytest.raises(httpx.ConnectError):
             httpx.head(f"http://127.0.0.1:{server.port}/", timeout=5)
+
+
+def test_a_plan_script_answers_the_requests_that_declare_a_read_only_mode():
+    plan_mode = {"type": "text", "text": "<system-reminder>\nPlan mode is active. The user indicated that they do "
+                                         "not want you to execute yet\n</system-reminder>"}
+    with ModelServer(SCRIPT, plan_script=[Final("PLAN-ANSWER")]) as server:
+        planning = sse_events(anthropic(server, [{"role": "user", "content": [plan_mode,
+                                                                              {"type": "text", "text": "plan"}]}]).text)
+        applying = sse_events(anthropic(server, [{"role": "user", "content": "do it"}]).text)
+    said = ["".join(d["delta"].get("text", "") for n, d in events if n == "content_block_delta")
+            for events in (planning, applying)]
+    assert said[0] == "PLAN-ANSWER"
+    assert said[1] != "PLAN-ANSWER"  # the apply script's first step (a tool call), not the plan's
+    assert [n for n, d in applying if n == "content_block_start"
+            and d["content_block"]["type"] == "tool_use"]

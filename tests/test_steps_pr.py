@@ -7,7 +7,7 @@ from foundry.domain.phases import Phase
 from foundry.operator.reconcile import steps_pr
 from foundry.operator.reconcile.outcome import Stay, Transition
 from foundry.operator.reconcile.view import RunView
-from tests.support.step_deps import StepDeps, agent_running, run_view, with_attempt
+from tests.support.step_deps import MemoryGitHub, StepDeps, agent_running, run_view, with_attempt
 
 RUN = "linear-acme-1-a1"
 SHA = "a" * 40
@@ -164,3 +164,195 @@ def test_a_pr_gone_from_view_keeps_the_run_waiting():
     deps.github.pulls.clear()
     outcome = steps_pr.watch_pr(deps, run)
     assert isinstance(outcome, Stay) and set(outcome.status) == {"lastSyncedAt"}
+
+
+# ---------------------------------------------------------------- plan drift (the plan names app/x.py)
+
+PLAN = {"repo": "app", "steps": ["add /healthz"], "files": ["app/x.py"]}
+
+
+class _EditableGitHub(MemoryGitHub):
+    """MemoryGitHub that takes the PR step's one write, the PR body (recorded in `body_updates`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body_updates: list[tuple[int, str | None]] = []
+
+    def update_pull(self, repo: str, number: int, *, body: str | None = None) -> dict:
+        self.body_updates.append((number, body))
+        self.pulls[number]["body"] = body
+        return self.pulls[number]
+
+
+def _deps(github: MemoryGitHub | None = None) -> StepDeps:
+    steps_pr._refused.clear()  # what this process was refused must not leak from one test to the next
+    return StepDeps(github=github or _EditableGitHub())
+
+
+def _planned(deps: StepDeps, **kw) -> RunView:
+    """_pr_open with a plan that names its files (the shared fixtures' plan names none)."""
+    return _pr_open(deps, **{"plan": PLAN, **kw})
+
+
+def _drift_condition(outcome) -> tuple[bool, str, str]:
+    (cond,) = [c for c in outcome.conditions if c.type == "PlanDrift"]
+    return cond.status, cond.reason, cond.message
+
+
+def _written(deps: StepDeps, run: RunView, outcome) -> RunView:
+    """`run` as the API server has it once `outcome` is written (its conditions merged)."""
+    from foundry.operator.status import merge_conditions
+
+    status = {**run.status, **outcome.status,
+              "conditions": merge_conditions(run.status.get("conditions"), outcome.conditions, deps.clock())}
+    if isinstance(outcome, Transition):
+        status["phase"] = outcome.to.value
+    return RunView({**run.body, "status": status})
+
+
+def test_a_pr_within_the_plan_says_so_without_an_event():
+    deps = _deps()
+    run = _planned(deps, files=("app/x.py", "app/helpers.py", "tests/test_x.py"))
+    outcome = steps_pr.watch_pr(deps, run)
+    assert _drift_condition(outcome) == (False, "WithinPlan", "every changed file is within the approved plan")
+    assert outcome.events == []
+    assert steps_pr.watch_pr(deps, _written(deps, run, outcome)).conditions == []  # said once
+
+
+def test_files_outside_the_plan_get_the_drift_condition_and_one_warning_and_go_to_review():
+    deps = _deps()
+    run = _planned(deps, files=("app/x.py", "lib/util.py", "docs/notes.md"))
+    outcome = steps_pr.watch_pr(deps, run)
+    assert (outcome.to, outcome.reason) == (Phase.REVIEW_REQUIRED, "DiffNeedsReview")
+    assert "files outside the plan: lib/util.py, docs/notes.md" in outcome.message
+    status, reason, message = _drift_condition(outcome)
+    assert (status, reason) == (True, "FilesOutsidePlan")
+    assert message == "2 changed file(s) outside the approved plan: lib/util.py, docs/notes.md"
+    assert outcome.events == [("PlanDrift", message, True)]
+    # The next pass over the same head neither rewrites the condition nor warns again.
+    again = steps_pr.watch_pr(deps, _written(deps, run, outcome))
+    assert isinstance(again, Stay) and again.conditions == [] and again.events == []
+
+
+def test_an_uncovered_risky_file_outside_the_plan_blocks_the_run_with_one_comment():
+    deps = _deps()
+    run = _planned(deps, files=("app/x.py", "db/migrations/0003_add.sql"), riskAreas=[])
+    outcome = steps_pr.watch_pr(deps, run)
+    assert (outcome.to, outcome.reason, outcome.warning) == (Phase.BLOCKED, "PlanDrift", True)
+    why = "db/migrations/0003_add.sql is in risk area migrations, which the approvals did not cover"
+    assert why in outcome.message
+    assert _drift_condition(outcome)[:2] == (True, "RiskyFilesOutsidePlan") and why in _drift_condition(outcome)[2]
+    assert outcome.events == []  # the transition's own Warning (reason PlanDrift) tells it
+    assert deps.linear.purposes() == ["blocked"] and why in deps.linear.created[0].body
+
+
+def test_risky_drift_the_approvals_covered_only_needs_review():
+    deps = _deps()
+    run = _planned(deps, files=("app/x.py", "db/migrations/0003_add.sql"), riskAreas=["migrations"])
+    outcome = steps_pr.watch_pr(deps, run)
+    assert (outcome.to, outcome.reason) == (Phase.REVIEW_REQUIRED, "DiffNeedsReview")
+    assert _drift_condition(outcome)[:2] == (True, "FilesOutsidePlan")
+
+
+def test_a_plan_without_files_judges_no_drift():
+    deps = _deps()
+    run = _planned(deps, files=("lib/anything.py",), plan={**PLAN, "files": []})
+    outcome = steps_pr.watch_pr(deps, run)
+    assert isinstance(outcome, Stay)  # still PROpen: nothing bounds the change
+    assert _drift_condition(outcome)[:2] == (False, "PlanNamesNoFiles") and outcome.events == []
+
+
+def test_drift_is_flagged_once_in_the_pr_body_and_taken_out_when_the_head_is_back_within_the_plan():
+    deps = _deps()
+    run = _planned(deps, files=("app/x.py", "lib/util.py"))
+    deps.github.pulls[7]["body"] = "## Approved plan\n\nadd /healthz\n"
+    outcome = steps_pr.watch_pr(deps, run)
+    ((number, body),) = deps.github.body_updates
+    assert number == 7 and body.startswith("## Approved plan\n\nadd /healthz\n\n<!-- foundry:plan-drift -->")
+    assert "## Plan drift" in body and "- `lib/util.py`" in body and "`app/x.py`" not in body
+    # Later passes over the same head find the section and leave the body alone.
+    steps_pr.watch_pr(deps, _written(deps, run, outcome))
+    assert len(deps.github.body_updates) == 1
+    # A remediation's runner rewrote the body (no section) and the head stays drifted: flagged again, once.
+    deps.github.pulls[7]["body"] = "## What the agent did (attempt 2)\n\nfixed CI\n"
+    steps_pr.watch_pr(deps, _written(deps, run, outcome))
+    assert deps.github.body_updates[-1][1].count("<!-- foundry:plan-drift -->") == 1
+    # A new head within the plan: the section goes, the rest stays.
+    deps.github.files[7] = [{"filename": "app/x.py", "status": "modified", "additions": 1, "deletions": 0}]
+    steps_pr.watch_pr(deps, _written(deps, run, outcome))
+    assert deps.github.body_updates[-1][1] == "## What the agent did (attempt 2)\n\nfixed CI\n"
+
+
+def test_a_blocked_run_says_why_in_the_pr_body_too():
+    deps = _deps()
+    run = _planned(deps, files=("app/x.py", "db/migrations/0003_add.sql"), riskAreas=[])
+    outcome = steps_pr.watch_pr(deps, run)
+    assert outcome.to == Phase.BLOCKED
+    (_, body), = deps.github.body_updates
+    assert "Foundry blocked this run: `db/migrations/0003_add.sql` (risk area migrations" in body
+
+
+def test_no_drift_writes_no_body():
+    deps = _deps()
+    steps_pr.watch_pr(deps, _planned(deps, files=("app/x.py",)))
+    steps_pr.watch_pr(deps, _planned(_deps(), files=("lib/y.py",), plan={**PLAN, "files": []}))
+    assert deps.github.body_updates == []
+
+
+def test_a_refused_body_edit_does_not_hold_the_run():
+    from foundry.connectors.errors import ServerError, Unauthorized
+
+    class Refusing(_EditableGitHub):
+        def __init__(self, error: Exception) -> None:
+            super().__init__()
+            self.error = error
+            self.asked = 0
+
+        def update_pull(self, repo, number, *, body=None):
+            self.asked += 1
+            raise self.error
+
+    for error, asked in ((Unauthorized("update_pull", "acme/app#7", "Resource not accessible by integration",
+                                       status=403), 1),  # refused for good: not asked again for that body
+                         (ServerError("update_pull", "acme/app#7", "boom", status=502), 2)):  # tried each pass
+        deps = _deps(Refusing(error))
+        run = _planned(deps, files=("app/x.py", "lib/util.py"))
+        outcome = steps_pr.watch_pr(deps, run)
+        assert (outcome.to, outcome.reason) == (Phase.REVIEW_REQUIRED, "DiffNeedsReview")
+        assert _drift_condition(outcome)[:2] == (True, "FilesOutsidePlan")
+        steps_pr.watch_pr(deps, _written(deps, run, outcome))
+        assert deps.github.asked == asked
+        # A head that drifts differently asks for a different body: that is asked for.
+        deps.github.files[7].append({"filename": "lib/more.py", "status": "added", "additions": 1, "deletions": 0})
+        steps_pr.watch_pr(deps, _written(deps, run, outcome))
+        assert deps.github.asked == asked + 1
+
+
+def test_a_forbidden_file_outside_the_plan_blocks_as_forbidden_and_is_named_as_drift():
+    deps = _deps()
+    run = _planned(deps, files=("app/x.py", ".github/workflows/ci.yml"))
+    outcome = steps_pr.watch_pr(deps, run)
+    assert (outcome.to, outcome.reason) == (Phase.BLOCKED, "ForbiddenPath")
+    status, reason, message = _drift_condition(outcome)
+    assert (status, reason) == (True, "RiskyFilesOutsidePlan")
+    assert ".github/workflows/ci.yml matches forbidden path .github/workflows/**" in message
+    (_, body), = deps.github.body_updates
+    assert "`.github/workflows/ci.yml` (forbidden path)" in body
+    assert deps.linear.purposes() == ["blocked"]
+
+
+def test_a_remediation_starts_only_for_the_approved_plan_as_it_stands():
+    """The third path into AgentRunning (after dispatch and a retry): a PR's remediation is guarded too."""
+    import pytest
+
+    from foundry.operator.errors import CannotReconcile
+    from tests.support.step_deps import PLAN
+
+    deps = StepDeps()
+    run = _pr_open(deps, plan={**PLAN, "files": ["app/", "deploy/prod.yaml"]})  # edited after approval
+    deps.github.check(SHA, "unit tests", "failure",
+                      output={"title": "2 failed", "summary": "", "text": "", "annotations_count": 0})
+    with pytest.raises(CannotReconcile) as err:
+        steps_pr.watch_pr(deps, run)
+    assert err.value.reason == "PlanNotApproved" and "is not the plan's hash" in str(err.value)
+    assert (RUN, 2) not in deps.agents.dispatched

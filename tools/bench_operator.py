@@ -47,6 +47,7 @@ from kubernetes import client  # noqa: E402
 
 from foundry.operator.kubeio import GROUP, RUNS, VERSION  # noqa: E402
 from tests.support.benchenv import bench_servers  # noqa: E402
+from tests.support.linear_process import LinearProcess  # noqa: E402
 from tests.support.operator_process import operator_env, write_config  # noqa: E402
 from tests.support.operator_stack import OperatorStack, stack_config  # noqa: E402
 from foundry.dev.postgres import free_port  # noqa: E402
@@ -79,7 +80,7 @@ def _stat(pid: int) -> tuple[str, int, float] | None:
     return comm, int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_by_process(operator_pid: int) -> Counter[str]:
+def cpu_by_process(operator_pid: int, named: dict[int, str] | None = None) -> Counter[str]:
     """CPU seconds so far of this process and its descendants, grouped: the
     operator, this process (the stand-ins, the creates, the polling), and the
     servers by command name (kube-apiserver, etcd, postgres). Other people's
@@ -95,7 +96,8 @@ def cpu_by_process(operator_pid: int) -> Counter[str]:
         todo.extend(children.get(pid, []))
         if pid in stats:
             comm, _, cpu = stats[pid]
-            label = "operator" if pid == operator_pid else "bench" if pid == os.getpid() else comm
+            label = ("operator" if pid == operator_pid else "bench" if pid == os.getpid()
+                     else (named or {}).get(pid, comm))
             out[label] += cpu
     return out
 
@@ -218,7 +220,8 @@ class Operator:
 def bench(stack: OperatorStack, op: Operator, args: argparse.Namespace) -> dict[str, Any]:
     api, ns = stack.api, stack.namespace
     result: dict[str, Any] = {"cpus": os.cpu_count(), "runs": args.runs, "idle_target": args.idle,
-                              "concurrency": args.concurrency, "workers": args.workers}
+                              "concurrency": args.concurrency, "workers": args.workers,
+                              "linear": "in this process" if args.linear_in_process else "in its own process"}
     op.wait_metrics()
 
     # Warm-up: one ticket all the way to AgentRunning loads every module a run needs.
@@ -232,14 +235,14 @@ def bench(stack: OperatorStack, op: Operator, args: argparse.Namespace) -> dict[
     def measured(label: str) -> Callable[[Callable[[], Counter[str]]], Counter[str]]:
         def run(body: Callable[[], Counter[str]]) -> Counter[str]:
             metrics, cpu, started = scrape_metrics(op.metrics_port), cpu_seconds(op.pid), time.monotonic()
-            machine = cpu_by_process(op.pid)
+            machine = cpu_by_process(op.pid, args.named_pids)
             seen = body()
             seconds = time.monotonic() - started
             # A reconcile ends a little after its last status write: count CPU
             # and reconciles once the operator has gone quiet.
             result[f"{label}_quiet_after_seconds"] = round(wait_quiet(op.pid), 1)
             after = scrape_metrics(op.metrics_port)
-            spent = cpu_by_process(op.pid)
+            spent = cpu_by_process(op.pid, args.named_pids)
             spent.subtract(machine)
             reconciles = after["reconciles"] - metrics["reconciles"]
             result[label] = {
@@ -303,7 +306,8 @@ def bench(stack: OperatorStack, op: Operator, args: argparse.Namespace) -> dict[
 
 def report(r: dict[str, Any]) -> None:
     print(f"\nmachine: {r['cpus']} CPUs; one operator (--workers {r['workers']}); tickets created at "
-          f"concurrency {r['concurrency']}")
+          f"concurrency {r['concurrency']} (the {r['runs']} intake creates took {r['intake_create_seconds']:.1f} s); "
+          f"Linear stand-in {r['linear']}")
     print("| phase | runs | wall | runs/s | operator CPU per run | reconciles | mean reconcile |")
     print("|---|---|---|---|---|---|---|")
     for label, title in (("intake", "intake → WaitingApproval"), ("dispatch", "approval → AgentRunning"),
@@ -333,6 +337,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=16, help="the operator's --workers")
     parser.add_argument("--timeout", type=float, default=300, help="seconds each phase may take")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    parser.add_argument("--linear-in-process", action="store_true",
+                        help="serve the Linear stand-in from this process (as before: it then shares this "
+                        "process's GIL with the ticket creates and the polling, and the operator's Linear "
+                        "requests queue behind them); default: a process of its own")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.idle < args.runs + 2 or args.concurrency < 1:
         parser.error("--runs and --concurrency must be at least 1, and --idle at least --runs + 2")
@@ -350,7 +358,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = stack_config()
         # The production resync period (the stand's 1 s exists for the lost-webhook tests).
         cfg["timeouts"] = {**cfg["timeouts"], "resync_seconds": 60, "pr_wait_seconds": 1800}
-        ops = stack.enter_context(OperatorStack.open(api, engine, namespace, cfg))
+        linear = None if args.linear_in_process else LinearProcess()
+        args.named_pids = {} if linear is None else {linear.pid: "linear"}
+        ops = stack.enter_context(OperatorStack.open(api, engine, namespace, cfg, linear=linear))
         op = Operator(ops, kubeconfig, database_url, workdir, cfg, args.workers)
         stack.callback(op.stop)
         try:

@@ -1,4 +1,4 @@
-"""Where the push credential of an attempt comes from.
+"""Where the push credential of an attempt, and the read credential of a plan, come from.
 
 The job provider puts one token per attempt in Secret `<run>-a<n>-github`
 (owned by the Job, mounted only into the pod's `prepare` and `publish` steps).
@@ -7,6 +7,11 @@ repository with contents:write and pull_requests:write
 (foundry.connectors.github_app); for development the operator's static token
 (FOUNDRY_GITHUB_TOKEN) stands in. A token never goes into the job input, a
 log line, an Event or an exception message.
+
+A plan Job (docs/decisions/0021-plan-job.md) gets a read token instead,
+never the push token: from the App, an installation token for the one
+repository with contents:read and metadata:read; for development, the
+token in FOUNDRY_GITHUB_READ_TOKEN, or none (the plan clones anonymously).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 ENV_STATIC_TOKEN = "FOUNDRY_GITHUB_TOKEN"
+ENV_STATIC_READ_TOKEN = "FOUNDRY_GITHUB_READ_TOKEN"
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,10 @@ class TokenSource(Protocol):
         """A token that may push to `repo` (owner/name) and open its pull requests."""
         ...  # pragma: no cover - protocol
 
+    def read_token(self, repo: str) -> PushToken | None:
+        """A token that may only read `repo` (a plan's clone); None: clone anonymously."""
+        ...  # pragma: no cover - protocol
+
 
 class CredentialError(RuntimeError):
     """No push credential can be had; the message says what to configure (never a token)."""
@@ -43,9 +53,11 @@ class CredentialError(RuntimeError):
 
 @dataclass(frozen=True)
 class StaticTokenSource:
-    """The development fallback: the same token for every repository, no expiry."""
+    """The development fallback: the same token for every repository, no expiry. The read token is
+    a separate one (`read`), never the push token: a static token's scope cannot be narrowed here."""
 
     token: str = field(repr=False)
+    read: str = field(default="", repr=False)
 
     def push_token(self, repo: str) -> PushToken:
         if not self.token:
@@ -53,9 +65,13 @@ class StaticTokenSource:
                                   f"{ENV_STATIC_TOKEN}")
         return PushToken(self.token)
 
+    def read_token(self, repo: str) -> PushToken | None:
+        return PushToken(self.read) if self.read else None
+
     @classmethod
-    def from_env(cls) -> "StaticTokenSource":
-        return cls(os.environ.get(ENV_STATIC_TOKEN, "").strip())
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "StaticTokenSource":
+        env = os.environ if env is None else env
+        return cls(str(env.get(ENV_STATIC_TOKEN, "")).strip(), str(env.get(ENV_STATIC_READ_TOKEN, "")).strip())
 
 
 class AppTokenSource:
@@ -66,21 +82,27 @@ class AppTokenSource:
         self.app = app
 
     def push_token(self, repo: str) -> PushToken:
-        issued = self.app.runner_token(repo)
-        expires = issued.expires_at
-        if isinstance(expires, (int, float)):
-            expires = datetime.fromtimestamp(expires, timezone.utc)
-        return PushToken(issued.token, expires)
+        return _token(self.app.runner_token(repo))
+
+    def read_token(self, repo: str) -> PushToken | None:
+        """contents:read and metadata:read on `repo` alone (GitHubApp.reader_token)."""
+        return _token(self.app.reader_token(repo))
+
+
+def _token(issued: Any) -> PushToken:
+    expires = issued.expires_at
+    if isinstance(expires, (int, float)):
+        expires = datetime.fromtimestamp(expires, timezone.utc)
+    return PushToken(issued.token, expires)
 
 
 def push_token_source(github: Any, api_url: str | None = None, env: Mapping[str, str] | None = None) -> TokenSource:
     """The App's per-repository tokens when `github` (GitHubSettings) names an App, else
-    the static token of the environment (development)."""
+    the static tokens of the environment (development)."""
     from foundry.connectors.github_app import app_from_settings
 
     kwargs = {"base_url": api_url} if api_url else {}
     app = app_from_settings(github, env, **kwargs)
     if app is not None:
         return AppTokenSource(app)
-    env = os.environ if env is None else env
-    return StaticTokenSource(str(env.get(ENV_STATIC_TOKEN, "")).strip())
+    return StaticTokenSource.from_env(env)

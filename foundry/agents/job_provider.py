@@ -16,6 +16,12 @@ refused by admission never gets a pod: the Job controller's FailedCreate Event
 on the Job says why, and the attempt is reported failed with reason PodRefused
 at once instead of "running" until its deadline.
 
+A plan (`<run>-p<n>`, docs/decisions/0021-plan-job.md) is the same lifecycle
+with its own names, selector and token: a read-only one, or none (then no
+Secret and nothing mounted), never the push token. Its plan is believed only
+once checked (foundry.agents.plan_result); a plan cut from the 4 KiB result
+is read from the verify container's log.
+
 The push token: never logged, never in an Event or error message; the Secret
 is deleted as soon as the attempt is seen to end (the Job's garbage collection
 would take it too, later). A token that will expire while the Job still runs
@@ -27,6 +33,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
@@ -34,12 +41,17 @@ from kubernetes import client
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from foundry.agents.provider import (DEADLINE_EXCEEDED, FAILED, MISSING, POD_REFUSED, RUNNING, SUCCEEDED, AgentError,
-                                 AgentUnavailable, attempt_name, record, run_identity, utc_iso)
-from foundry.agents.credentials import CredentialError, StaticTokenSource, TokenSource
-from foundry.agents.job_manifest import (ANNOTATION_REPO, ANNOTATION_TOKEN_EXPIRES, TOKEN_KEY, attempt_selector,
-                                         build_input_configmap, build_job, build_token_secret, input_configmap_name,
-                                         job_namespace, token_secret_name)
-from foundry.agents.result import RESULT_FIELDS, newest_pod, pod_cause, pod_result
+                                 AgentUnavailable, attempt_name, plan_job_name, plan_record, record, run_identity,
+                                 utc_iso)
+from foundry.agents.credentials import CredentialError, PushToken, StaticTokenSource, TokenSource
+from foundry.agents.job_manifest import (ANNOTATION_REPO, ANNOTATION_TOKEN_EXPIRES, PLAN_STEPS, READ_TOKEN_KEY,
+                                         TOKEN_KEY, attempt_selector, build_input_configmap, build_job,
+                                         build_plan_input_configmap, build_plan_job, build_read_token_secret,
+                                         build_token_secret, input_configmap_name, job_namespace,
+                                         plan_input_configmap_name, plan_selector, plan_token_secret_name,
+                                         token_secret_name)
+from foundry.agents.plan_result import MAX_LOG_BYTES, PLAN_INVALID, PlanInvalid, checked_plan
+from foundry.agents.result import PLANNED, RESULT_FIELDS, newest_pod, pod_cause, pod_result
 from foundry.config import FoundryConfig
 
 # Replace a token that has less than this left: a resync comes every
@@ -121,7 +133,7 @@ def refusal(events: list[Mapping[str, Any]]) -> str | None:
 
 
 def failure_cause(job: Mapping[str, Any], pod: Mapping[str, Any] | None,
-                  result: Mapping[str, Any] | None) -> dict[str, Any]:
+                  result: Mapping[str, Any] | None, what: str = "attempt") -> dict[str, Any]:
     """{'cause': ...} (and what it implies) for a failed attempt the cluster ended: a step the
     kubelet OOM-killed, or the Job controller's deadline; {} otherwise. The pod is killed at the
     deadline, so its result (if any) tells only how its last step was interrupted, or is an earlier
@@ -132,10 +144,33 @@ def failure_cause(job: Mapping[str, Any], pod: Mapping[str, Any] | None,
     if job_state(job).get("reason") != DEADLINE_EXCEEDED:
         return {}
     seconds = (job.get("spec") or {}).get("activeDeadlineSeconds")
-    reason = f"the attempt ran past its deadline of {seconds} s (DeadlineExceeded)"
+    reason = f"the {what} ran past its deadline of {seconds} s (DeadlineExceeded)"
     if result is not None and result.get("reason"):
         reason += f"; {result['reason']}"
     return {"cause": DEADLINE_EXCEEDED, "outcome": "failed", "reason": reason[:1000]}
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """What tells an attempt's objects from a plan's: their names, selector, builders and token.
+    The create-or-adopt, token and reading logic below is one for both."""
+
+    what: str  # in messages: "attempt" or "plan"
+    job_name: Callable[[str, int], str]
+    selector: Callable[[Mapping[str, Any], int], str]
+    input_name: Callable[[str, int], str]
+    build_input: Callable[..., dict[str, Any]]  # (run, n, job_input, job)
+    secret_name: Callable[[str, int], str]
+    build_secret: Callable[..., dict[str, Any]]  # (run, n, token, job, expires_at)
+    token_key: str
+    planning: bool  # a plan: a read token (or none), never the push token
+
+
+ATTEMPT = _Kind("attempt", attempt_name, attempt_selector, input_configmap_name, build_input_configmap,
+                token_secret_name, build_token_secret, TOKEN_KEY, planning=False)
+PLAN = _Kind("plan", plan_job_name, plan_selector, plan_input_configmap_name, build_plan_input_configmap,
+             plan_token_secret_name, build_read_token_secret, READ_TOKEN_KEY, planning=True)
+VERIFY_STEP = PLAN_STEPS[-1]  # the plan pod's main container, whose log frames the whole plan
 
 
 class JobProvider:
@@ -177,10 +212,10 @@ class JobProvider:
         except Urllib3Error as err:
             raise _outside(f"reading ConfigMap {namespace}/{name}", err) from err
 
-    def _pods(self, run: Mapping[str, Any], attempt: int, namespace: str) -> list[dict[str, Any]]:
-        what = f"listing the pods of {attempt_name(run_identity(run)[0], attempt)} in {namespace}"
+    def _pods(self, run: Mapping[str, Any], n: int, namespace: str, kind: _Kind = ATTEMPT) -> list[dict[str, Any]]:
+        what = f"listing the pods of {kind.job_name(run_identity(run)[0], n)} in {namespace}"
         try:
-            pods = self.core.list_namespaced_pod(namespace, label_selector=attempt_selector(run, attempt))
+            pods = self.core.list_namespaced_pod(namespace, label_selector=kind.selector(run, n))
         except (client.ApiException, Urllib3Error) as err:
             raise _outside(what, err) from err
         return [self.api.sanitize_for_serialization(p) for p in pods.items]
@@ -195,16 +230,48 @@ class JobProvider:
             raise _outside(f"reading the Events of Job {meta.get('namespace')}/{meta.get('name')}", err) from err
         return refusal([self.api.sanitize_for_serialization(e) for e in events.items])
 
+    def _log(self, pod: Mapping[str, Any], container: str) -> str | None:
+        """A container's log (at most MAX_LOG_BYTES); None when the kubelet no longer has it."""
+        meta = pod.get("metadata") or {}
+        what = f"reading the {container} log of pod {meta.get('namespace')}/{meta.get('name')}"
+        try:
+            return self.core.read_namespaced_pod_log(meta.get("name"), meta.get("namespace"), container=container,
+                                                     limit_bytes=MAX_LOG_BYTES)
+        except client.ApiException as err:
+            if err.status in (400, 404):  # the pod or its container's log is gone
+                return None
+            raise _outside(what, err) from err
+        except Urllib3Error as err:
+            raise _outside(what, err) from err
+
     # -- creates (check, then create; 409 = someone else won, adopt)
 
-    def _ensure_input(self, run: Mapping[str, Any], attempt: int, job_input: Mapping[str, Any],
-                      job: Mapping[str, Any]) -> None:
+    def _create_or_adopt(self, namespace: str, job_name: str,
+                         build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """The Job `job_name`, read, else created from build() (called only then), else a rival's on 409."""
+        existing = self._read_job(job_name, namespace)
+        if existing is not None:
+            return existing
+        try:
+            return self.api.sanitize_for_serialization(self.batch.create_namespaced_job(namespace, build()))
+        except client.ApiException as err:
+            if err.status != 409:
+                raise _outside(f"creating Job {namespace}/{job_name}", err) from err
+            existing = self._read_job(job_name, namespace)
+            if existing is None:  # created and deleted in between: let the caller retry
+                raise AgentUnavailable(f"Job {namespace}/{job_name} vanished right after a 409") from err
+            return existing
+        except Urllib3Error as err:
+            raise _outside(f"creating Job {namespace}/{job_name}", err) from err
+
+    def _ensure_input(self, run: Mapping[str, Any], n: int, job_input: Mapping[str, Any],
+                      job: Mapping[str, Any], kind: _Kind = ATTEMPT) -> None:
         name, _, _ = run_identity(run)
         namespace = job["metadata"]["namespace"]
-        cm_name = input_configmap_name(name, attempt)
+        cm_name = kind.input_name(name, n)
         if self._configmap_exists(cm_name, namespace):
             return  # the input of an attempt is fixed by its first dispatch
-        body = build_input_configmap(run, attempt, job_input, job)
+        body = kind.build_input(run, n, job_input, job)
         try:
             self.core.create_namespaced_config_map(namespace, body)
         except client.ApiException as err:
@@ -213,23 +280,33 @@ class JobProvider:
         except Urllib3Error as err:
             raise _outside(f"creating ConfigMap {namespace}/{cm_name}", err) from err
 
-    def _push_token(self, repo: str):
+    def _token(self, repo: str, kind: _Kind = ATTEMPT) -> PushToken | None:
+        """The attempt's push token, or the plan's read token (None: the plan clones anonymously)."""
+        which = "read" if kind.planning else "push"
         try:
-            return self.tokens.push_token(repo)
+            return self.tokens.read_token(repo) if kind.planning else self.tokens.push_token(repo)
         except CredentialError as err:
             raise AgentError(str(err)) from None
         except (ConnectionError, OSError) as err:
-            raise AgentUnavailable(f"getting a push token for {repo}: {type(err).__name__}") from None
+            raise AgentUnavailable(f"getting a {which} token for {repo}: {type(err).__name__}") from None
 
-    def _ensure_secret(self, run: Mapping[str, Any], attempt: int, job: Mapping[str, Any]) -> None:
-        """Secret `<run>-a<n>-github` exists, is the Job's, and its token outlives the next resync."""
+    def _needed_token(self, repo: str, kind: _Kind, what: str) -> PushToken:
+        token = self._token(repo, kind)
+        if token is None:  # a plan Job made when a read token could be had mounts its Secret
+            raise AgentError(f"{what} is mounted by its Job, but no read token can be had for {repo} now")
+        return token
+
+    def _ensure_secret(self, run: Mapping[str, Any], n: int, job: Mapping[str, Any], kind: _Kind = ATTEMPT,
+                       minted: PushToken | None = None) -> None:
+        """Secret `<job>-github` exists, is the Job's, and its token outlives the next resync
+        (`minted`: the token the Job was just made for, so it is not minted twice)."""
         name, _, _ = run_identity(run)
         meta = job["metadata"]
         namespace, uid = meta["namespace"], meta.get("uid") or ""
-        secret_name = token_secret_name(name, attempt)
+        secret_name = kind.secret_name(name, n)
         volumes = (((job.get("spec") or {}).get("template") or {}).get("spec") or {}).get("volumes") or []
         if not any((v.get("secret") or {}).get("secretName") == secret_name for v in volumes):
-            return  # a Job made before the token Secret existed (an older operator) mounts none
+            return  # an older operator's Job, or a plan without a read token: it mounts none
         key = (namespace, secret_name)
         now = self.clock()
         with self._secrets_lock:
@@ -247,8 +324,8 @@ class JobProvider:
         except Urllib3Error as err:
             raise _outside(f"reading {what}", err, quiet=True) from None
         if current is None:
-            token = self._push_token(repo)
-            body = build_token_secret(run, attempt, token.token, job, token.expires_iso())
+            token = minted or self._needed_token(repo, kind, what)
+            body = kind.build_secret(run, n, token.token, job, token.expires_iso())
             try:
                 self.core.create_namespaced_secret(namespace, body)
                 expires = token.expires_at
@@ -261,9 +338,9 @@ class JobProvider:
         else:
             expires = _parse_time((current.metadata.annotations or {}).get(ANNOTATION_TOKEN_EXPIRES))
             if expires is not None and expires - now <= TOKEN_REFRESH_MARGIN:
-                token = self._push_token(repo)
+                token = self._needed_token(repo, kind, what)
                 patch = {"metadata": {"annotations": {ANNOTATION_TOKEN_EXPIRES: token.expires_iso()}},
-                         "stringData": {TOKEN_KEY: token.token}}
+                         "stringData": {kind.token_key: token.token}}
                 try:
                     self.core.patch_namespaced_secret(secret_name, namespace, patch)
                 except (client.ApiException, Urllib3Error) as err:
@@ -272,9 +349,9 @@ class JobProvider:
         with self._secrets_lock:
             self._secrets[key] = (uid, expires)
 
-    def _drop_secret(self, run: Mapping[str, Any], attempt: int, namespace: str) -> None:
+    def _drop_secret(self, run: Mapping[str, Any], n: int, namespace: str, kind: _Kind = ATTEMPT) -> None:
         """The attempt is over: its token leaves the cluster now (best effort; GC would take it later)."""
-        secret_name = token_secret_name(run_identity(run)[0], attempt)
+        secret_name = kind.secret_name(run_identity(run)[0], n)
         with self._secrets_lock:
             self._secrets.pop((namespace, secret_name), None)
         try:
@@ -285,63 +362,68 @@ class JobProvider:
         except Urllib3Error as err:
             raise _outside(f"deleting the token Secret {namespace}/{secret_name}", err, quiet=True) from None
 
+    def _settle(self, run: Mapping[str, Any], n: int, job_input: Mapping[str, Any], job: Mapping[str, Any],
+                kind: _Kind, minted: PushToken | None = None) -> dict[str, Any]:
+        """After create-or-adopt: a running Job gets what it still lacks (input, token); its state."""
+        st = job_state(job)
+        if st["state"] == RUNNING:
+            self._ensure_input(run, n, job_input, job, kind)
+            self._ensure_secret(run, n, job, kind, minted)
+        created_at = _iso((job.get("metadata") or {}).get("creationTimestamp"))
+        return {**st, "startedAt": st.get("startedAt") or created_at}
+
+    # -- attempts
+
     def dispatch(self, run: Mapping[str, Any], attempt: int, job_input: Mapping[str, Any]) -> dict[str, Any]:
         """Create (or adopt) Job `<run>-a<attempt>`, its input and its token; returns the status.agent.jobs record."""
         name, _, _ = run_identity(run)
         namespace = job_namespace(run, self.cfg.agent)
         job_name = attempt_name(name, attempt)
-        existing = self._read_job(job_name, namespace)
-        if existing is None:
-            body = build_job(run, attempt, job_input, self.cfg.agent, self.cfg.timeouts)
-            try:
-                created = self.batch.create_namespaced_job(namespace, body)
-                existing = self.api.sanitize_for_serialization(created)
-            except client.ApiException as err:
-                if err.status != 409:
-                    raise _outside(f"creating Job {namespace}/{job_name}", err) from err
-                existing = self._read_job(job_name, namespace)
-                if existing is None:  # created and deleted in between: let the caller retry
-                    raise AgentUnavailable(f"Job {namespace}/{job_name} vanished right after a 409") from err
-            except Urllib3Error as err:
-                raise _outside(f"creating Job {namespace}/{job_name}", err) from err
-        st = job_state(existing)
-        if st["state"] == RUNNING:
-            self._ensure_input(run, attempt, job_input, existing)
-            self._ensure_secret(run, attempt, existing)
-        created_at = _iso((existing.get("metadata") or {}).get("creationTimestamp"))
-        return record(job_name, attempt, st["state"], st.get("startedAt") or created_at, st.get("finishedAt"))
+        job = self._create_or_adopt(namespace, job_name, lambda: build_job(run, attempt, job_input, self.cfg.agent,
+                                                                           self.cfg.timeouts))
+        st = self._settle(run, attempt, job_input, job, ATTEMPT)
+        return record(job_name, attempt, st["state"], st["startedAt"], st.get("finishedAt"))
 
     def state(self, run: Mapping[str, Any], attempt: int) -> dict[str, Any]:
         """The attempt's state from its Job, with its result once it ended (missing: no such Job)."""
+        return self._observe(run, attempt, ATTEMPT)[0]
+
+    def _observe(self, run: Mapping[str, Any], n: int,
+                 kind: _Kind) -> tuple[dict[str, Any], Mapping[str, Any] | None, dict[str, Any] | None]:
+        """(state, newest pod, its result) of an attempt or a plan; the pod once the Job ended."""
         name, _, _ = run_identity(run)
         namespace = job_namespace(run, self.cfg.agent)
-        job = self._read_job(attempt_name(name, attempt), namespace)
+        job = self._read_job(kind.job_name(name, n), namespace)
         st = job_state(job)
         if job is None:
-            return st
+            return st, None, None
         if st["state"] == RUNNING:
             status = job.get("status") or {}
             if not status.get("active") and not status.get("ready"):
                 why = self._refusal(job)
                 if why is not None:
-                    return {**st, "state": FAILED, "reason": POD_REFUSED, "message": why, "cause": POD_REFUSED}
-            self._ensure_secret(run, attempt, job)
-            return st
-        pod = newest_pod(self._pods(run, attempt, namespace))
-        result = pod_result(pod) if pod is not None else None
+                    refused = {**st, "state": FAILED, "reason": POD_REFUSED, "message": why, "cause": POD_REFUSED}
+                    return refused, None, None
+            self._ensure_secret(run, n, job, kind)
+            return st, None, None
+        pod = newest_pod(self._pods(run, n, namespace, kind))
+        result = pod_result(pod, planning=kind.planning) if pod is not None else None
         if result is not None:
             st.pop("message", None)
             st.update({k: result[k] for k in RESULT_FIELDS if k in result})
         if st["state"] == FAILED:
-            st.update(failure_cause(job, pod, result))
-        self._drop_secret(run, attempt, namespace)
-        return st
+            st.update(failure_cause(job, pod, result, kind.what))
+        self._drop_secret(run, n, namespace, kind)
+        return st, pod, result
 
     def cancel(self, run: Mapping[str, Any], attempt: int) -> None:
         """Delete the attempt's Job with Background propagation (its pods go too) and its token; gone is fine."""
+        self._delete(run, attempt, ATTEMPT)
+
+    def _delete(self, run: Mapping[str, Any], n: int, kind: _Kind) -> None:
         name, _, _ = run_identity(run)
         namespace = job_namespace(run, self.cfg.agent)
-        job_name = attempt_name(name, attempt)
+        job_name = kind.job_name(name, n)
         try:
             self.batch.delete_namespaced_job(job_name, namespace, propagation_policy="Background")
         except client.ApiException as err:
@@ -349,4 +431,44 @@ class JobProvider:
                 raise _outside(f"deleting Job {namespace}/{job_name}", err) from err
         except Urllib3Error as err:
             raise _outside(f"deleting Job {namespace}/{job_name}", err) from err
-        self._drop_secret(run, attempt, namespace)
+        self._drop_secret(run, n, namespace, kind)
+
+    # -- plans
+
+    def dispatch_plan(self, run: Mapping[str, Any], number: int, job_input: Mapping[str, Any]) -> dict[str, Any]:
+        """Create (or adopt) plan Job `<run>-p<number>`, its input and, when a read token can be had, its
+        read-token Secret; returns {'name', 'number', 'state', 'startedAt', 'finishedAt'?}."""
+        name, _, _ = run_identity(run)
+        namespace = job_namespace(run, self.cfg.agent)
+        job_name = plan_job_name(name, number)
+        minted: list[PushToken | None] = []
+
+        def build() -> dict[str, Any]:  # the token is asked for only when the Job is to be made
+            minted.append(self._token(str(job_input.get("repo") or ""), PLAN))
+            return build_plan_job(run, number, job_input, self.cfg.agent, self.cfg.plan,
+                                  read_token=minted[0] is not None)
+
+        job = self._create_or_adopt(namespace, job_name, build)
+        st = self._settle(run, number, job_input, job, PLAN, minted[0] if minted else None)
+        return plan_record(job_name, number, st["state"], st["startedAt"], st.get("finishedAt"))
+
+    def plan_state(self, run: Mapping[str, Any], number: int) -> dict[str, Any]:
+        """The plan's state (provider.AgentProvider.plan_state): a succeeded one with its checked plan."""
+        st, pod, result = self._observe(run, number, PLAN)
+        if st["state"] != SUCCEEDED:
+            return st
+        try:
+            if result is None or result.get("outcome") != PLANNED:
+                said = "no result" if result is None else f"outcome {result.get('outcome')!r}"
+                raise PlanInvalid(f"the plan Job succeeded but its verify step reported {said}, not a plan")
+            reported = result.get("plan")
+            cut = isinstance(reported, Mapping) and reported.get("cut")
+            log = self._log(pod, VERIFY_STEP) if cut and pod is not None else None
+            st["plan"] = checked_plan(reported, log)
+        except PlanInvalid as err:
+            return {**st, "state": FAILED, "outcome": "failed", "reason": PLAN_INVALID, "message": str(err)}
+        return st
+
+    def cancel_plan(self, run: Mapping[str, Any], number: int) -> None:
+        """Delete the plan's Job (Background) and its read-token Secret; gone is fine."""
+        self._delete(run, number, PLAN)

@@ -1,6 +1,7 @@
 """What every agent provider offers, and the few things they share.
 
-A provider starts one attempt of a run, reports on it, and cancels it. Every
+A provider starts one attempt of a run, reports on it, and cancels it; and,
+likewise, a run's plan Job (`<run>-p<n>`, read-only). Every
 call is idempotent per (run, attempt): starting an attempt that already
 started adopts it, cancelling one that is gone is a no-op. The operator keeps
 no other handle than (run, attempt), so a restart loses nothing.
@@ -48,6 +49,26 @@ class AgentProvider(Protocol):
         """Stop the attempt if it still runs; a no-op when it is gone."""
         ...  # pragma: no cover - protocol
 
+    # -- plans (docs/decisions/0021-plan-job.md): idempotent per (run, number) in the same way
+
+    def dispatch_plan(self, run: Mapping[str, Any], number: int, job_input: Mapping[str, Any]) -> dict[str, Any]:
+        """Start (or adopt) plan `<run>-p<number>` (input.json mode plan) with a read-only token, or none,
+        never the push token; returns {'name', 'number', 'state', 'startedAt', 'finishedAt'?}."""
+        ...  # pragma: no cover - protocol
+
+    def plan_state(self, run: Mapping[str, Any], number: int) -> dict[str, Any]:
+        """{'state': running|succeeded|failed|missing, 'startedAt', 'finishedAt', 'reason', 'message', 'cause'}
+        and the verify result's fields (outcome, step, summary, tokens, costUsd). `succeeded` comes with
+        'plan': {'hash', 'json', 'markdown', 'bytes'}, validated again and its hash recomputed
+        (foundry.agents.plan_result); a plan Job that succeeded without an acceptable plan is `failed`
+        with reason PlanInvalid and a message saying why. A failed plan's reason is the runner's; cause
+        DeadlineExceeded when it ran past plan.timeout_seconds, PodRefused when admission refused it."""
+        ...  # pragma: no cover - protocol
+
+    def cancel_plan(self, run: Mapping[str, Any], number: int) -> None:
+        """Stop the plan and take its read token away; a no-op when it is gone."""
+        ...  # pragma: no cover - protocol
+
 
 def attempt_name(run_name: str, attempt: int) -> str:
     """`<run>-a<attempt>`: the Job name, the webhook delivery id, the local work folder."""
@@ -91,7 +112,17 @@ def utc_iso(moment: datetime | None = None) -> str:
 def record(name: str, attempt: int, state: str, started_at: str | None, finished_at: str | None = None,
            **extra: Any) -> dict[str, Any]:
     """A status.agent.jobs entry."""
-    out: dict[str, Any] = {"name": name, "attempt": attempt, "state": state}
+    return _entry({"name": name, "attempt": attempt, "state": state}, started_at, finished_at, extra)
+
+
+def plan_record(name: str, number: int, state: str, started_at: str | None,
+                finished_at: str | None = None) -> dict[str, Any]:
+    """What dispatch_plan returns: {name, number, state, startedAt, finishedAt?}."""
+    return _entry({"name": name, "number": number, "state": state}, started_at, finished_at, {})
+
+
+def _entry(out: dict[str, Any], started_at: str | None, finished_at: str | None,
+           extra: Mapping[str, Any]) -> dict[str, Any]:
     if started_at:
         out["startedAt"] = started_at
     if finished_at:

@@ -16,14 +16,19 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from foundry.domain import plans
+
 MAX_BYTES = 4096  # the kubelet keeps at most this much of a termination message
 OUTCOMES = ("pushed", "no-changes", "refused", "failed")
 # What `prepare` and `agent` write when they did their part; never the last word of a finished pod.
 STEP_DONE = "ok"
 STEPS = ("prepare", "agent", "publish")
+# A plan Job's steps, and what its verify step says when it made a plan (foundry.runner.result.PLANNED).
+PLAN_STEPS = ("prepare", "plan", "verify")
+PLANNED = "planned"
 # What the operator records of a result in status.agent.jobs[] (the rest is the pod's business).
 RESULT_FIELDS = ("outcome", "reason", "step", "headSha", "pr", "tokens", "costUsd", "summary", "filesChanged",
-                 "linesAdded", "linesRemoved")
+                 "linesAdded", "linesRemoved", "planHash")
 _SHA = re.compile(r"^[0-9a-f]{7,64}$")
 _MAX_REASON = 1000
 _MAX_SUMMARY = 2000
@@ -48,12 +53,14 @@ def _money(value: Any) -> float | None:
     return round(float(value), 6) if value < 1e9 else None
 
 
-def parse_result(text: str | bytes | None, *, step_done: bool = False) -> dict[str, Any]:
+def parse_result(text: str | bytes | None, *, step_done: bool = False, planning: bool = False) -> dict[str, Any]:
     """The result object as the operator records it, or {'error': why} when unreadable.
 
     Keys (each only when present and well-formed): outcome, reason, step,
     headSha, branch, pr {number, url}, filesChanged, linesAdded, linesRemoved,
-    tokens {input, output}, costUsd, turns, runner, summary.
+    tokens {input, output}, costUsd, turns, runner, summary, planHash. `planning`: a plan
+    Job's result, whose outcome may be `planned` and whose `plan` is kept as
+    reported (foundry.agents.plan_result checks it; nothing here trusts it).
     """
     if text is None:
         return {"error": "no result was written"}
@@ -69,18 +76,24 @@ def parse_result(text: str | bytes | None, *, step_done: bool = False) -> dict[s
     if not isinstance(doc, Mapping):
         return {"error": f"the result is JSON but not an object (a {type(doc).__name__})"}
     outcome = doc.get("outcome")
-    if outcome not in OUTCOMES and not (step_done and outcome == STEP_DONE):
-        return {"error": f"the result's outcome {str(outcome)[:40]!r} is not one of {', '.join(OUTCOMES)}"}
+    outcomes = (*OUTCOMES, PLANNED) if planning else OUTCOMES
+    if outcome not in outcomes and not (step_done and outcome == STEP_DONE):
+        return {"error": f"the result's outcome {str(outcome)[:40]!r} is not one of {', '.join(outcomes)}"}
     out: dict[str, Any] = {"outcome": outcome}
     for key, limit in (("reason", _MAX_REASON), ("summary", _MAX_SUMMARY), ("branch", 255), ("runner", 64)):
         value = _text(doc.get(key), limit, one_line=key != "summary")
         if value:
             out[key] = value
-    if doc.get("step") in STEPS:
+    if doc.get("step") in (PLAN_STEPS if planning else STEPS):
         out["step"] = doc["step"]
+    if planning and isinstance(doc.get("plan"), Mapping):
+        out["plan"] = dict(doc["plan"])
     sha = doc.get("headSha")
     if isinstance(sha, str) and _SHA.match(sha):
         out["headSha"] = sha
+    approved = doc.get("planHash")  # the approved plan an apply attempt was given (input.json planHash)
+    if plans.is_plan_hash(approved):
+        out["planHash"] = approved
     pr = doc.get("pr")
     if isinstance(pr, Mapping) and _count(pr.get("number")):
         out["pr"] = {"number": pr["number"]}
@@ -110,31 +123,32 @@ def _terminated(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return state.get("terminated") if isinstance(state, Mapping) else None
 
 
-def pod_result(pod: Mapping[str, Any]) -> dict[str, Any] | None:
+def pod_result(pod: Mapping[str, Any], *, planning: bool = False) -> dict[str, Any] | None:
     """The result of the last step of `pod` (a Pod dict as the API returns it) that ran.
 
     None while no step has finished. A step that ended without a message (killed
     for memory, say) is reported from its container state: outcome `failed`,
-    with the kubelet's reason and exit code.
+    with the kubelet's reason and exit code. `planning`: a plan Job's pod.
     """
     status = pod.get("status") or {}
     statuses: list[Mapping[str, Any]] = [*(status.get("initContainerStatuses") or []),
                                          *(status.get("containerStatuses") or [])]
-    order = {name: i for i, name in enumerate(STEPS)}
+    steps = PLAN_STEPS if planning else STEPS
+    order = {name: i for i, name in enumerate(steps)}
     ended = [(s, t) for s in statuses if (t := _terminated(s)) is not None]
     if not ended:
         return None
-    ended.sort(key=lambda st: (order.get(st[0].get("name"), len(STEPS)), str(st[1].get("finishedAt") or "")))
+    ended.sort(key=lambda st: (order.get(st[0].get("name"), len(steps)), str(st[1].get("finishedAt") or "")))
     container, term = ended[-1]
     step = str(container.get("name") or "?")
     message = term.get("message")
     if message:
-        result = parse_result(message, step_done=True)
+        result = parse_result(message, step_done=True, planning=planning)
         if result.get("outcome") == STEP_DONE:
             # The pod was ended (its deadline, a deletion) while a later step ran: that one said nothing.
             result.update(outcome="failed", reason=f"step {step} was the last to finish")
         if "error" not in result:
-            if step in STEPS:
+            if step in steps:
                 result.setdefault("step", step)
             if term.get("reason") == "OOMKilled" and result["outcome"] == "failed":
                 # The kernel killed the CLI, not the runner: its own reason says only "exit code 137".

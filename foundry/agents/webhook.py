@@ -113,5 +113,17 @@ class WebhookProvider:
         body, headers = build_request(run, attempt, {}, self._secret(), event="cancel")
         self._post(body, headers, f"cancelling attempt {attempt_name(run_identity(run)[0], attempt)}")
 
+    # A webhook agent service speaks only the apply contract: config refuses plan.mode agent with it
+    # (foundry.config.PLANNING_PROVIDERS), so these are reached only by a caller's mistake.
+
+    def dispatch_plan(self, run: Mapping[str, Any], number: int, job_input: Mapping[str, Any]) -> dict[str, Any]:
+        raise AgentError("the webhook provider cannot run a plan Job; use plan.mode heuristic with it")
+
+    def plan_state(self, run: Mapping[str, Any], number: int) -> dict[str, Any]:
+        return {"state": MISSING}
+
+    def cancel_plan(self, run: Mapping[str, Any], number: int) -> None:
+        return None  # it never started one
+
     def close(self) -> None:
         self.http.close()

@@ -34,8 +34,11 @@ from foundry.db.timeutil import utcnow
 from foundry.domain.attempts import Claim
 from foundry.domain.naming import run_name
 from foundry.domain.phases import ACTIVE_PHASE_NAMES
+from foundry.domain.plan_stamp import current_hash
+from foundry.domain.ticket_refresh import ticket_patch
 from foundry.domain.triggers import Trigger
 from foundry.kube import approvals, runs
+from foundry.kube.attach import Answer
 from foundry.kube.client import api_client
 from foundry.kube.crds import GROUP, VERSION
 from foundry.kube.errors import AccessDenied, IdentityConflict, KubeRequestError, ObjectRejected, translate
@@ -128,6 +131,25 @@ def run_manifest(claim: Claim, intake: Intake, trigger: Trigger) -> dict[str, An
     )
 
 
+def ticket_update_outcome(answer: Answer, where: str) -> str:
+    """What the merge patch of a run's spec.ticket (foundry.domain.ticket_refresh) came to, for both paths.
+
+    "updated", or "attached" when the run was deleted meanwhile (nothing left
+    to update). A 409 means the run changed since it was judged (the
+    patch carries its resourceVersion): 503, and the sender's retry judges the
+    new version. Call inside kubernetes_errors()."""
+    if 200 <= answer.status < 300:
+        return "updated"
+    if answer.status == 404:
+        return "attached"
+    if answer.status == 409:
+        raise Unavailable("kubernetes", f"{where} changed while its ticket was being updated")
+    if answer.status == 0:
+        raise Unavailable("kubernetes", str(answer.body)[:200])
+    raise translate(client.ApiException(status=answer.status, reason=answer.reason, body=answer.body),
+                    f"updating the ticket of {where}")
+
+
 @dataclass
 class RealBackend:
     engine: Engine
@@ -178,9 +200,23 @@ class RealBackend:
         manifest = run_manifest(claim, intake, trigger)
         if manifest is None:
             return "attached"
+        namespace = manifest["metadata"]["namespace"]
         with kubernetes_errors():
-            result = runs.create_or_attach(self.api_client, manifest["metadata"]["namespace"], manifest)
-        return "created" if result.created else "attached"
+            result = runs.create_or_attach(self.api_client, namespace, manifest)
+            if result.created:
+                return "created"
+            patch = ticket_patch(result.object, manifest["spec"].get("ticket") or {})
+            if patch is None:
+                return "attached"
+            return ticket_update_outcome(self._merge_patch(namespace, result.name, patch), f"run {result.name}")
+
+    def _merge_patch(self, namespace: str, name: str, body: dict[str, Any]) -> Answer:
+        try:
+            obj = client.CustomObjectsApi(self.api_client).patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, runs.PLURAL, name, body, _request_timeout=KUBE_TIMEOUT)
+        except client.ApiException as exc:
+            return Answer(int(exc.status or 0), exc.reason, exc.body)
+        return Answer(200, None, obj)
 
     def active_run(self, issue_id: str) -> RunRef | None:
         with database_errors():
@@ -201,11 +237,23 @@ class RealBackend:
 
     # ------------------------------------------------------------ approvals and hints
 
-    def create_approval(self, run: RunRef, decision: Decision) -> bool:
+    def run_plan_hash(self, run: RunRef) -> str | None:
+        namespace, name = run
+        with kubernetes_errors():
+            try:
+                obj = client.CustomObjectsApi(self.api_client).get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, runs.PLURAL, name, _request_timeout=KUBE_TIMEOUT)
+            except client.ApiException as exc:
+                if exc.status == 404:
+                    return None  # the approval then names no plan; the operator ignores it for a missing run
+                raise
+        return current_hash(obj)
+
+    def create_approval(self, run: RunRef, decision: Decision, plan_hash: str | None = None) -> bool:
         namespace, name = run
         manifest = approvals.build_approval_manifest(
             name, decision.decision, decision.approver, "linear", decision.comment or None, namespace=namespace,
-            comment_id=decision.comment_id,
+            comment_id=decision.comment_id, plan_hash=plan_hash,
         )
         with kubernetes_errors():
             return approvals.create_or_attach_approval(self.api_client, namespace, manifest).created

@@ -15,6 +15,7 @@ from typing import Protocol
 from foundry.bridge.mapping import Decision, Intake, PrHint, Ticket
 from foundry.domain.attempts import Claim
 from foundry.domain.naming import DNS1123_LABEL
+from foundry.domain.plan_stamp import STAMPED, StampRefused, stamp
 from foundry.domain.triggers import Trigger
 
 PR_HINT_ANNOTATION = "foundry.dev/pr-hint"
@@ -44,7 +45,10 @@ RunRef = tuple[str, str]
 
 @dataclass(frozen=True)
 class Outcome:
-    """The answer for one delivery: status is created | attached | applied | ignored."""
+    """The answer for one delivery: status is created | attached | updated | applied | ignored.
+
+    updated: the issue's run was attached to and its spec.ticket brought up to
+    date with a changed ticket, so the operator re-plans (foundry.domain.ticket_refresh)."""
 
     status: str
     run: str | None
@@ -63,15 +67,20 @@ class Backend(Protocol):
     def claim(self, ticket: Ticket) -> Claim: ...
 
     def create_or_attach_run(self, claim: Claim, intake: Intake, trigger: Trigger) -> str:
-        """Create the FoundryRun the claim named; "created" or "attached"."""
+        """Create the FoundryRun the claim named; "created", or "attached" to it, or "updated" when
+        attached and its not yet approved plan's ticket text was brought up to date."""
         ...
 
     def active_run(self, issue_id: str) -> RunRef | None: ...
 
     def active_run_by_key(self, issue_key: str) -> RunRef | None: ...
 
-    def create_approval(self, run: RunRef, decision: Decision) -> bool:
-        """Create the FoundryApproval; False when it already existed."""
+    def run_plan_hash(self, run: RunRef) -> str | None:
+        """The run's status.plan.hash (None: no plan hash yet, or no such run)."""
+        ...
+
+    def create_approval(self, run: RunRef, decision: Decision, plan_hash: str | None = None) -> bool:
+        """Create the FoundryApproval (spec.planHash = plan_hash); False when it already existed."""
         ...
 
     def hint_run(self, run: RunRef | str, value: str) -> bool:
@@ -128,11 +137,22 @@ def _unchanged(claim: Claim) -> Outcome:
 
 
 def decide(backend: Backend, command: Decision) -> Outcome:
-    """Approve, reject or stop the issue's active run via a FoundryApproval keyed by approver."""
+    """Approve, reject, stop or replan the issue's active run via a FoundryApproval keyed by approver.
+
+    approve and replan are about the run's plan: the approval is stamped with
+    the run's current plan hash, or the one the comment names if that is the
+    current one. A comment naming another plan records nothing: the person
+    approved a plan the run no longer has."""
     run = backend.active_run(command.issue_id)
     if run is None:
         return Outcome("ignored", None, "the issue has no active run")
-    backend.create_approval(run, command)
+    plan_hash = None
+    if command.decision in STAMPED:
+        try:
+            plan_hash = stamp(command.decision, backend.run_plan_hash(run), command.plan_ref)
+        except StampRefused as exc:
+            return Outcome("ignored", run[1], f"not recorded: {exc}")
+    backend.create_approval(run, command, plan_hash)
     # Applying the same decision twice finds the object already there: same outcome.
     return Outcome("applied", run[1])
 

@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 from kubernetes import client
 
-from foundry.kube.attach import Answer, Request, answer_from_http, attach_rounds, object_path, unreachable
+from foundry.kube.attach import AttachResult, Answer, Request, answer_from_http, attach_rounds, object_path, unreachable
 from foundry.kube.runs import PLURAL, describe_run, run_identity
 
 JSON = "application/json"
@@ -122,7 +122,11 @@ class KubeRuns:
             return unreachable(str(exc) or type(exc).__name__)
 
     async def create_or_attach(self, namespace: str, manifest: dict[str, Any]) -> bool:
-        """True if this call created the FoundryRun, False if it attached to the same run already there.
+        """True if this call created the FoundryRun, False if it attached to the same run already there."""
+        return (await self.attach(namespace, manifest)).created
+
+    async def attach(self, namespace: str, manifest: dict[str, Any]) -> AttachResult:
+        """Create-or-attach, with the object agreed on (the run already there, when attached).
 
         Raises IdentityConflict, ObjectRejected, AccessDenied or KubeRequestError
         exactly as foundry.kube.runs.create_or_attach does (the same attach_rounds).
@@ -133,4 +137,18 @@ class KubeRuns:
             while True:
                 request = rounds.send(await self._send(request, namespace, manifest))
         except StopIteration as done:
-            return done.value.created
+            return done.value
+
+    async def merge_patch(self, namespace: str, name: str, body: dict[str, Any]) -> Answer:
+        """One JSON merge patch of the run (the bridge's ticket update); the answer as it came."""
+        kwargs: dict[str, Any] = {"headers": {**self.target.headers(), "Content-Type": "application/merge-patch+json"},
+                                  "data": json.dumps(body).encode()}
+        if self.target.server_hostname:
+            kwargs["server_hostname"] = self.target.server_hostname
+        if self.target.proxy:
+            kwargs["proxy"] = self.target.proxy
+        try:
+            async with self.session.request("PATCH", runs_path(namespace, name), **kwargs) as response:
+                return answer_from_http(response.status, response.reason, await response.text())
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            return unreachable(str(exc) or type(exc).__name__)

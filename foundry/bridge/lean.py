@@ -17,7 +17,7 @@ import psycopg
 from kubernetes import client
 from sqlalchemy.engine import URL
 
-from foundry.bridge.backend import claim_request, kubernetes_errors, run_manifest
+from foundry.bridge.backend import claim_request, kubernetes_errors, run_manifest, ticket_update_outcome
 from foundry.bridge.batching import Batcher
 from foundry.bridge.commands import Unavailable
 from foundry.bridge.deadlines import KUBE_CONNECT_SECONDS, KUBE_REQUEST_SECONDS, SQL_CONNECT_SECONDS, SQL_STATEMENT_SECONDS
@@ -26,6 +26,7 @@ from foundry.bridge.mapping import Intake, Ticket
 from foundry.bridge.pgpool import PgPool
 from foundry.db import claims, deliveries
 from foundry.domain.attempts import Claim
+from foundry.domain.ticket_refresh import ticket_patch
 from foundry.domain.triggers import Trigger
 
 
@@ -71,9 +72,15 @@ class LeanIntake:
         manifest = run_manifest(claim, intake, trigger)
         if manifest is None:
             return "attached"
+        namespace = manifest["metadata"]["namespace"]
         with kubernetes_errors():
-            created = await self.kube.create_or_attach(manifest["metadata"]["namespace"], manifest)
-        return "created" if created else "attached"
+            result = await self.kube.attach(namespace, manifest)
+            if result.created:
+                return "created"
+            patch = ticket_patch(result.object, manifest["spec"].get("ticket") or {})
+            if patch is None:
+                return "attached"
+            return ticket_update_outcome(await self.kube.merge_patch(namespace, result.name, patch), f"run {result.name}")
 
     async def record_delivery(self, provider: str, delivery_id: str, outcome: str) -> bool:
         return await self.records.submit((provider, delivery_id, outcome))

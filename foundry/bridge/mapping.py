@@ -1,8 +1,8 @@
 """Which idempotent command a webhook asks for. Pure functions, no I/O.
 
 The bridge never decides a run's transition; it only turns an event into one
-of: intake (create-or-attach the run), a decision (approve/reject/stop, keyed
-by approver), a pr-hint (make the operator re-read the PR), or ignore. Payload
+of: intake (create-or-attach the run), a decision (approve/reject/stop/replan,
+keyed by approver), a pr-hint (make the operator re-read the PR), or ignore. Payload
 fields Foundry relies on are validated here, so a signed but malformed event
 becomes a 400 with a reason rather than an exception deeper down.
 """
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from foundry.domain.confirmation import parse_command
 from foundry.domain.naming import InvalidNameInput, run_name
 from foundry.domain.triggers import DEFAULT_TRIGGER_LABEL, TriggerRule
 
@@ -34,7 +35,6 @@ _ISSUE_KEY = re.compile(r"(?<![A-Za-z0-9])([A-Za-z][A-Za-z0-9]{0,9}-[0-9]{1,9})(
 _ISSUE_KEY_EXACT = re.compile(r"^[A-Z][A-Z0-9]{0,31}-[0-9]{1,9}$")
 _TEAM_KEY = re.compile(r"^[A-Z][A-Z0-9]{0,31}$")
 _URL = re.compile(r"^https?://")
-_COMMAND = re.compile(r"^/foundry[ \t]+(approve|reject|stop)\b[ \t]*(.*)$", re.IGNORECASE | re.DOTALL)
 RUN_BRANCH_PREFIX = "foundry/"
 
 # GitHub actions after which the PR's state on GitHub may have changed in a way
@@ -104,11 +104,12 @@ class Intake:
 
 @dataclass(frozen=True)
 class Decision:
-    decision: str  # approve | reject | stop
+    decision: str  # approve | reject | stop | replan
     issue_id: str
     approver: str
     comment: str
     comment_id: str | None = None  # the Linear comment; the operator reads it back before the decision counts
+    plan_ref: str | None = None  # the plan hash the comment names (full or short), for approve and replan
 
 
 @dataclass(frozen=True)
@@ -265,8 +266,9 @@ def map_linear(event: str, payload: dict[str, Any], rule: TriggerRule) -> Comman
         body = data.get("body")
         if not isinstance(body, str):
             raise BadPayload("missing or invalid field data.body")
-        match = _COMMAND.match(body.strip())
-        if match is None:
+        # Parsed as the operator parses the comment when it confirms the decision with Linear.
+        parsed = parse_command(body)
+        if parsed is None:
             return Ignore("comment is not a /foundry command")
         issue_id = data.get("issueId")
         if not isinstance(issue_id, str) and isinstance(data.get("issue"), dict):
@@ -286,12 +288,14 @@ def map_linear(event: str, payload: dict[str, Any], rule: TriggerRule) -> Comman
         comment_id = data.get("id")
         if not isinstance(comment_id, str) or not 0 < len(comment_id.strip()) <= 128:
             raise BadPayload("missing or invalid field data.id (the comment's id)")
+        decision, plan_ref, note = parsed
         return Decision(
-            decision=match.group(1).lower(),
+            decision=decision,
             issue_id=issue_id,
             approver=approver,
-            comment=match.group(2).strip()[:MAX_SHORT],
+            comment=note[:MAX_SHORT],
             comment_id=comment_id.strip(),
+            plan_ref=plan_ref,
         )
     return Ignore(f"Linear {event[:40]} events are not used")
 

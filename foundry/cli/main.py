@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "approve": ("foundry.cli.decisions", "approve"),
     "reject": ("foundry.cli.decisions", "reject"),
     "stop": ("foundry.cli.decisions", "stop"),
+    "replan": ("foundry.cli.decisions", "replan"),
 }
 
 

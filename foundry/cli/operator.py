@@ -56,15 +56,7 @@ def operator(namespaces: tuple[str, ...], all_namespaces: bool, config_path: str
     from foundry.operator import handlers  # noqa: F401 - registers the handlers
     from foundry.operator.deps import DepsError, build_deps
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if log_format == "json":
-        from foundry.jsonlog import JsonFormatter
-
-        for handler in logging.getLogger().handlers:
-            handler.setFormatter(JsonFormatter())
-    if not verbose:
-        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    configure_logging(verbose=verbose, log_format=log_format)
     try:
         deps = build_deps(config_path)
     except (DepsError, ValueError, OSError) as err:
@@ -79,3 +71,18 @@ def operator(namespaces: tuple[str, ...], all_namespaces: bool, config_path: str
         liveness_endpoint=liveness_endpoint,
         memo=memo,
     ))
+
+
+def configure_logging(*, verbose: bool, log_format: str) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_format == "json":
+        from foundry.jsonlog import JsonFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
+    quiet = logging.NOTSET if verbose else logging.WARNING
+    logging.getLogger("kopf.objects").setLevel(quiet)
+    # httpx logs every request at INFO: a line per Linear and GitHub call, which says nothing a
+    # failure would not say and cost CPU under load (-v brings them back).
+    logging.getLogger("httpx").setLevel(quiet)

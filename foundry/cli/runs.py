@@ -137,6 +137,11 @@ def summary_fields(obj: dict[str, Any], now: datetime | None = None) -> list[tup
 
 def plan_lines(plan: dict[str, Any]) -> list[str]:
     lines = []
+    # What an approval binds to: `foundry approve --plan-hash` and `/foundry approve <hash>` name it.
+    if plan.get("hash"):
+        lines.append(f"Hash: {plan['hash']}")
+    if plan.get("revision"):
+        lines.append(f"Revision: {plan['revision']}" + (" (re-planned)" if int(plan["revision"]) > 1 else ""))
     if plan.get("goal"):
         lines.append(f"Goal: {plan['goal']}")
     for key, label in (("steps", "Steps"), ("files", "Files"), ("tests", "Tests"), ("outOfScope", "Out of scope")):
@@ -151,7 +156,13 @@ def decision_rows(objects: list[dict[str, Any]]) -> list[list[Any]]:
     """Every decision recorded for the run (FoundryApproval objects), oldest first."""
     ordered = sorted(objects, key=lambda o: (o.get("metadata") or {}).get("creationTimestamp") or "")
     return [[(o.get("spec") or {}).get("decision"), (o.get("spec") or {}).get("approver"),
-             (o.get("spec") or {}).get("source"), (o.get("metadata") or {}).get("creationTimestamp")] for o in ordered]
+             (o.get("spec") or {}).get("source"), short_plan((o.get("spec") or {}).get("planHash")),
+             (o.get("metadata") or {}).get("creationTimestamp")] for o in ordered]
+
+
+def short_plan(plan_hash: Any) -> str:
+    """The 12 hex digits people compare by eye; '-' for a decision that names no plan."""
+    return str(plan_hash).removeprefix("sha256:")[:12] if plan_hash else "-"
 
 
 def counted_rows(status_approvals: dict[str, Any]) -> list[list[Any]]:
@@ -393,7 +404,7 @@ def render_run(out: Printer, obj: dict[str, Any], approval_objects_: list[dict[s
     decisions = decision_rows(approval_objects_)
     counted = counted_rows(approvals)
     if decisions:
-        out.table(["DECISION", "BY", "SOURCE", "AT"], decisions, title="  recorded:")
+        out.table(["DECISION", "BY", "SOURCE", "PLAN", "AT"], decisions, title="  recorded:")
     if counted:
         out.table(["APPROVER", "ROLES", "SOURCE", "AT"], counted, title="  counted by the policy:")
     if not decisions and not counted:

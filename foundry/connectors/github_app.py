@@ -4,6 +4,8 @@ Foundry acts on GitHub as an App installation, never as a person:
 - the *runner token*: minted per agent attempt for exactly one repository with only
   `contents: write` and `pull_requests: write`, handed to the attempt's pod in a
   Secret (it lives an hour on GitHub and is never refreshed: an attempt is shorter);
+- the *reader token*: minted per plan Job for one repository with `contents: read` and
+  `metadata: read` only, so a plan's clone can never push;
 - the *operator token*: the operator's own reads (PRs, files, checks, statuses,
   reviews), cached and minted again before it expires (5 minutes early), safe to
   share between threads.
@@ -38,8 +40,10 @@ JWT_BACKDATE = 60  # seconds: GitHub's advice against clock drift
 JWT_LIFETIME = 9 * 60  # seconds ahead of now; with the backdate, exactly GitHub's 10-minute maximum
 REFRESH_MARGIN = 5 * 60.0  # mint a new operator token this long before the old one expires
 RUNNER_PERMISSIONS: Mapping[str, str] = {"contents": "write", "pull_requests": "write"}
+READER_PERMISSIONS: Mapping[str, str] = {"contents": "read", "metadata": "read"}  # a plan's clone
+# pull_requests: write only for the one edit the operator makes, the PR body's "Plan drift" section.
 OPERATOR_PERMISSIONS: Mapping[str, str] = {
-    "contents": "read", "pull_requests": "read", "checks": "read", "statuses": "read"}
+    "contents": "read", "pull_requests": "write", "checks": "read", "statuses": "read"}
 
 
 class AppKeyError(ValueError):
@@ -188,6 +192,10 @@ class GitHubApp:
     def runner_token(self, repo: str) -> InstallationToken:
         """The token an agent attempt gets: one repository, contents and pull requests write, nothing else."""
         return self.mint(repositories=[repo], permissions=RUNNER_PERMISSIONS)
+
+    def reader_token(self, repo: str) -> InstallationToken:
+        """The token a plan Job gets: one repository, read only (it clones; it can never push)."""
+        return self.mint(repositories=[repo], permissions=READER_PERMISSIONS)
 
     def operator_token(self) -> str:
         """The operator's own token, cached and minted again `refresh_margin` before expiry

@@ -15,8 +15,9 @@ from foundry.connectors.errors import ConnectorError
 
 PURPOSES = frozenset({"approval_request", "clarification", "pr_opened", "blocked", "done"})
 # Purposes written once per thing rather than once per run: "<purpose>.<key>",
-# the key a Kubernetes object name (the refused decision, the PR not adopted).
-KEYED_PURPOSES = frozenset({"refused", "pr_not_adopted"})
+# the key a Kubernetes object name (the refused decision, the PR not adopted, a re-plan's revision
+# `r<n>`: its approval request and the notice that it replaced the plan before it).
+KEYED_PURPOSES = frozenset({"refused", "pr_not_adopted", "plan", "replanned"})
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,251}[a-z0-9])?$")
 _MARKER = re.compile(r"<!-- foundry:run=([a-z0-9._-]+);purpose=([a-z_]+(?:\.[a-z0-9][a-z0-9.-]*)?) -->")

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, InvalidatePoolError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
 from foundry.paths import state_dir
@@ -82,12 +83,45 @@ def make_engine(
         kwargs["pool_timeout"] = pool_timeout
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed, kwargs)
-    kwargs["pool_pre_ping"] = True
     kwargs["connect_args"] = postgres_timeouts(parsed, connect_timeout, statement_timeout)
     try:
-        return create_engine(parsed, **kwargs)
+        engine = create_engine(parsed, **kwargs)
     except NoSuchModuleError as exc:
         raise DatabaseConfigError(f"no driver for {parsed.drivername!r}: {exc}") from None
+    _ping_after_idle(engine)
+    return engine
+
+
+# A pooled connection back in use within this many seconds is not pinged on checkout.
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def _ping_after_idle(engine: Engine) -> None:
+    """SQLAlchemy's pool_pre_ping, but only for a connection idle for PING_AFTER_IDLE_SECONDS.
+
+    A ping on every checkout was a round trip per transaction (five or six per operator intake)
+    to learn what a connection returned healthy a moment ago already showed. A connection that
+    has sat idle (the server restarted, a proxy dropped it) is pinged as before; if the ping
+    fails, the pool is invalidated and the checkout reconnects, as pool_pre_ping does. A server
+    lost in the last second fails the statement instead, as it could between a ping and the
+    statement before: a disconnect error, which invalidates the pool and which the operator
+    already retries (foundry.operator.dbio)."""
+    dialect = engine.dialect
+
+    @event.listens_for(engine.pool, "checkin")
+    def _idle_from(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info["foundry_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.pool, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("foundry_idle_since")
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
+            return  # a new connection, or one in use a moment ago
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as err:
+            raise InvalidatePoolError(f"ping after {time.monotonic() - since:.1f} s idle failed: {err}") from err
 
 
 def postgres_timeouts(url: URL, connect_timeout: int | None, statement_timeout: float | None) -> dict[str, Any]:

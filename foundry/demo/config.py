@@ -44,6 +44,9 @@ def demo_config(*, linear_graphql_url: str, github_url: str, agent_workdir: Path
             "runner": {"name": "command", "command": [sys.executable, "-m", "foundry.demo.agent"],
                        "timeout_seconds": 60},
         },
+        # The agent writes the plan Alice approves: the same runner, read-only (the `command`
+        # runner plans only when asked; the runner's work-tree check is its guard, decision 0021).
+        "plan": {"mode": "agent", "timeout_seconds": 60},
         # Short waits: the demo should finish in about a minute, not an hour.
         "timeouts": {"agent_seconds": 120, "pr_wait_seconds": 60, "resync_seconds": 3},
         "linear": {"api_url": linear_graphql_url, "team": TEAM},

@@ -177,6 +177,8 @@ def summary(stack: LocalStack, result: StoryResult) -> dict[str, Any]:
     return {"namespace": stack.namespace, "run": result.run, "phase": result.phase, "issueId": result.issue_id,
             "issueKey": result.issue_key, "pullRequests": pulls, "linearComments": comments,
             "ci": [{"sha": s, "conclusion": c} for s, c in result.ci], "agentCommits": commits,
+            "plan": {"hash": result.plan_hash, "files": result.plan_files, "approvedHash": result.approved_hash,
+                     "attempts": {str(n): {"given": g, "recorded": r} for n, (g, r) in result.attempt_plans.items()}},
             "databaseUrl": stack.database_url, "logs": str(stack.logs_dir)}
 
 

@@ -54,6 +54,8 @@ class LocalStack:
     alice_id: str = field(default="", init=False)
     linear_secret: str = field(default_factory=lambda: secrets.token_hex(16), init=False)
     github_secret: str = field(default_factory=lambda: secrets.token_hex(16), init=False)
+    # The plan's clone token: may read the example repository and nothing else (a push with it is refused).
+    read_token: str = field(default_factory=lambda: "ghp_demo_read_" + secrets.token_hex(12), init=False)
     _control_plane: Any = field(default=None, init=False)
     _children: list[Child] = field(default_factory=list, init=False)
     _namespace_created: bool = field(default=False, init=False)
@@ -61,6 +63,11 @@ class LocalStack:
     @property
     def logs_dir(self) -> Path:
         return self.workdir / "logs"
+
+    @property
+    def agent_workdir(self) -> Path:
+        """The local provider's root: a folder per plan and attempt, <namespace>/<run>-p<n> and -a<n>."""
+        return self.workdir / "agent-work"
 
     @property
     def own_cluster(self) -> bool:
@@ -167,15 +174,16 @@ class LocalStack:
                                    require_auth=True).start()
         self.github.add_repo(example_repo.REPO, default_branch=example_repo.BASE_BRANCH,
                              files=dict(example_repo.INITIAL_FILES))
+        self.github.register_token(self.read_token, login="foundry-planner", repositories=[example_repo.REPO],
+                                   permissions={"contents": "read", "metadata": "read"})
         self._say(f"local Linear at {self.linear.graphql_url}, local GitHub at {self.github.url} "
                   f"(git: {self.github.git_url(example_repo.REPO)})")
 
     def _write_config(self) -> None:
         self.config_path = self.workdir / "foundry.yaml"
-        agent_work = self.workdir / "agent-work"
-        agent_work.mkdir(exist_ok=True)
+        self.agent_workdir.mkdir(exist_ok=True)
         cfg = demo_config(linear_graphql_url=self.linear.graphql_url, github_url=self.github.url,
-                          agent_workdir=agent_work)
+                          agent_workdir=self.agent_workdir)
         self.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
     def _base_env(self) -> dict[str, str]:
@@ -210,6 +218,8 @@ class LocalStack:
             "FOUNDRY_LINEAR_API_KEY": self.linear.api_key,
             "FOUNDRY_LINEAR_URL": self.linear.graphql_url,
             "FOUNDRY_GITHUB_TOKEN": self.github.token,
+            # What the local provider hands a plan (as a plan Job's read-token Secret), never the push token.
+            "FOUNDRY_GITHUB_READ_TOKEN": self.read_token,
             "FOUNDRY_GITHUB_URL": self.github.url,
         }
         operator = Child("operator", FOUNDRY + ["operator", "--namespace", self.namespace], env,

@@ -1,18 +1,21 @@
 """The demo's story, played on a running LocalStack.
 
-A ticket labelled twice at once → one run → an approval comment → the local
-agent commits and opens a PR → CI fails once → Foundry retries → CI passes →
-the PR is merged → the run is Complete. Every step acts only through the
+A ticket labelled twice at once → one run → the agent, read-only, writes the
+plan → an approval comment naming the plan's hash → the local agent, given
+that hash, commits and opens a PR → CI fails once → Foundry retries → CI
+passes → the PR is merged → the run is Complete. Every step acts only through the
 outside world (Linear and GitHub stand-ins); Foundry's bridge and operator do
 the rest, and the story watches the FoundryRun to see them do it.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from foundry.demo import example_repo
@@ -36,6 +39,11 @@ class StoryResult:
     issue_key: str | None = None
     pr_number: int | None = None
     ci: list[tuple[str, str]] = field(default_factory=list)  # (head sha, conclusion)
+    plan_hash: str | None = None  # status.plan.hash of the agent's plan
+    plan_files: list[str] = field(default_factory=list)
+    approved_hash: str | None = None  # the FoundryApproval's spec.planHash
+    # attempt → (input.json planHash, the runner's result planHash), from the local provider's folder
+    attempt_plans: dict[int, tuple[str | None, str | None]] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -67,14 +75,16 @@ class Story:
         self.result.run = run["metadata"]["name"]
         self.progress.step(f"one FoundryRun for two label webhooks: {self.result.run}")
 
-        self._wait_phase("WaitingApproval", "the operator to analyse the ticket, plan it and ask for approval")
-        self.progress.step("Linear: Foundry posted its plan and asked Alice to approve")
+        self._wait_phase("WaitingApproval", "the agent to read the repository and write the plan (read-only)")
+        short = self._show_plan(issue_id)
 
-        self.confirm(f"Press Enter to approve as Alice (posts `/foundry approve` on {self.result.issue_key}) ")
-        linear.add_comment(issue_id, "/foundry approve", user_id=stack.alice_id)
-        self.progress.step("Linear: Alice commented `/foundry approve`")
+        approve = f"/foundry approve {short}"
+        self.confirm(f"Press Enter to approve as Alice (posts `{approve}` on {self.result.issue_key}) ")
+        linear.add_comment(issue_id, approve, user_id=stack.alice_id)
+        self.progress.step(f"Linear: Alice commented `{approve}`: she approves this plan, and no other")
 
         self._wait_phase("AgentRunning", "the approval to reach the operator and the local agent to start")
+        self._show_approval()
         self.progress.step("the local agent is running (attempt 1)")
         number = self._wait_pr()
         self.result.pr_number = number
@@ -83,6 +93,9 @@ class Story:
         # CI reports once the runner has finished (a failure seen while it still writes its
         # report would have the operator replace the attempt before it reported).
         self._wait_attempt_done(1)
+        self._attempt_plan(1)
+        self.progress.step(f"attempt 1 was given plan {short} (input.json planHash), and its runner's result "
+                           "records it")
         first = self._run_ci(number, expect="failure")
         self.progress.step(f"CI failed on {first[:8]} (the first attempt forgot the empty name)")
         self._wait_attempt(2)
@@ -92,8 +105,9 @@ class Story:
 
         self._wait_pr_seen(second)
         report = self._wait_attempt_done(2)
+        self._attempt_plan(2)
         self.progress.step(f"the runner reported: {report.get('outcome')}, {report.get('filesChanged')} files, "
-                           f"head {str(report.get('headSha'))[:8]}: {report.get('summary')}")
+                           f"head {str(report.get('headSha'))[:8]}, plan {short}: {report.get('summary')}")
         self.confirm(f"Press Enter to merge PR #{number} ")
         stack.github.submit_review(example_repo.REPO, number, "octocat", "APPROVED", "Looks good, thanks!")
         stack.github.merge(example_repo.REPO, number)
@@ -102,6 +116,60 @@ class Story:
         self._wait_phase("Complete", "the operator to see the merge")
         self.progress.step(f"{self.result.run} is Complete")
         return self.result
+
+    # ---- the plan and what binds to it -------------------------------------------------
+
+    def _show_plan(self, issue_id: str) -> str:
+        """The agent's plan as the run holds it and the ticket shows it; its short hash."""
+        from foundry.domain.plan_status import short
+
+        status = self._status()
+        plan = status.get("plan") or {}
+        if plan.get("source") != "agent" or not plan.get("hash"):
+            raise StoryFailed(f"the run's plan was not written by the agent (source {plan.get('source')!r}); "
+                              f"the operator log is {self.stack.logs_dir / 'operator.log'}")
+        self.result.plan_hash, self.result.plan_files = plan["hash"], list(plan.get("files") or [])
+        job = (status.get("planJob") or {}).get("name") or "its plan job"
+        self.progress.step(f"the agent wrote the plan, read-only ({job}): plan {plan['hash'][:19]}…, "
+                           f"revision {plan.get('revision')}")
+        agent = plan.get("agent") or {}
+        for f in agent.get("files") or []:
+            self.progress.note(f"{f.get('path')}: {_clip(str(f.get('why')), 110)}")
+        self.progress.note(f"tests: {len(agent.get('tests') or [])}, risks: {len(agent.get('risks') or [])}, "
+                           f"open questions: {len(agent.get('openQuestions') or [])}")
+        bodies = [c["body"] for c in self.stack.linear.comments_json(issue_id)]
+        posted = any(plan["hash"] in b or short(plan["hash"]) in b for b in bodies)
+        if not posted:
+            raise StoryFailed(f"no comment on {self.result.issue_key} shows plan {short(plan['hash'])}")
+        self.progress.step(f"Linear: Foundry posted the plan with its hash {short(plan['hash'])} "
+                           "and asked Alice to approve")
+        return short(plan["hash"])
+
+    def _show_approval(self) -> None:
+        """Alice's FoundryApproval names the plan's hash, and the operator counted it for that hash."""
+        from foundry.cli.runs import approval_objects
+
+        approvals = approval_objects(self.stack.api, self.stack.namespace, self.result.run)
+        named = [(a["metadata"]["name"], (a.get("spec") or {}).get("planHash")) for a in approvals]
+        counted = (self._status().get("approvals") or {}).get("planHash")
+        if not named or any(h != self.result.plan_hash for _, h in named) or counted != self.result.plan_hash:
+            raise StoryFailed(f"the approval is not bound to plan {self.result.plan_hash}: approvals {named}, "
+                              f"counted for {counted}")
+        self.result.approved_hash = named[0][1]
+        self.progress.step(f"FoundryApproval {named[0][0]} names plan {str(named[0][1])[:19]}…, "
+                           "the hash the operator counted it for")
+
+    def _attempt_plan(self, attempt: int) -> tuple[str | None, str | None]:
+        """(input.json planHash, the runner's result planHash) of an attempt, from its local folder."""
+        from foundry.agents.provider import attempt_name
+
+        folder = self.stack.agent_workdir / self.stack.namespace / attempt_name(self.result.run, attempt)
+        given, recorded = (_json_field(folder / name, "planHash") for name in ("input.json", "result.json"))
+        self.result.attempt_plans[attempt] = (given, recorded)
+        if given != self.result.plan_hash or recorded != given:
+            raise StoryFailed(f"attempt {attempt} was given plan {given} and its runner recorded {recorded}, "
+                              f"not the approved {self.result.plan_hash} (see {folder})")
+        return given, recorded
 
     # ---- steps --------------------------------------------------------------------
 
@@ -245,3 +313,15 @@ class Story:
                     raise StoryFailed(f"gave up after {self.step_timeout:g}s waiting for {what}{phase}; "
                                       f"the logs are in {self.stack.logs_dir}")
                 time.sleep(0.25)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _json_field(path: Path, key: str) -> Any:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc.get(key) if isinstance(doc, dict) else None

@@ -126,6 +126,10 @@ CONTROLS = frozenset({"add_team", "add_user", "create_issue", "update_issue", "a
                       "redeliver", "duplicate", "issue_json", "comments_json"})
 
 
+# Distinct valid query strings kept parsed; a client's handful fits many times over.
+DOCUMENT_CACHE = 256
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -243,6 +247,7 @@ class LinearServer(ServerThread, WebhookControls):
         self.labels: dict[str, str] = {}  # id -> name
         self.bot = self.add_user("Foundry", "foundry@example.com")  # whom the API key belongs to
         self._schema = graphql.build_schema(SCHEMA_SDL)
+        self._documents: dict[str, graphql.DocumentNode] = {}  # valid queries, parsed (_checked)
         self._sync_id = 0
 
     # -- lifecycle ----------------------------------------------------------
@@ -498,13 +503,10 @@ class LinearServer(ServerThread, WebhookControls):
                 raise ValueError
         except (ValueError, KeyError, TypeError):
             return _errors(400, "Body must be JSON with a query string", "BAD_USER_INPUT", "Invalid request.")
-        try:
-            document = graphql.parse(query)
-        except graphql.GraphQLError as err:
-            return _errors(400, err.message, "GRAPHQL_PARSE_FAILED", "Invalid query.")
-        problems = graphql.validate(self._schema, document)
-        if problems:
-            return _errors(400, "; ".join(p.message for p in problems), "GRAPHQL_VALIDATION_FAILED", "Invalid query.")
+        checked = self._checked(query)
+        if isinstance(checked, web.Response):
+            return checked
+        document = checked
         operation = _root_field(document, payload.get("operationName"))
         fault = self.faults.take(operation)
         if fault is not None:
@@ -531,6 +533,26 @@ class LinearServer(ServerThread, WebhookControls):
         if result.errors:
             body["errors"] = [_format_error(e) for e in result.errors]
         return web.json_response(body, status=200, headers=budget)
+
+    def _checked(self, query: str) -> graphql.DocumentNode | web.Response:
+        """The query parsed and validated, or the error answer. A client sends the same few
+        query strings over and over, and graphql-core's validation cost more CPU than the rest
+        of a request: the verdict is kept per query string (a document is never changed by
+        executing it)."""
+        document = self._documents.get(query)
+        if document is not None:
+            return document
+        try:
+            document = graphql.parse(query)
+        except graphql.GraphQLError as err:
+            return _errors(400, err.message, "GRAPHQL_PARSE_FAILED", "Invalid query.")
+        problems = graphql.validate(self._schema, document)
+        if problems:
+            return _errors(400, "; ".join(p.message for p in problems), "GRAPHQL_VALIDATION_FAILED", "Invalid query.")
+        if len(self._documents) >= DOCUMENT_CACHE:
+            self._documents.clear()
+        self._documents[query] = document
+        return document
 
     def _rate_limited(self, seconds: float, *, http_429: bool) -> web.Response:
         """Linear's rate-limit answer: code RATELIMITED and the bucket's reset as epoch milliseconds."""

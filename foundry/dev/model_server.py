@@ -43,6 +43,7 @@ __all__ = ["ModelServer", "LoggedRequest", "Step", "ToolCall", "Patch", "Final",
 FAULTS = frozenset({"down", "hang"})
 BODY: Any = web.RequestKey("json", object) if hasattr(web, "RequestKey") else "json"
 MESSAGES, RESPONSES, CHAT = "messages", "responses", "chat"
+READ_ONLY_MODES = frozenset({"plan", "read-only"})  # what a plan's CLI declares (model_wire.declared_mode)
 
 
 @dataclass(frozen=True)
@@ -58,14 +59,19 @@ class LoggedRequest:
 
 
 class ModelServer(ServerThread):
+    """`plan_script`, when given, answers the requests that declare a read-only mode (Claude Code's plan
+    mode, Codex's read-only sandbox: a plan Job), `script` all others; so one stand-in serves a run's
+    plan and its apply attempts, as one model API would."""
+
     def __init__(self, script: Sequence[Step] = (), *, host: str = "127.0.0.1",
-                 usage: Usage = Usage(), model: str | None = None) -> None:
+                 usage: Usage = Usage(), model: str | None = None, plan_script: Sequence[Step] | None = None) -> None:
         super().__init__()
         self.host = host
         self.usage = usage
         self.model = model  # echoed in answers; None echoes the request's model
         self._lock = threading.Lock()
         self._script: list[Step] = list(script)
+        self._plan_script: list[Step] | None = list(plan_script) if plan_script is not None else None
         self._requests: list[LoggedRequest] = []
         self._chat_served = 0
         self._counter = itertools.count(1)
@@ -187,6 +193,9 @@ class ModelServer(ServerThread):
 
     def _pick(self, api: str, body: Any) -> tuple[int | None, Step]:
         with self._lock:
+            script = self._script
+            if self._plan_script is not None and W.declared_mode(body) in READ_ONLY_MODES:
+                script = self._plan_script
             if api == MESSAGES:
                 index = W.anthropic_turns(body)
             elif api == RESPONSES:
@@ -194,8 +203,8 @@ class ModelServer(ServerThread):
             else:
                 index = self._chat_served
                 self._chat_served += 1
-            if index < len(self._script):
-                return index, self._script[index]
+            if index < len(script):
+                return index, script[index]
             return None, EXHAUSTED
 
     def _model_of(self, body: Any) -> str:

@@ -15,6 +15,7 @@ from foundry.config import Approver
 APPROVE_COMMAND = "/foundry approve"
 REJECT_COMMAND = "/foundry reject"
 STOP_COMMAND = "/foundry stop"
+REPLAN_COMMAND = "/foundry replan"
 
 
 def _inline(text: Any) -> str:
@@ -40,8 +41,13 @@ def _approver_line(a: Approver | str) -> str:
 
 def plan_text(issue_key: str, plan: Mapping[str, Any]) -> str:
     """The plan as the approvers read it in the approval request, and as the
-    agent is told it (job input `planText`): one function, so they cannot differ."""
+    agent is told it (job input `planText`): one function, so they cannot differ.
+    An agent's plan is its own markdown, verbatim but for `<!--` (which could
+    open a hidden marker), under a line naming its hash."""
     files = plan.get("files") or []
+    if plan.get("markdown"):
+        head = f"### Foundry plan for {_inline(issue_key)}, written by the coding agent"
+        return "\n\n".join([head, _plan_id(plan), unhide(str(plan["markdown"])).rstrip()])
     return "\n\n".join([
         f"### Foundry plan for {_inline(issue_key)}",
         f"**Goal:** {_inline(plan.get('goal') or '')}",
@@ -50,6 +56,27 @@ def plan_text(issue_key: str, plan: Mapping[str, Any]) -> str:
         "**Tests to add**\n" + _bullets(plan.get("tests") or []),
         "**Out of scope**\n" + _bullets(plan.get("outOfScope") or []),
     ])
+
+
+def _plan_id(plan: Mapping[str, Any]) -> str:
+    return f"**Plan** `{plan.get('hash')}` (revision {plan.get('revision') or 1})"
+
+
+def unhide(text: str) -> str:
+    """Text from outside made unable to open an HTML comment (Foundry's markers are HTML comments)."""
+    return text.replace("<!--", "&lt;!--")
+
+
+def _sentence(text: str) -> str:
+    line = _inline(text)
+    return line[:1].upper() + line[1:]
+
+
+def replanned(issue_key: str, old_hash: str, revision: int, why: str) -> str:
+    """The approvers are told: the plan they may have approved is replaced, so their approvals lapse."""
+    return (f"### Foundry is re-planning {_inline(issue_key)}\n\n{_sentence(why)}, so plan "
+            f"`{old_hash}` (revision {revision}) is replaced by a new plan. Approvals of plan `{old_hash}` no "
+            f"longer count: the new plan follows here, and it needs approving on its own.")
 
 
 def approval_request(
@@ -64,13 +91,15 @@ def approval_request(
         plan_text(issue_key, plan),
         "**Risk areas:** " + (", ".join(areas) if areas else "none detected"),
     ]
+    if plan.get("hash") and not plan.get("markdown"):
+        parts.insert(1, _plan_id(plan))
     who = "\n".join(_approver_line(a) for a in approvers) if approvers else (
         "_nobody configured may approve a change in these areas; ask an administrator_")
     noun = "approval" if required == 1 else "approvals"
     parts.append(f"**Needs {required} {noun} from**\n{who}")
     parts.append(
-        f"Reply `{APPROVE_COMMAND}` to approve, `{REJECT_COMMAND}` to reject. "
-        "Nothing runs until the plan is approved."
+        f"Reply `{APPROVE_COMMAND}` to approve this plan, `{REJECT_COMMAND}` to reject, `{REPLAN_COMMAND}` "
+        "for a new plan. An approval counts for this plan only; nothing runs until it is approved."
     )
     return "\n\n".join(parts)
 

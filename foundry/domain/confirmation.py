@@ -24,8 +24,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping
 
-# The command as a person types it in a Linear comment: "/foundry approve [note]".
-_COMMAND = re.compile(r"^/foundry[ \t]+(approve|reject|stop)\b", re.IGNORECASE)
+from foundry.domain.plan_stamp import STAMPED, split_ref
+
+# The command as a person types it in a Linear comment: "/foundry approve [plan hash] [note]".
+# The bridge parses comments with this too (foundry.bridge.mapping), so both read the same thing.
+_COMMAND = re.compile(r"^/foundry[ \t]+(approve|reject|stop|replan)\b[ \t]*(.*)$", re.IGNORECASE | re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -44,10 +47,29 @@ def parse_time(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
-def command_in(body: str) -> str | None:
-    """The decision a comment body commands (approve | reject | stop), if it is a /foundry command."""
+def parse_command(body: str) -> tuple[str, str | None, str] | None:
+    """(decision, plan reference, note) of a /foundry command comment; None if it is none.
+
+    The plan reference is a hash (full or its first 12+ hex digits) right after
+    approve or replan: `/foundry approve 0123456789ab looks right`."""
     match = _COMMAND.match(body.strip())
-    return match.group(1).lower() if match else None
+    if match is None:
+        return None
+    decision, rest = match.group(1).lower(), match.group(2).strip()
+    ref, note = split_ref(rest) if decision in STAMPED else (None, rest)
+    return decision, ref, note
+
+
+def command_in(body: str) -> str | None:
+    """The decision a comment body commands (approve | reject | stop | replan), if it is a /foundry command."""
+    parsed = parse_command(body)
+    return parsed[0] if parsed else None
+
+
+def _what(decision: str) -> str:
+    if decision == "approve":
+        return "the plan it approves"
+    return "the plan it asks to replace" if decision == "replan" else "the run it decides on"
 
 
 def _at(stamp: datetime) -> str:
@@ -60,7 +82,7 @@ def check_made_after(decision: str, made_at: datetime, not_before: datetime | No
     Compared at whole seconds, the resolution of Kubernetes timestamps."""
     if not_before is None or made_at.replace(microsecond=0) >= not_before.replace(microsecond=0):
         return None
-    what = "the plan it approves" if decision == "approve" else "the run it decides on"
+    what = _what(decision)
     return f"it was recorded at {_at(made_at)}, before {what} existed ({_at(not_before)})"
 
 
@@ -78,12 +100,19 @@ def check_linear_comment(spec: Mapping[str, Any], facts: LinearCommentFacts | No
     authors = {a.lower() for a in (facts.user_id, facts.user_email) if a}
     if not approver or approver not in authors:
         return f"Linear comment {comment_id} was not written by {spec.get('approver')!r}"
-    said = command_in(facts.body)
+    parsed = parse_command(facts.body)
+    said = parsed[0] if parsed else None
     if said != spec.get("decision"):
         return (f"Linear comment {comment_id} does not say `/foundry {spec.get('decision')}`"
                 + (f" (it says `/foundry {said}`)" if said else ""))
+    named = parsed[1] if parsed else None
+    stamped = str(spec.get("planHash") or "").removeprefix("sha256:")
+    if named and not stamped.startswith(named.removeprefix("sha256:")):
+        # The person named a plan; a record of another plan (or of none) is not their decision.
+        return (f"Linear comment {comment_id} names plan {named.removeprefix('sha256:')[:12]}, and this decision "
+                f"is recorded for {'plan ' + stamped[:12] if stamped else 'no plan'}")
     if not_before is not None and facts.created_at.replace(microsecond=0) < not_before.replace(microsecond=0):
-        what = "the plan it approves" if spec.get("decision") == "approve" else "the run it decides on"
+        what = _what(str(spec.get("decision")))
         return f"Linear comment {comment_id} was written at {_at(facts.created_at)}, before {what} ({_at(not_before)})"
     return None
 

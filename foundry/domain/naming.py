@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+from foundry.domain.plans import is_plan_hash
+
 # A run name must leave room for the suffixes derived from it (the agent Job
 # `<run>-a<attempt>` and its ConfigMap) inside the 63-character label limit.
 RUN_NAME_MAX = 52
@@ -29,7 +31,7 @@ ISSUE_ID_MAX = 128
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _TRACKER = re.compile(r"^[a-z][a-z0-9]{0,19}$")
-_DECISIONS = {"approve": "approve", "reject": "reject", "stop": "stop"}
+_DECISIONS = {"approve": "approve", "reject": "reject", "stop": "stop", "replan": "replan"}
 
 # Short, readable prefixes for the trackers we know; any other tracker name is
 # used as-is (it is already validated to be short and lowercase).
@@ -120,7 +122,8 @@ def run_name(tracker: str, issue_id: str, attempt: int) -> str:
     return name
 
 
-def approval_name(run: str, decision: str, approver: str, comment_id: str | None = None) -> str:
+def approval_name(run: str, decision: str, approver: str, comment_id: str | None = None,
+                  plan_hash: str | None = None) -> str:
     """The FoundryApproval name for one approver's decision on one run.
 
     Deterministic so that the same command applied twice (a retried webhook, a
@@ -130,6 +133,9 @@ def approval_name(run: str, decision: str, approver: str, comment_id: str | None
     `comment_id` (a decision made in a Linear comment) joins the hash: each
     comment is its own record, so an object created first under the same
     (run, decision, approver) cannot take the name of the real comment's one.
+    `plan_hash` (the plan the decision is about, spec.planHash) joins it too:
+    approving plan B after plan A is a new decision, not a 409 onto the old one.
+    Without either the name is what it always was (pinned by golden tests).
     """
     if not isinstance(run, str) or len(run) > LABEL_MAX or not DNS1123_LABEL.match(run):
         raise InvalidNameInput(f"run must be a FoundryRun name (a DNS-1123 label of at most {LABEL_MAX}), got {run!r}")
@@ -143,7 +149,14 @@ def approval_name(run: str, decision: str, approver: str, comment_id: str | None
     slug = _slug(approver, _APPROVER_SLUG_MAX, keep_tail=True)
     if slug:
         parts.append(slug)
-    hashed = (run, decision, approver) if comment_id is None else (run, decision, approver, comment_id)
+    if plan_hash is not None and not is_plan_hash(plan_hash):
+        raise InvalidNameInput(f"plan_hash must look like sha256:<64 lowercase hex digits>, got {plan_hash!r}")
+    hashed: tuple[str, ...] = (run, decision, approver)
+    if plan_hash is not None:
+        # Always five parts with a plan, so (comment id X) and (plan X) never hash alike.
+        hashed += (comment_id or "", plan_hash)
+    elif comment_id is not None:
+        hashed += (comment_id,)
     parts.append(_digest(*hashed)[:_APPROVAL_HASH_LEN])
     name = "-".join(parts)
     assert len(name) <= APPROVAL_NAME_MAX and DNS1123_LABEL.match(name), name

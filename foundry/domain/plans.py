@@ -41,6 +41,7 @@ MAX_ITEMS = 64  # tests, risks, questions
 MAX_FILES = 256
 MAX_PATH = 1024
 HASH_PREFIX = "sha256:"
+PLAN_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")  # what a plan hash looks like wherever one is stored
 KEYS = ("summary", "files", "approach", "tests", "risks", "openQuestions")
 
 # A fence line: three or more backticks, an optional info string. A closing fence is a line of at
@@ -225,12 +226,25 @@ def normalise_path(path: str, where: str = "path") -> str:
 
 def canonical_json(plan: AgentPlan) -> str:
     """The plan as canonical JSON: sorted keys, no insignificant whitespace, non-ASCII kept as UTF-8."""
-    return json.dumps(plan.as_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _canonical(plan.as_dict())
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def plan_hash(plan: AgentPlan) -> str:
     """`sha256:<hex>` of the canonical JSON: what an approval binds to."""
-    return HASH_PREFIX + hashlib.sha256(canonical_json(plan).encode("utf-8")).hexdigest()
+    return json_hash(plan.as_dict())
+
+
+def json_hash(value: Any) -> str:
+    """`sha256:<hex>` of any JSON value's canonical form (a plan's; the deterministic planner's, a ticket's)."""
+    return HASH_PREFIX + hashlib.sha256(_canonical(value).encode("utf-8")).hexdigest()
+
+
+def is_plan_hash(value: Any) -> bool:
+    return isinstance(value, str) and PLAN_HASH.match(value) is not None
 
 
 def render_markdown(plan: AgentPlan) -> str:

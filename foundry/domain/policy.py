@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from foundry.config import Approver, FoundryConfig
-from foundry.domain.globs import glob_match
-from foundry.domain.risk import areas_from_paths
+from foundry.domain.drift import Drift, plan_drift, shown
+from foundry.domain.risk import areas_from_paths, areas_of_path
 
 OK = "ok"
 REVIEW_REQUIRED = "review_required"
 BLOCKED = "blocked"
 
-DECISIONS = ("approve", "reject", "stop")
+DECISIONS = ("approve", "reject", "stop", "replan")
 SOURCES = ("kubernetes", "linear")
 
 
@@ -232,6 +232,8 @@ class DiffVerdict:
     outcome: str
     reasons: tuple[str, ...]
     areas: tuple[str, ...]  # risk areas the diff touches
+    drift: Drift = Drift(judged=False)  # the paths outside the plan (foundry.domain.drift)
+    cause: str = ""  # why blocked, for status.reason: ForbiddenPath | PlanDrift
 
     @property
     def kind(self) -> str:
@@ -241,28 +243,6 @@ class DiffVerdict:
     @property
     def reason(self) -> str:
         return "; ".join(self.reasons) if self.reasons else "the change stays within the plan and policy"
-
-
-def _planned(path: str, planned: Sequence[str]) -> bool:
-    """Is `path` within the plan's files? Same file, under a planned directory, next to a planned file, or a test."""
-    lowered = path.lower()
-    if "test" in lowered.rsplit("/", 1)[-1] or "/tests/" in f"/{lowered}" or "/test/" in f"/{lowered}":
-        return True  # tests for the change are always welcome
-    directory = path.rsplit("/", 1)[0] if "/" in path else ""
-    for entry in planned:
-        entry = entry.strip().lstrip("./")
-        if not entry:
-            continue
-        if any(ch in entry for ch in "*?"):
-            if glob_match(path, entry):
-                return True
-            continue
-        if path == entry or path.startswith(entry.rstrip("/") + "/"):
-            return True
-        entry_dir = entry.rsplit("/", 1)[0] if "/" in entry else ""
-        if entry_dir == directory and "." in entry.rsplit("/", 1)[-1]:
-            return True
-    return False
 
 
 def check_diff(
@@ -285,12 +265,14 @@ def check_diff(
     forbidden risk area. review_required: the diff touches a risk area the
     approval did not cover, changes more than max_changed_files files or
     max_changed_lines lines, or changes files outside a plan that named files.
+    Files outside the plan that are forbidden or in a risk area the approval
+    did not cover block instead (cause PlanDrift; foundry.domain.drift).
     Otherwise ok.
     """
     from foundry.domain import changes as rules
 
     if isinstance(plan, Mapping):
-        planned_files: Sequence[str] = list(plan.get("files") or [])
+        planned_files: Sequence[Any] = list(plan.get("files") or [])
     else:
         planned_files = list(plan or [])
     p = cfg.policy
@@ -305,20 +287,22 @@ def check_diff(
     forbidden_areas = [a for a in areas if a in p.forbidden_risks]
     if forbidden_areas:
         blocked.append(f"the change touches forbidden risk area(s) {', '.join(forbidden_areas)}")
+    approved = set(approved_areas)
+    # Every path counts, a rename's old one too: moving a file out of migrations/ touches migrations.
+    drift = plan_drift(touched, planned_files, forbidden_paths=p.forbidden_paths,
+                       areas_of=lambda path: areas_of_path(path, cfg), covered_areas=approved)
     if blocked:
-        return DiffVerdict(BLOCKED, tuple(blocked), areas)
+        return DiffVerdict(BLOCKED, tuple(blocked), areas, drift, "ForbiddenPath")
+    if drift.blocking:
+        return DiffVerdict(BLOCKED, (drift.why_blocked(),), areas, drift, "PlanDrift")
 
     review: list[str] = []
-    approved = set(approved_areas)
     unapproved = [a for a in areas if a not in approved]
     if unapproved:
         review.append(f"the change touches {', '.join(unapproved)}, which the approval did not cover")
     review.extend(v.message for v in verdict.violations if v.rule not in sticky)
-    if planned_files:
-        outside = [c.path for c in items if not _planned(c.path, planned_files)]
-        if outside:
-            shown = ", ".join(outside[:5]) + (f" and {len(outside) - 5} more" if len(outside) > 5 else "")
-            review.append(f"files outside the plan: {shown}")
+    if drift.drifted:
+        review.append(f"files outside the plan: {shown(drift.outside, 5)}")
     if review:
-        return DiffVerdict(REVIEW_REQUIRED, tuple(review), areas)
-    return DiffVerdict(OK, (), areas)
+        return DiffVerdict(REVIEW_REQUIRED, tuple(review), areas, drift)
+    return DiffVerdict(OK, (), areas, drift)

@@ -17,6 +17,7 @@ POINTS = frozenset({
     "after-db-insert",
     "after-comment-post",
     "after-job-create",
+    "after-plan-job-create",
     "after-db-phase",
     # Before each request about the operator's Lease (leader election): where a test
     # cuts the elector off from the API server while everything else still reaches it.

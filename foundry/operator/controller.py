@@ -300,7 +300,19 @@ class RunController:
     def _add_finalizer(self, key: Key) -> tuple[bool, dict[str, Any] | None]:
         """Put Foundry's finalizer on the run before anything is done for it (False: the run is gone
         or is being deleted, and nothing more is to be done now), with the run as last read or
-        written (the reconcile starts from it)."""
+        written (the reconcile starts from it).
+
+        A run the watch last showed with no finalizer at all (every new run) gets the list
+        [ours] on that event's resourceVersion, without a GET first: if anything changed
+        since, the write is a 409 and the run is read, as for any other."""
+        known = self.seen.get(key)
+        if known is not None and known.no_finalizers and known.rv and not known.deleting:
+            self.deps.leadership.fence()
+            seen = {"metadata": {"namespace": key[0], "name": key[1], "resourceVersion": known.rv}}
+            try:
+                return True, self._patch_meta(seen, {"finalizers": [runview.FINALIZER]})
+            except Conflict:
+                pass
         for _ in range(3):
             body = self._fresh(key)
             if body is None:

@@ -26,10 +26,11 @@ _IGNORED_ANNOTATIONS = ("kopf.foundry.dev/", "kubectl.kubernetes.io/last-applied
 
 class Seen:
     __slots__ = ("phase", "rv", "generation", "marks", "paused_label", "deleting", "finalized",
-                 "paused_condition", "settled_rv")
+                 "paused_condition", "settled_rv", "no_finalizers")
 
     def __init__(self, phase: str | None, rv: str, generation: int, marks: int, paused_label: bool,
-                 deleting: bool, finalized: bool, paused_condition: bool, settled_rv: int = -1) -> None:
+                 deleting: bool, finalized: bool, paused_condition: bool, settled_rv: int = -1,
+                 no_finalizers: bool = False) -> None:
         self.phase = phase
         self.rv = rv
         self.generation = generation
@@ -40,6 +41,8 @@ class Seen:
         self.paused_condition = paused_condition
         # The resourceVersion of the read that fixed the run's current wake; events up to it are our own.
         self.settled_rv = settled_rv
+        # No finalizer at all at `rv` (a new run): ours can be added without reading the run first.
+        self.no_finalizers = no_finalizers
 
     @property
     def active(self) -> bool:
@@ -81,6 +84,7 @@ def seen(body: Mapping[str, Any], settled_rv: int = -1) -> Seen:
         finalized=FINALIZER in (meta.get("finalizers") or ()),
         paused_condition=paused_condition(status),
         settled_rv=settled_rv,
+        no_finalizers=not meta.get("finalizers"),
     )
 
 

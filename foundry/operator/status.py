@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
+from foundry.domain.drift import Drift
 from foundry.domain.phases import Phase
 
 READY = "Ready"
@@ -22,8 +23,11 @@ REVIEW_REQUIRED = "ReviewRequired"
 BLOCKED = "Blocked"
 DUPLICATE = "Duplicate"
 COMPLETE = "Complete"
+# Not implied by a phase: set by the PR step from the diff (plan_drift_condition).
+PLAN_DRIFT = "PlanDrift"
 
-CONDITION_TYPES = (READY, APPROVED, AGENT_RUNNING, PR_OPEN, REVIEW_REQUIRED, BLOCKED, DUPLICATE, COMPLETE)
+CONDITION_TYPES = (READY, APPROVED, AGENT_RUNNING, PR_OPEN, REVIEW_REQUIRED, BLOCKED, DUPLICATE, COMPLETE,
+                   PLAN_DRIFT)
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,27 @@ _PHASE_CONDITIONS: dict[Phase, tuple[tuple[str, bool], ...]] = {
 
 def conditions_for(phase: Phase, reason: str, message: str) -> list[Condition]:
     return [Condition(t, s, reason, message) for t, s in _PHASE_CONDITIONS[phase]]
+
+
+def plan_drift_condition(drift: Drift) -> Condition:
+    """PlanDrift from the PR's diff: True naming the out-of-plan paths (and, when they block, why);
+    False when the PR stays within the plan, or when the plan names no files to compare with."""
+    if not drift.judged:
+        return Condition(PLAN_DRIFT, False, "PlanNamesNoFiles", drift.summary())
+    if not drift.drifted:
+        return Condition(PLAN_DRIFT, False, "WithinPlan", drift.summary())
+    if drift.blocking:
+        return Condition(PLAN_DRIFT, True, "RiskyFilesOutsidePlan", f"{drift.summary()}; {drift.why_blocked()}")
+    return Condition(PLAN_DRIFT, True, "FilesOutsidePlan", drift.summary())
+
+
+def differs(existing: Iterable[dict[str, Any]] | None, cond: Condition) -> bool:
+    """Would writing `cond` change what `existing` (status.conditions) says?"""
+    for c in existing or []:
+        if c.get("type") == cond.type:
+            return (c.get("status"), c.get("reason"), c.get("message")) != (
+                "True" if cond.status else "False", cond.reason, cond.message)
+    return True
 
 
 def _rfc3339(now: datetime) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from foundry.domain import plans
 from foundry.domain.changes import Constraints
 
 VERSION = 2
@@ -66,6 +67,9 @@ class JobInput:
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
     # "apply" edits, commits and pushes; "plan" reads the base branch and reports a plan, nothing else.
     mode: str = APPLY
+    # The approved plan's hash (sha256:<hex>), when the operator gave one: the prompt names it and the
+    # result records it, so what ran can be matched to what was approved.
+    plan_hash: str | None = None
 
     @property
     def planning(self) -> bool:
@@ -134,11 +138,17 @@ def parse(raw: Any) -> JobInput:
     if mode == PLAN and (pr_number is not None or feedback is not None):
         raise JobInputError("input.json: a plan reads the base branch; pr and feedback belong to a remediation "
                             "(mode apply)")
+    plan_hash = o.str("planHash", default="") or None
+    if plan_hash is not None and not plans.is_plan_hash(plan_hash):
+        raise JobInputError(f"input.json: planHash must be sha256:<64 hex digits>, got {plan_hash[:80]!r}")
+    if plan_hash is not None and mode == PLAN:
+        raise JobInputError("input.json: a plan has no planHash yet; planHash names the approved plan an apply "
+                            "attempt carries out")
     return JobInput(
         run=run, issue=issue, attempt=attempt, repo=repo, base_branch=base_branch, branch=branch, git=target,
         ticket=ticket, plan=plan, plan_text=o.str("planText", default=""),
         instructions=o.str("instructions", default=""), constraints=constraints, runner=runner,
-        pr_number=pr_number, feedback=feedback, raw=raw, mode=mode,
+        pr_number=pr_number, feedback=feedback, raw=raw, mode=mode, plan_hash=plan_hash,
     )
 
 

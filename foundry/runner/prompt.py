@@ -128,7 +128,8 @@ def _preamble(job: JobInput, workdir: str) -> str:
 
 def _plan(job: JobInput) -> str:
     text = job.plan_text if job.plan_text.strip() else render_plan(job.plan)
-    return "## The approved plan\n\nPeople approved exactly this plan. Follow it.\n\n" + text
+    named = f" (plan {job.plan_hash})" if job.plan_hash else ""
+    return f"## The approved plan\n\nPeople approved exactly this plan{named}. Follow it.\n\n" + text
 
 
 def render_plan(plan: Mapping[str, Any]) -> str:

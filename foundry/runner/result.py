@@ -53,6 +53,7 @@ class Result:
     runner: str | None = None
     summary: str = ""
     plan: dict[str, Any] | None = None  # a plan step's plan: {hash, bytes, json, markdown}
+    planHash: str | None = None  # an apply attempt's: the approved plan it was given (input.json planHash)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -85,8 +86,8 @@ def encode(result: Result, secrets: Iterable[str] = ()) -> str:
         data[key] = _shorten(data, key, len(text.encode()) - MAX_BYTES)
         text = _dump(data)
     if len(text.encode()) > MAX_BYTES:  # only unbounded extras could do this; keep what the operator needs
-        data = {k: data[k] for k in ("version", "step", "outcome", "reason", "branch", "headSha", "plan")
-                if k in data}
+        kept = ("version", "step", "outcome", "reason", "branch", "headSha", "plan", "planHash")
+        data = {k: data[k] for k in kept if k in data}
         data["reason"] = str(data.get("reason", ""))[:1024]
         text = _dump(data)
     return text

@@ -120,7 +120,7 @@ class Context:
 
 def base_result(ctx: Context, step: str, outcome: str, reason: str = "", **fields: Any) -> R.Result:
     return R.Result(step=step, outcome=outcome, reason=" ".join(reason.split()), branch=ctx.job.branch,
-                    runner=str(ctx.job.runner.get("name") or "") or None, **fields)
+                    runner=str(ctx.job.runner.get("name") or "") or None, planHash=ctx.job.plan_hash, **fields)
 
 
 # ---------------------------------------------------------------- prepare

@@ -21,6 +21,7 @@ tools/bench_agent_pod.py.
         cfg = bed.config(ns, runner=bed.command_runner())
         attempt = bed.dispatch(cfg, "linear-acme-42-1")
         attempt.wait_running(); st = attempt.wait_ended()
+        plan = bed.dispatch_plan(cfg)   # plan Job <run>-p1: the same waits, plan_state() at the end
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ from typing import Any
 
 from kubernetes import client
 
-from foundry.agents.provider import FAILED, RUNNING
+from foundry.agents.provider import FAILED, RUNNING, attempt_name, plan_job_name
 from foundry.agents.credentials import push_token_source
 from foundry.agents.job_provider import JobProvider
-from foundry.agents.job_manifest import attempt_selector
+from foundry.agents.job_manifest import attempt_selector, plan_selector
 from foundry.config import FoundryConfig, parse_config
 from foundry.operator.reconcile import jobinput
 from tests.support.agent_pods import restricted_namespace
@@ -100,17 +101,18 @@ class Attempt:
     namespace: str
     dispatched_at: float
     marks: dict[str, float] = field(default_factory=dict)
+    plan: bool = False  # plan Job 1 (dispatch_plan, plan_state) instead of attempt 1
 
     @property
     def name(self) -> str:
-        return f"{self.run['metadata']['name']}-a1"
+        return (plan_job_name if self.plan else attempt_name)(self.run["metadata"]["name"], 1)
 
     def _mark(self, what: str) -> None:
         self.marks.setdefault(what, round(time.monotonic() - self.dispatched_at, 3))
 
     def pods(self) -> list[client.V1Pod]:
-        return self.bed.core.list_namespaced_pod(self.namespace,
-                                                 label_selector=attempt_selector(self.run, 1)).items
+        selector = (plan_selector if self.plan else attempt_selector)(self.run, 1)
+        return self.bed.core.list_namespaced_pod(self.namespace, label_selector=selector).items
 
     def _observe(self) -> None:
         for pod in self.pods():
@@ -131,11 +133,12 @@ class Attempt:
         raise AssertionError(f"no pod of {self.namespace}/{self.name} ran within {timeout} s: {self._describe()}")
 
     def wait_ended(self, timeout: float = 240, poll: float = 0.2) -> dict[str, Any]:
-        """JobProvider.state() once it says the attempt ended (succeeded or failed)."""
+        """JobProvider.state() (a plan's plan_state()) once it says the attempt ended (succeeded or failed)."""
         deadline = time.monotonic() + timeout
+        read = self.provider.plan_state if self.plan else self.provider.state
         while time.monotonic() < deadline:
             self._observe()
-            st = self.provider.state(self.run, 1)
+            st = read(self.run, 1)
             if st["state"] != RUNNING:
                 self._mark("ended")
                 return st
@@ -250,13 +253,22 @@ class AgentPodBed:
         return jobinput.build(cfg, run=run_name, issue_key=ISSUE, attempt=1, repo=cfg.repositories["api"],
                               branch=f"foundry/{run_name}", api_url=cfg.github.api_url, ticket=TICKET, plan=PLAN)
 
-    def dispatch(self, cfg: FoundryConfig, run_name: str | None = None) -> Attempt:
+    def plan_input(self, cfg: FoundryConfig, run_name: str) -> dict[str, Any]:
+        """input.json of plan 1 (mode plan) as the operator builds it."""
+        return jobinput.build_plan(cfg, run=run_name, issue_key=ISSUE, number=1, repo=cfg.repositories["api"],
+                                   branch=f"foundry/{run_name}", api_url=cfg.github.api_url, ticket=TICKET)
+
+    def dispatch(self, cfg: FoundryConfig, run_name: str | None = None, *, plan: bool = False) -> Attempt:
+        """Attempt 1 of a new run (`plan`: its plan Job 1 instead), through the real JobProvider."""
         run = fake_run(run_name or f"linear-acme-42-{uuid.uuid4().hex[:6]}")
         provider = self.provider(cfg)
-        job_input = self.job_input(cfg, run["metadata"]["name"])
+        job_input = (self.plan_input if plan else self.job_input)(cfg, run["metadata"]["name"])
         t0 = time.monotonic()
-        provider.dispatch(run, 1, job_input)
-        return Attempt(self, cfg, provider, run, job_input, str(cfg.agent.namespace), t0)
+        (provider.dispatch_plan if plan else provider.dispatch)(run, 1, job_input)
+        return Attempt(self, cfg, provider, run, job_input, str(cfg.agent.namespace), t0, plan=plan)
+
+    def dispatch_plan(self, cfg: FoundryConfig, run_name: str | None = None) -> Attempt:
+        return self.dispatch(cfg, run_name, plan=True)
 
 
 __all__ = ["AgentPodBed", "Attempt", "agent_image", "fake_run", "pod_started", "FAILED", "REPO", "AGENT_SA",

@@ -38,6 +38,16 @@ def ensure_service_account(api: client.ApiClient, namespace: str, name: str) -> 
             raise
 
 
+def secret_or_none(api: client.ApiClient, namespace: str, name: str) -> client.V1Secret | None:
+    """The Secret, or None when there is none (a token Secret that was dropped, or never made)."""
+    try:
+        return client.CoreV1Api(api).read_namespaced_secret(name, namespace)
+    except client.ApiException as err:
+        if err.status == 404:
+            return None
+        raise
+
+
 def _terminated(name: str, message: str | None, exit_code: int = 0, reason: str = "Completed") -> dict[str, Any]:
     term = {"exitCode": exit_code, "reason": reason, "startedAt": "2026-01-01T00:00:00Z",
             "finishedAt": "2026-01-01T00:00:05Z"}
@@ -55,9 +65,11 @@ def play_pod(kube_client: client.ApiClient, namespace: str, job_name: str, *,
     ensure_service_account(kube_client, namespace, job["spec"]["template"]["spec"].get("serviceAccountName") or "default")
     core = client.CoreV1Api(kube_client)
     pod = core.create_namespaced_pod(namespace, pod_from_template(job, f"{job_name}-{uuid.uuid4().hex[:5]}"))
-    init = [_terminated(s, *steps[s]) for s in ("prepare", "agent") if s in steps]
-    main = [_terminated("publish", *steps["publish"])] if "publish" in steps else [
-        {"name": "publish", "image": IMAGE, "imageID": "", "ready": False, "restartCount": 0,
+    spec = job["spec"]["template"]["spec"]  # an attempt's steps, or a plan's (prepare, plan, verify)
+    last = spec["containers"][0]["name"]
+    init = [_terminated(s, *steps[s]) for s in (c["name"] for c in spec["initContainers"]) if s in steps]
+    main = [_terminated(last, *steps[last])] if last in steps else [
+        {"name": last, "image": IMAGE, "imageID": "", "ready": False, "restartCount": 0,
          "state": {"waiting": {"reason": "PodInitializing"}}}]
     core.patch_namespaced_pod_status(pod.metadata.name, namespace, {"status": {
         "phase": phase, "initContainerStatuses": init, "containerStatuses": main}})

@@ -81,6 +81,16 @@ EDIT = ("python3 - <<'EOF'\n"
         "EOF")
 SUMMARY = "SUMMARY-CHART: greet() handles messy names; tests cover them."
 SCRIPT = [ToolCall("Bash", {"command": EDIT, "description": "edit greeter.py and its tests"}), Final(SUMMARY)]
+# The plan Job's session (Claude Code in plan mode: the stand-in answers it from this script): read the
+# code, then answer with the plan. Its summary is what the story looks for on the ticket.
+PLAN_SUMMARY = "PLAN-CHART: greet() strips the name and greets an empty one as 'there'."
+PLAN = {"summary": PLAN_SUMMARY,
+        "files": [{"path": "greeter.py", "why": "greet() formats the raw name"},
+                  {"path": "test_greeter.py", "why": "tests for padded and empty names"}],
+        "approach": "Strip the name inside greet(); fall back to 'there' when nothing is left.",
+        "tests": ["test_greeter.py: padded and empty names"], "risks": [], "openQuestions": []}
+PLAN_SCRIPT = [ToolCall("Read", {"file_path": f"{WORK}/greeter.py"}),
+               Final("I read greeter.py.\n\n```json\n" + json.dumps(PLAN, indent=2) + "\n```\n")]
 FEEDBACK_HEADING = "## Feedback on the previous attempt"
 
 
@@ -145,7 +155,8 @@ class ChartStoryBed:
         self.linear = LinearServer(webhook_secret=self.linear_secret)
         self.linear.host = cluster.node_ip  # bind and advertise the address pods reach the host at
         self.github = GitHubServer(host=cluster.node_ip, webhook_secret=self.github_secret, require_auth=True)
-        self.model = ModelServer(SCRIPT, host=cluster.node_ip, usage=Usage(input_tokens=900, output_tokens=60))
+        self.model = ModelServer(SCRIPT, host=cluster.node_ip, usage=Usage(input_tokens=900, output_tokens=60),
+                                 plan_script=PLAN_SCRIPT)
         self.app_key, self._app_public = generate_app_key()
         self.alice = ""
         self.timings: dict[str, float] = {}
@@ -195,6 +206,7 @@ class ChartStoryBed:
                               linear_secret=self.linear_secret, github_secret=self.github_secret)
         values_file = self._workdir / "values.yaml"
         values_file.write_text(yaml.safe_dump(values, sort_keys=False))
+        self._values_file = values_file
         t1 = time.monotonic()
         self._installed = True
         self.helm("install", RELEASE, str(CHART), "-n", self.namespace, "-f", str(values_file), "--wait",
@@ -211,6 +223,14 @@ class ChartStoryBed:
     def helm(self, *args: str, timeout: float = 420, check: bool = True):
         return run_tool([self.cluster.helm, "--kubeconfig", self.cluster.kubeconfig, *args], timeout=timeout,
                         check=check)
+
+    def roll_operator(self, mark: str) -> None:
+        """`helm upgrade --wait` with the install's values and one new pod annotation: the operator
+        Deployment rolls (a new ReplicaSet, one pod at a time, as for a new image), nothing else changes.
+        Without the pre-upgrade migration hook: it runs before any pod changes, has no schema to change
+        here, and would add a pod's start (about 15 s on this machine) to every roll."""
+        self.helm("upgrade", RELEASE, str(CHART), "-n", self.namespace, "-f", str(self._values_file), "--no-hooks",
+                  "--set-string", f"operator.podAnnotations.foundry\\.dev/roll={mark}", "--wait", "--timeout", "300s")
 
     def stop(self) -> None:
         if self._installed:
@@ -243,8 +263,7 @@ class ChartStoryBed:
     # -- what a story looks at
 
     def operator_pods(self) -> list[client.V1Pod]:
-        return self.core.list_namespaced_pod(self.namespace, label_selector=(
-            f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator")).items
+        return self.core.list_namespaced_pod(self.namespace, label_selector=self.operator_selector()).items
 
     def operator_log(self, lines: int = 60) -> str:
         out = []
@@ -255,6 +274,9 @@ class ChartStoryBed:
             except client.ApiException as err:
                 out.append(f"--- {pod.metadata.name}: no log ({err.status})")
         return "\n".join(out)
+
+    def operator_selector(self) -> str:
+        return f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
 
     def operator_leader(self) -> str | None:
         """The name of the operator pod that holds the Lease (its holderIdentity is the pod's name)."""
@@ -325,6 +347,7 @@ class StoryFacts:
     ci: list[tuple[str, str]] = field(default_factory=list)  # (head sha, conclusion), in order
     phases: list[str] = field(default_factory=list)  # every phase seen, in order
     marks: dict[str, float] = field(default_factory=dict)  # step → seconds since the story began
+    plan: dict[str, Any] = field(default_factory=dict)  # status.plan as posted: source, hash, job, files, goal
 
 
 class ChartStory:
@@ -354,6 +377,8 @@ class ChartStory:
         self.facts.run = run["metadata"]["name"]
 
         self._wait_phase("WaitingApproval", "the operator to plan and ask for approval")
+        plan = self._status().get("plan") or {}
+        self.facts.plan = {k: plan.get(k) for k in ("source", "hash", "job", "files", "goal")}
         self._step("plan-comment")
 
         linear.add_comment(issue_id, "/foundry approve", user_id=bed.alice)

@@ -59,6 +59,8 @@ def stack_config(**policy: Any) -> dict[str, Any]:
                    "roles_required": {"auth": ["security"]}, "forbidden_paths": [".github/workflows/**"],
                    **policy},
         "agent": {"provider": "job", "image": "registry.example/foundry-agent:test"},
+        # The deterministic planner: these runs have no agent to plan with (tests/test_operator_plan_job.py has).
+        "plan": {"mode": "heuristic"},
         # resync every second: the lost-webhook tests wait for it.
         "timeouts": {"agent_seconds": 600, "pr_wait_seconds": 60, "resync_seconds": 1},
         "linear": {"team": TEAM},
@@ -78,7 +80,9 @@ class OperatorStack:
     @classmethod
     @contextmanager
     def open(cls, api: client.ApiClient, engine: Any, namespace: str,
-             config: dict[str, Any] | None = None) -> Iterator["OperatorStack"]:
+             config: dict[str, Any] | None = None, linear: Any = None) -> Iterator["OperatorStack"]:
+        """`linear`: a Linear stand-in to use instead of one started here (the benchmarks pass
+        tests.support.linear_process.LinearProcess, one in its own process)."""
         from foundry.agents import make_provider
         from foundry.agents.credentials import StaticTokenSource
         from foundry.config import parse_config
@@ -92,7 +96,7 @@ class OperatorStack:
 
         create_schema(engine)
         cfg = parse_config(config or stack_config())
-        with LinearServer() as linear, GitHubServer() as github:
+        with (linear or LinearServer()) as linear, GitHubServer() as github:
             linear.add_team(TEAM, "Acme")
             alice_id = linear.add_user("Alice", "alice@example.com")
             github.add_repo(REPO, files=dict(APP_FILES))

@@ -11,8 +11,8 @@ replaces, so the step runs the same code it runs in production:
   LinearComment records;
 - MemoryGitHub: pulls, commits, files, check runs, statuses, reviews in
   GitHub's REST payload shapes;
-- MemoryAgents: the agent provider (dispatch, state, cancel), idempotent per
-  (run, attempt) like the real ones;
+- MemoryAgents: the agent provider (dispatch, state, cancel; and the same for
+  plan Jobs), idempotent per (run, attempt) and (run, plan) like the real ones;
 - the database: SQLite in memory with the models' schema (its partial unique
   index is the same one-active-run guard as PostgreSQL's).
 
@@ -37,6 +37,7 @@ from foundry.connectors.errors import NotFound
 from foundry.connectors.linear import LinearComment
 from foundry.db.engine import create_schema, make_engine
 from foundry.domain.adoption import RUNNER_AUTHOR
+from foundry.domain import plan_status
 from foundry.domain.naming import approval_name
 from foundry.operator.leadership import AlwaysLeading
 from foundry.operator.locks import RunLocks
@@ -53,9 +54,11 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def config(**policy: Any) -> FoundryConfig:
-    """One repository, two approvers (Alice covers auth), one approval required."""
+def config(plan_mode: str = "heuristic", **policy: Any) -> FoundryConfig:
+    """One repository, two approvers (Alice covers auth), one approval required; plans by the
+    deterministic planner unless `plan_mode` is "agent" (a plan Job, the Claude Code runner)."""
     return parse_config({
+        "plan": {"mode": plan_mode},
         "trigger": {"label": "foundry"},
         "repositories": [{"name": "app", "github": REPO, "base_branch": "main",
                           "keywords": ["health", "endpoint"], "paths": ["app/"]}],
@@ -66,7 +69,8 @@ def config(**policy: Any) -> FoundryConfig:
         "policy": {"approvals_required": 1, "retry_cap": 2, "budget_cap": 3, "max_changed_files": 10,
                    "roles_required": {"auth": ["security"]}, "forbidden_paths": [".github/workflows/**"],
                    **policy},
-        "agent": {"provider": "job", "image": "registry.example/foundry-agent:test"},
+        "agent": {"provider": "job", "image": "registry.example/foundry-agent:test",
+                  "runner": {"name": "claude-code"}},
         "timeouts": {"agent_seconds": 600, "pr_wait_seconds": 60, "resync_seconds": 1, "approval_seconds": 3600},
     })
 
@@ -255,6 +259,10 @@ class MemoryAgents:
         self.inputs: dict[tuple[str, int], dict[str, Any]] = {}
         self.dispatched: list[tuple[str, int]] = []
         self.cancelled: list[tuple[str, int]] = []
+        self.plans: dict[tuple[str, int], dict[str, Any]] = {}
+        self.plan_inputs: dict[tuple[str, int], dict[str, Any]] = {}
+        self.plans_dispatched: list[tuple[str, int]] = []
+        self.plans_cancelled: list[tuple[str, int]] = []
 
     def dispatch(self, run: dict[str, Any], attempt: int, job_input: dict[str, Any]) -> dict[str, Any]:
         key = (run["metadata"]["name"], attempt)
@@ -281,6 +289,38 @@ class MemoryAgents:
     def finish(self, run: RunView, attempt: int, state: str, *, finished: datetime = NOW, **result: Any) -> None:
         """The attempt ended (its Job and termination message, as the provider reports them)."""
         self.attempts[(run.name, attempt)].update({"state": state, "finishedAt": iso(finished), **result})
+
+    # Plan Jobs (<run>-p<n>), kept apart from attempts as the providers keep them.
+
+    def dispatch_plan(self, run: dict[str, Any], number: int, job_input: dict[str, Any]) -> dict[str, Any]:
+        key = (run["metadata"]["name"], number)
+        self.plans_dispatched.append(key)
+        if key not in self.plans:
+            self.plan_inputs[key] = dict(job_input)
+            self.plans[key] = {"name": f"{key[0]}-p{number}", "number": number, "state": "running",
+                               "startedAt": iso(NOW)}
+        return dict(self.plans[key])
+
+    def plan_state(self, run: dict[str, Any], number: int) -> dict[str, Any]:
+        found = self.plans.get((run["metadata"]["name"], number))
+        return {"state": "missing"} if found is None else dict(found)
+
+    def cancel_plan(self, run: dict[str, Any], number: int) -> None:
+        key = (run["metadata"]["name"], number)
+        self.plans_cancelled.append(key)
+        if key in self.plans and self.plans[key]["state"] == "running":
+            self.plans[key].update(state="failed", reason="cancelled")
+
+    def finish_plan(self, run: RunView, number: int, plan: dict[str, Any] | None = None, *,
+                    state: str = "succeeded", **fields: Any) -> None:
+        """The plan Job ended; `plan` (the agent's JSON form) as the provider reports a valid one."""
+        from foundry.domain import plans
+
+        done: dict[str, Any] = {"state": state, "finishedAt": iso(NOW), **fields}
+        if plan is not None:
+            made = plans.validate(plan)
+            done["plan"] = {**plans.summary_fields(made), "bytes": len(plans.canonical_json(made).encode())}
+        self.plans[(run.name, number)].update(done)
 
 
 # --- Deps -----------------------------------------------------------------------------------------
@@ -345,9 +385,14 @@ def run_view(phase: str | None = "Pending", *, name: str = "linear-acme-1-a1", i
     return RunView(body)
 
 
+# The plan the fixtures' runs wait with or were approved for (the deterministic planner's, revision 1).
+PLAN = plan_status.heuristic({"goal": "Add a health endpoint", "steps": ["add /healthz"], "files": [],
+                              "tests": [], "outOfScope": []}, 1, READY_TICKET)
+
+
 def waiting(since: datetime = NOW - timedelta(minutes=10), **status: Any) -> RunView:
     """A run in WaitingApproval since `since` (the plan's time: its Approved=False condition)."""
-    base = {"repo": "app", "riskAreas": [], "plan": {"repo": "app", "steps": ["add /healthz"]}, "questions": [],
+    base = {"repo": "app", "riskAreas": [], "plan": dict(PLAN), "questions": [],
             "approvals": {"required": 1, "received": 0, "summary": "0/1", "approvers": []},
             "conditions": [{"type": "Approved", "status": "False", "reason": "Planned", "message": "",
                             "lastTransitionTime": iso(since)}]}
@@ -355,8 +400,8 @@ def waiting(since: datetime = NOW - timedelta(minutes=10), **status: Any) -> Run
 
 
 def approved(**status: Any) -> RunView:
-    base = {"repo": "app", "riskAreas": [], "plan": {"repo": "app", "steps": ["add /healthz"]}, "questions": [],
-            "approvals": {"required": 1, "received": 1, "summary": "1/1",
+    base = {"repo": "app", "riskAreas": [], "plan": dict(PLAN), "questions": [],
+            "approvals": {"required": 1, "received": 1, "summary": "1/1", "planHash": PLAN["hash"],
                           "approvers": [{"name": "Alice", "via": "kubernetes"}]}}
     return run_view("Approved", **{**base, **status})
 

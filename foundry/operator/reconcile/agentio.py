@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from foundry.agents.provider import attempt_name
 from foundry.agents.result import totals
-from foundry.domain import policy
-from foundry.operator.errors import RetryLater
+from foundry.domain import plan_status, policy
+from foundry.operator.errors import CannotReconcile, RetryLater
 from foundry.operator.checkpoints import reached
 from foundry.operator.reconcile import jobinput
 from foundry.operator.reconcile.view import RunView
@@ -53,9 +53,28 @@ def gate(deps: "Deps", run: RunView, next_attempt: int, jobs: list[dict] | None 
     )
 
 
+def approved_plan(run: RunView) -> str:
+    """The hash of the plan the run may apply: status.plan as it stands hashes to what it claims, and
+    that hash is the one the approvals counted (status.approvals.planHash). Every attempt starts
+    here (the first from Approved, every retry and remediation after it), so no path into
+    AgentRunning applies a plan nobody approved; CannotReconcile (the run ends Blocked) otherwise."""
+    plan = run.status.get("plan") or {}
+    try:
+        actual = plan_status.verified_hash(plan)
+    except plan_status.PlanIntegrityError as err:
+        raise CannotReconcile(f"no attempt starts: {err}", reason="PlanNotApproved") from None
+    approved = (run.status.get("approvals") or {}).get("planHash")
+    if approved != actual:
+        raise CannotReconcile(f"no attempt starts: the approvals counted were for plan "
+                              f"{plan_status.short(approved or '')}, not plan {plan_status.short(actual)}",
+                              reason="PlanNotApproved")
+    return actual
+
+
 def start(deps: "Deps", run: RunView, attempt: int, *, pr_number: int | None = None,
           feedback: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Start (or adopt) attempt `attempt`; returns the job record for status.agent.jobs."""
+    """Start (or adopt) attempt `attempt` of the approved plan; returns the job record for status.agent.jobs."""
+    approved_plan(run)
     deps.leadership.fence()  # also for the webhook and local providers, which do not write through deps.api
     try:
         record = deps.agents.dispatch(run.body, attempt,

@@ -54,6 +54,8 @@ def commit(deps: "Deps", run: RunView, t: Transition) -> RunView:
                                "from": before.value, "to": t.to.value, "reason": t.reason}})
     post_event(deps.api, run.body, t.reason, f"{before.value} → {t.to.value}: {t.message}",
                type_="Warning" if t.warning else "Normal")
+    for reason, message, warning in t.events:
+        post_event(deps.api, run.body, reason, message, type_="Warning" if warning else "Normal")
     deps.metrics.transitions.labels(from_phase=before.value, to_phase=t.to.value).inc()
     deps.metrics.observe_phase(run.namespace, run.name, t.to.value)
     return run
@@ -77,7 +79,8 @@ def _write_status(deps: "Deps", run: RunView, t: Transition) -> RunView:
             # condition and the Event keep the transition's own message.
             "message": t.status.get("message") or t.message,
             "observedGeneration": run.meta.get("generation"),
-            "conditions": merge_conditions(run.status.get("conditions"), conditions_for(t.to, t.reason, t.message),
+            "conditions": merge_conditions(run.status.get("conditions"),
+                                           [*t.conditions, *conditions_for(t.to, t.reason, t.message)],
                                            deps.clock()),
         })
         try:

@@ -77,14 +77,25 @@ def build(cfg: FoundryConfig, *, run: str, issue_key: str, attempt: int, repo: R
         "git": {"url": git_url(api_url, repo.github, cfg.github.git_url), "apiUrl": api_url.rstrip("/")},
         "ticket": {"key": issue_key, "title": str(ticket.get("title") or ""), "url": str(ticket.get("url") or ""),
                    "description": description},
-        "plan": dict(plan),
+        "plan": {k: v for k, v in plan.items() if k not in ("agent", "markdown")},
         "planText": plan_text(issue_key, plan),
         "instructions": description,  # version-1 runners read the ticket here
         "constraints": constraints(cfg),
         "runner": runner_section(cfg),
     }
+    if plan.get("hash"):
+        out["planHash"] = str(plan["hash"])  # the approved plan's; the runner records it in its result
     if pr_number is not None:
         out["pr"] = {"number": int(pr_number)}
     if feedback:
         out["feedback"] = dict(feedback)
+    return out
+
+
+def build_plan(cfg: FoundryConfig, *, run: str, issue_key: str, number: int, repo: Repository, branch: str,
+               api_url: str, ticket: Mapping[str, Any]) -> dict[str, Any]:
+    """input.json of plan `number` (mode plan): the base branch and the ticket, no plan yet, no PR."""
+    out = build(cfg, run=run, issue_key=issue_key, attempt=number, repo=repo, branch=branch, api_url=api_url,
+                ticket=ticket, plan={})
+    out.update(mode="plan", planText="")
     return out

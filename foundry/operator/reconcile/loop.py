@@ -25,6 +25,7 @@ from foundry.agents.provider import AgentUnavailable
 from foundry.domain.phases import Phase
 from foundry.operator import dbio
 from foundry.operator.errors import CannotReconcile, RetryLater
+from foundry.operator.events import post_event
 from foundry.operator.kubeio import Conflict, get_run, patch_run_status
 from foundry.operator.reconcile import steps_agent, steps_approval, steps_intake, steps_pr
 from foundry.operator.reconcile.commit import commit
@@ -32,6 +33,7 @@ from foundry.operator.reconcile.outcome import Outcome, Stay, Transition
 from foundry.operator.reconcile.passcache import one_pass
 from foundry.operator.reconcile.steps_endings import blocked, check, interrupt
 from foundry.operator.reconcile.view import RunView
+from foundry.operator.status import merge_conditions
 
 if TYPE_CHECKING:
     from foundry.operator.deps import Deps
@@ -119,8 +121,14 @@ def _advance(deps: "Deps", namespace: str, name: str,
             assert isinstance(outcome, Stay)
             if outcome.audit:
                 dbio.record_decision(deps, run, outcome.audit, outcome.audit_detail)
-            if outcome.status:
-                body = patch_run_status(deps.api, body, outcome.status)
+            status = outcome.status
+            if outcome.conditions:
+                status = {**status, "conditions": merge_conditions(run.status.get("conditions"), outcome.conditions,
+                                                                   deps.clock())}
+            if status:
+                body = patch_run_status(deps.api, body, status)
+            for reason, message, warning in outcome.events:  # after the write: a 409 recomputes the step
+                post_event(deps.api, body, reason, message, type_="Warning" if warning else "Normal")
             return phase, body
         except Conflict:
             log.debug("run %s/%s changed under us; re-reading", namespace, name)

@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from foundry.domain.phases import Phase
+from foundry.operator.status import Condition
+
+# An Event to post once the outcome is written: (reason, message, warning).
+Event = tuple[str, str, bool]
 
 
 @dataclass
@@ -16,6 +20,9 @@ class Transition:
     message: str
     status: dict[str, Any] = field(default_factory=dict)  # other status fields to merge
     warning: bool = False  # the Event type: Warning for failures, Normal otherwise
+    # Conditions no phase implies (PlanDrift), merged with the phase's; and Events beyond the transition's.
+    conditions: list[Condition] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
 
 
 @dataclass
@@ -24,6 +31,9 @@ class Stay:
     # An audit decision worth recording without a phase change (a retry attempt, a refused approval).
     audit: str | None = None
     audit_detail: dict[str, Any] = field(default_factory=dict)
+    # Conditions to merge into status.conditions, and Events to post once that write went through.
+    conditions: list[Condition] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
 
 
 Outcome = Transition | Stay

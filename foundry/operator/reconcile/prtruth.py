@@ -40,6 +40,7 @@ class PRTruth:
     review: str  # none | approved | changes_requested
     # GitHub's file entries (filename, status, previous_filename, additions, deletions), for the policy check.
     changes: tuple[Mapping[str, Any], ...] = ()
+    body: str = ""  # the PR's description, where the PR step flags plan drift
 
     def status(self, branch: str) -> dict[str, Any]:
         return {"number": self.number, "url": self.url, "branch": branch, "headSha": self.head_sha,
@@ -132,7 +133,7 @@ def fetch(deps: "Deps", run: RunView) -> PRTruth | None:
         review = summarise_reviews(deps.github.list_reviews(repo, number), head)
     merged = bool(pull.get("merged") or pull.get("merged_at"))
     return PRTruth(number, pull.get("html_url", ""), head, pull.get("state", "open"), merged, files, checks, review,
-                   changes)
+                   changes, str(pull.get("body") or ""))
 
 
 # (namespace, run, PR number) already told in this process; bounded, oldest first out.

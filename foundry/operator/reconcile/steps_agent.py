@@ -27,6 +27,7 @@ from foundry.domain.phases import Phase
 from foundry.operator.reconcile import agentio, commentio, feedback, steps_pr
 from foundry.operator.reconcile.outcome import Outcome, Stay, Transition
 from foundry.operator.reconcile.prtruth import PRTruth, fetch
+from foundry.operator.reconcile.steps_endings import execution_failed
 from foundry.operator.reconcile.view import RunView
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ def watch_agent(deps: "Deps", run: RunView) -> Outcome:
         # The same pod would be refused again: no retry. Deleting the Job stops the controller's attempts.
         agentio.cancel(deps, run)
         message = f"attempt {run.attempt}: the agent pod was refused by the cluster: {job.get('message') or ''}"
-        return _failed(deps, run, "AgentPodRefused", message.rstrip(": "),
+        return execution_failed(deps, run, "AgentPodRefused", message.rstrip(": "),
                        {**base, "agent": agentio.agent_status(run.agent, jobs)})
     if job.get("outcome") == "refused":
         why = f"attempt {run.attempt} was refused before push: {job.get('reason') or 'policy'}"
@@ -75,7 +76,7 @@ def watch_agent(deps: "Deps", run: RunView) -> Outcome:
         verdict = agentio.gate(deps, run, nxt, jobs)
         if not verdict.allowed:
             reason = FAILURE_REASONS.get(job.get("cause"), "AgentFailed")
-            return _failed(deps, run, reason, f"{why}; {verdict.reason}",
+            return execution_failed(deps, run, reason, f"{why}; {verdict.reason}",
                            {**base, "agent": agentio.agent_status(run.agent, jobs)})
         record = agentio.start(deps, run, nxt, **_remediation(deps, run, truth))
         agent = agentio.agent_status(run.agent, agentio.with_job(jobs, record), attempt=nxt)
@@ -85,7 +86,7 @@ def watch_agent(deps: "Deps", run: RunView) -> Outcome:
         finished = job.get("finishedAt")
         limit = timedelta(seconds=deps.config.timeouts.pr_wait_seconds)
         if finished and deps.clock() - datetime.fromisoformat(finished.replace("Z", "+00:00")) > limit:
-            return _failed(deps, run, "NoPullRequest", f"attempt {run.attempt} finished but no new commit on "
+            return execution_failed(deps, run, "NoPullRequest", f"attempt {run.attempt} finished but no new commit on "
                            f"{run.branch} within {int(limit.total_seconds())}s", base)
     if jobs != run.jobs or base.get("pr") not in (None, run.pr):
         base.pop("agent", None)
@@ -116,11 +117,6 @@ def _remediation(deps: "Deps", run: RunView, truth: PRTruth | None) -> dict:
     reason = "CI failed" if truth.checks == "failure" else "changes requested"
     repo = deps.config.repositories[run.status["repo"]].github
     return {"pr_number": truth.number, "feedback": feedback.gather(deps, repo, truth, reason)}
-
-
-def _failed(deps: "Deps", run: RunView, reason: str, message: str, status: dict) -> Transition:
-    status["comments"] = commentio.post(deps, run, "blocked", texts.blocked(run.issue_key, message))
-    return Transition(Phase.EXECUTION_FAILED, reason, message, status=status, warning=True)
 
 
 def _current(run: RunView) -> dict:

@@ -16,20 +16,21 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from foundry.connectors.marked_comments import keyed_purpose
 from foundry.connectors.errors import NotFound
-from foundry.domain import confirmation, policy
+from foundry.domain import comment_text as texts
+from foundry.domain import confirmation, plan_status, policy
 from foundry.domain.phases import Phase
 from foundry.operator.events import post_event
 from foundry.operator.kubeio import list_approvals
 from foundry.operator.outside import outside_call
-from foundry.operator.reconcile import commentio, passcache
+from foundry.operator.reconcile import commentio, passcache, timing
 from foundry.operator.reconcile.outcome import Outcome, Stay, Transition
 from foundry.operator.reconcile.view import RunView
-from foundry.operator.status import APPROVED, condition
 
 if TYPE_CHECKING:
     from foundry.operator.deps import Deps
@@ -41,6 +42,8 @@ Refusal = tuple[dict[str, Any], str]
 # status.comments (the CRD allows 64), and a flood of forged decisions must
 # not crowd out the run's own comments. Beyond this, status and Events only.
 MAX_REFUSAL_COMMENTS = 10
+# Replan decisions remembered as taken (status.replans; the CRD allows 64).
+MAX_REPLANS = 64
 
 # FoundryApproval uids whose Linear comment was confirmed. A confirmed comment
 # stays confirmed (its id, issue, author and time cannot change), so each is
@@ -52,6 +55,11 @@ _confirmed_lock = threading.Lock()
 
 
 def await_approvals(deps: "Deps", run: RunView) -> Outcome:
+    decisions = listed(deps, run)
+    replaced = replan_reason(deps, run, decisions)
+    if replaced is not None:
+        return replan(deps, run, replaced)
+    plan = run.status.get("plan") or {}
     deadline = expires_at(deps, run)
     # Only approvals given by the deadline count: one given later (while the
     # operator was down, or before the resync noticed the deadline) must not
@@ -59,11 +67,11 @@ def await_approvals(deps: "Deps", run: RunView) -> Outcome:
     areas = list(run.status.get("riskAreas") or [])
     refused: list[Refusal] = []
     standing: list[dict[str, Any]] = []
-    for approval in listed(deps, run):
+    for approval in decisions:
         spec = approval.get("spec") or {}
         if spec.get("decision") != "approve" or (deadline is not None and _made_at(approval) > deadline):
             continue
-        why = why_not(deps, run, approval)
+        why = why_not(deps, run, approval) or plan_status.approval_mismatch(spec, plan)
         if why is None:
             # The policy's own refusals (not an approver, lacking a role), told per decision too.
             why = next((reason for _, reason in policy.tally_approvals(deps.config, [spec], areas).refused), None)
@@ -77,9 +85,11 @@ def await_approvals(deps: "Deps", run: RunView) -> Outcome:
     told = announce(deps, run, refused) if refused else None
     extra = {"comments": told} if told is not None else {}
     if tally.satisfied:
+        # What was approved, by hash: the apply guard (agentio.start) checks the plan still is that.
         return Transition(Phase.APPROVED, "ApprovalsSatisfied",
-                          f"approved by {', '.join(a['name'] for a in tally.approvers)}",
-                          status={"approvals": approvals, **extra})
+                          f"approved by {', '.join(a['name'] for a in tally.approvers)}"
+                          + (f" (plan {plan_status.short(plan['hash'])})" if plan.get("hash") else ""),
+                          status={"approvals": {**approvals, "planHash": plan.get("hash")}, **extra})
     if deadline is not None and deps.clock() >= deadline:
         return Transition(Phase.EXPIRED, "ApprovalExpired", f"no sufficient approval by {deadline.isoformat()}",
                           status={"approvals": approvals, **extra}, warning=True)
@@ -90,6 +100,49 @@ def await_approvals(deps: "Deps", run: RunView) -> Outcome:
                 audit="approvals-seen" if refused or tally.received else None,
                 audit_detail={"received": tally.received, "required": tally.required,
                               "refused": [[who(a.get("spec") or {}), why] for a, why in refused]})
+
+
+@dataclass(frozen=True)
+class Replan:
+    why: str
+    decision: str | None = None  # the FoundryApproval (decision replan) that asked, taken once
+
+
+def replan_reason(deps: "Deps", run: RunView, decisions: list[dict[str, Any]]) -> Replan | None:
+    """Why the waiting run's plan no longer stands: its ticket changed, or a person asked (None: it stands).
+    Each replan decision is taken once (status.replans names those taken)."""
+    plan = run.status.get("plan") or {}
+    made_from = plan.get("ticketHash")
+    if made_from and made_from != plan_status.ticket_hash(run.ticket):
+        return Replan("the ticket changed")
+    taken = set(run.status.get("replans") or [])
+    for approval in decisions:
+        spec = approval.get("spec") or {}
+        if spec.get("decision") != "replan" or approval["metadata"]["name"] in taken:
+            continue
+        if spec.get("planHash") not in (None, "", plan.get("hash")):
+            continue  # about an older plan, which was replaced already
+        verdict = policy.may_decide(deps.config, spec.get("approver", ""), spec.get("source", ""), "replan")
+        if verdict.allowed and why_not(deps, run, approval) is None:
+            return Replan(f"{verdict.approver or who(spec)} asked for a re-plan", approval["metadata"]["name"])
+    return None
+
+
+def replan(deps: "Deps", run: RunView, asked: Replan) -> Transition:
+    """→ Analysing for plan n+1; the approvers are told that approvals of plan n no longer count."""
+    why = asked.why
+    plan = run.status.get("plan") or {}
+    taken = list(run.status.get("replans") or [])
+    if asked.decision is not None:
+        taken = [*taken, asked.decision][-MAX_REPLANS:]
+    revision = int(plan.get("revision") or 1)
+    old = plan_status.short(str(plan.get("hash") or ""))
+    posted = commentio.post(deps, run, keyed_purpose("replanned", f"r{revision + 1}"),
+                            texts.replanned(run.issue_key, old, revision, why))
+    return Transition(Phase.ANALYSING, "Replanning",
+                      f"{why}: plan {old} (revision {revision}) is being replaced; its approvals no longer count",
+                      status={"comments": posted, "questions": [], "replans": taken,
+                              "approvals": {"received": 0, "approvers": [], "summary": None, "planHash": None}})
 
 
 def waiting_message(received: int, required: int) -> str:
@@ -107,10 +160,7 @@ def expires_at(deps: "Deps", run: RunView) -> datetime | None:
 
 
 def _waiting_since(run: RunView) -> datetime | None:
-    cond = condition(run.status, APPROVED)
-    if cond and cond.get("status") == "False" and cond.get("lastTransitionTime"):
-        return datetime.fromisoformat(cond["lastTransitionTime"].replace("Z", "+00:00"))
-    return None
+    return timing.waiting_since(run.status)
 
 
 # --- The checks a decision passes (approve here; reject and stop in steps_endings) ---
@@ -150,8 +200,9 @@ def _made_at(approval: dict[str, Any]) -> datetime:
 
 
 def _not_before(run: RunView, decision: str) -> datetime | None:
-    """An approval approves the plan, so it must be newer than the plan; a reject or stop, newer than the run."""
-    if decision == "approve":
+    """An approval (or a re-plan) is about the plan, so it must be newer than the plan; a reject or
+    stop, newer than the run."""
+    if decision in ("approve", "replan"):
         return _waiting_since(run)
     created = run.meta.get("creationTimestamp")
     return confirmation.parse_time(created) if created else None

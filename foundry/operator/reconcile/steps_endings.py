@@ -21,7 +21,7 @@ from foundry.domain import comment_text as texts
 from foundry.domain import policy
 from foundry.domain.phases import Phase
 from foundry.operator.errors import CannotReconcile
-from foundry.operator.reconcile import agentio, commentio
+from foundry.operator.reconcile import agentio, commentio, planio
 from foundry.operator.reconcile.outcome import Outcome, Stay, Transition
 from foundry.operator.reconcile.steps_approval import Refusal, announce, listed, summary, who, why_not
 from foundry.operator.reconcile.view import RunView
@@ -50,9 +50,10 @@ def interrupt(deps: "Deps", run: RunView) -> Outcome | None:
             continue
         jobs = agentio.end_attempt(deps, run)
         phase = Phase.REJECTED if decision == "reject" else Phase.STOPPED
+        status = {"agent": {**run.agent, "jobs": jobs}} if jobs != run.jobs else {}
         return Transition(phase, "Rejected" if decision == "reject" else "StoppedByHuman",
                           f"{decision} by {spec.get('approver')} ({spec.get('source')})",
-                          status={"agent": {**run.agent, "jobs": jobs}} if jobs != run.jobs else {})
+                          status={**status, **_plan_cancelled(deps, run)})
     told = announce(deps, run, refused) if refused else None
     if told is None:
         return None
@@ -78,5 +79,19 @@ def blocked(deps: "Deps", run: RunView, err: CannotReconcile) -> Transition:
         jobs = agentio.end_attempt(deps, run)
         if jobs != run.jobs:
             status["agent"] = {**run.agent, "jobs": jobs}
+    status.update(_plan_cancelled(deps, run))
     status["comments"] = commentio.post(deps, run, "blocked", texts.blocked(run.issue_key, message))
     return Transition(Phase.BLOCKED, err.reason, message, status=status, warning=True)
+
+
+def execution_failed(deps: "Deps", run: RunView, reason: str, message: str, status: dict) -> Transition:
+    """→ ExecutionFailed (an agent that failed every allowed attempt, a plan Job that failed), with the one
+    "blocked" comment that says why: nothing else will happen on the run without a human."""
+    status["comments"] = commentio.post(deps, run, "blocked", texts.blocked(run.issue_key, message))
+    return Transition(Phase.EXECUTION_FAILED, reason, message, status=status, warning=True)
+
+
+def _plan_cancelled(deps: "Deps", run: RunView) -> dict:
+    """A plan Job still at work is stopped with the run; its record says so."""
+    record = planio.cancel(deps, run)
+    return {"planJob": record} if record is not None else {}

@@ -4,9 +4,10 @@
 the issue's active run decides whether it may go on or ends as a Duplicate.
 
 `analyse` (Analysing) asks foundry.domain's pure judgements — readiness,
-repository routing, risk, the plan — and turns their answers into one
-transition with its one comment on the issue: the questions, why there is no
-repository, or the plan and who may approve it.
+repository routing, risk — and turns their answers into one transition with
+its one comment on the issue: the questions, or why there is no repository.
+A ready, routed ticket is planned next (steps_plan): by the coding agent in a
+read-only plan Job, or by the deterministic planner, per plan.mode.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from foundry.domain import comment_text as texts
-from foundry.domain import planning, policy, readiness, risk, routing
+from foundry.domain import readiness, risk, routing
 from foundry.domain.phases import Phase
 from foundry.operator import dbio
-from foundry.operator.reconcile import commentio, steps_approval
+from foundry.operator.reconcile import commentio, steps_plan
 from foundry.operator.reconcile.outcome import Outcome, Transition
 from foundry.operator.reconcile.view import RunView
 
@@ -54,14 +55,6 @@ def analyse(deps: "Deps", run: RunView) -> Outcome:
         posted = commentio.post(deps, run, "blocked", texts.blocked(run.issue_key, route.reason))
         return Transition(Phase.BLOCKED, "NoRepository", route.reason, status={"comments": posted}, warning=True)
     areas = list(risk.areas_from_ticket(ticket, cfg))
-    plan = planning.make_plan(ticket, route.repo, areas)
-    required = policy.required_approvals(cfg, areas)
-    body = texts.approval_request(run.issue_key, plan, areas, policy.who_may_approve(cfg, areas), required)
-    posted = commentio.post(deps, run, "approval_request", body)
-    return Transition(
-        Phase.WAITING_APPROVAL, "Planned",
-        f"plan for {route.repo} posted; needs {required} approval(s)"
-        + (f" covering {', '.join(areas)}" if areas else ""),
-        status={"repo": route.repo, "riskAreas": areas, "plan": plan, "questions": [],
-                "approvals": {"required": required, "received": 0, "summary": f"0/{required}", "approvers": []},
-                "message": steps_approval.waiting_message(0, required), "comments": posted})
+    if cfg.agent_plans:
+        return steps_plan.by_agent(deps, run, route.repo, areas)
+    return steps_plan.by_heuristic(deps, run, route.repo, areas)

@@ -23,9 +23,26 @@ def next_wake(run: dict[str, Any], config: Any, now: datetime) -> float:
         return resync
     if phase == Phase.WAITING_APPROVAL:
         seconds = getattr(config.timeouts, "approval_seconds", None)
-        for cond in status.get("conditions") or []:
-            if cond.get("type") == "Approved" and cond.get("status") == "False" and seconds:
-                since = datetime.fromisoformat(cond["lastTransitionTime"].replace("Z", "+00:00"))
-                return max(0.5, min(IDLE_SECONDS, (since - now).total_seconds() + float(seconds) + 0.5))
+        since = waiting_since(status)
+        if since is not None and seconds:
+            return max(0.5, min(IDLE_SECONDS, (since - now).total_seconds() + float(seconds) + 0.5))
         return IDLE_SECONDS
     return IDLE_SECONDS
+
+
+def waiting_since(status: dict[str, Any]) -> datetime | None:
+    """When the plan now awaiting approval was posted: approvals must be newer, and it expires from then.
+
+    The plan's own postedAt (a re-plan opens a new window), else when Approved last turned False
+    (runs planned before plans carried the time)."""
+    posted = (status.get("plan") or {}).get("postedAt")
+    if posted:
+        return _parse(posted)
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Approved" and cond.get("status") == "False" and cond.get("lastTransitionTime"):
+            return _parse(cond["lastTransitionTime"])
+    return None
+
+
+def _parse(value: str) -> datetime:
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
