@@ -67,6 +67,8 @@ def test_run_manifest_carries_identity_snapshot_and_labels():
         LABEL_ISSUE_KEY: "ACME-42",
         LABEL_ATTEMPT: "2",
     }
+    # Made with the operator's finalizer, so the operator need not write metadata before acting.
+    assert m["metadata"]["finalizers"] == ["foundry.dev/finalizer"]
     spec = m["spec"]
     assert (spec["tracker"], spec["issueId"], spec["issueKey"], spec["attempt"]) == ("linear", ISSUE_ID, "ACME-42", 2)
     assert spec["ticket"]["updatedAt"] == "2025-03-01T09:30:00Z"

@@ -68,10 +68,62 @@ def test_one_read_and_two_status_writes_from_pending_to_waiting(control_plane, c
         engine.dispose()
 
 
+def test_the_controller_takes_a_new_run_from_its_watch_event_with_no_read_and_no_metadata_write(
+        control_plane, crds, namespace, pg_url):
+    """The bridge makes the run with the operator's finalizer, and the watch event carries the
+    whole object: the first pass starts from it, so an intake costs the operator two status
+    writes and two Events on the run, nothing else. A run changed after its event (a label) is
+    a 409 on the first write, then one read, and the change is kept."""
+    from kubernetes import client
+
+    from foundry.operator import runview
+    from foundry.operator.controller import RunController
+    from foundry.operator.kubeio import GROUP, MERGE_PATCH, RUNS, VERSION
+
+    engine = make_engine(pg_url)
+    try:
+        with OperatorStack.open(control_plane.api_client(), engine, namespace) as stack:
+            controller = RunController(stack.deps, workers=1)
+            _, run = stack.ticket()
+            made = stack.run(run)
+            assert made["metadata"]["finalizers"] == [runview.FINALIZER]
+            controller.run_event("ADDED", made, raw=made)
+            calls = _count_calls(stack.api, run)
+            controller.process((namespace, run))
+            assert calls == {("PATCH", "status"): 2, ("POST", "event"): 2}, calls
+            assert stack.phase(run) == "WaitingApproval"
+            assert controller.seen[(namespace, run)].fresh is None  # used once, then dropped
+
+            _, changed = stack.ticket()
+            made = stack.run(changed)
+            controller.run_event("ADDED", made, raw=made)
+            client.CustomObjectsApi(stack.api).patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, RUNS, changed, {"metadata": {"labels": {"team": "blue"}}},
+                _content_type=MERGE_PATCH)
+            calls = _count_calls(stack.api, changed)
+            controller.process((namespace, changed))
+            assert calls == {("PATCH", "status"): 3, ("GET", "run"): 1, ("POST", "event"): 2}, calls
+            held = stack.run(changed)
+            assert held["status"]["phase"] == "WaitingApproval" and held["metadata"]["labels"]["team"] == "blue"
+    finally:
+        engine.dispose()
+
+
+def _without_finalizers(stack: OperatorStack, run: str) -> dict:
+    """The run as one made by hand (kubectl apply) stands: no finalizer at all."""
+    from kubernetes import client
+
+    from foundry.operator.kubeio import GROUP, MERGE_PATCH, RUNS, VERSION
+
+    return client.CustomObjectsApi(stack.api).patch_namespaced_custom_object(
+        GROUP, VERSION, stack.namespace, RUNS, run, {"metadata": {"finalizers": None}}, _content_type=MERGE_PATCH)
+
+
 def test_a_new_run_gets_the_finalizer_without_a_read(control_plane, crds, namespace, pg_url):
-    """The watch showed the new run with no finalizer: ours is written on that resourceVersion
-    with no GET first. A run changed since the event (a label here) is read and still gets it,
-    keeping the change; so is one that carries someone else's finalizer, which is kept."""
+    """A run made without the finalizer (by hand; the bridge adds it): the watch showed it with
+    none, so ours is written on that resourceVersion with no GET first. A run changed since the
+    event (a label here) is read and still gets it, keeping the change; so is one that carries
+    someone else's finalizer, which is kept."""
     from kubernetes import client
 
     from foundry.operator import runview
@@ -85,14 +137,14 @@ def test_a_new_run_gets_the_finalizer_without_a_read(control_plane, crds, namesp
             custom = client.CustomObjectsApi(stack.api)
 
             _, run = stack.ticket()
-            controller.seen[(namespace, run)] = runview.seen(stack.run(run))
+            controller.seen[(namespace, run)] = runview.seen(_without_finalizers(stack, run))
             calls = _count_calls(stack.api, run)
             ok, body = controller._add_finalizer((namespace, run))
             assert ok and body["metadata"]["finalizers"] == [runview.FINALIZER]
             assert calls == {("PATCH", "run"): 1}, calls
 
             _, changed = stack.ticket()
-            controller.seen[(namespace, changed)] = runview.seen(stack.run(changed))
+            controller.seen[(namespace, changed)] = runview.seen(_without_finalizers(stack, changed))
             custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, RUNS, changed,
                                                   {"metadata": {"labels": {"team": "blue"}}},
                                                   _content_type=MERGE_PATCH)
@@ -103,6 +155,7 @@ def test_a_new_run_gets_the_finalizer_without_a_read(control_plane, crds, namesp
             assert calls == {("PATCH", "run"): 2, ("GET", "run"): 1}, calls  # the 409, the read, the write
 
             _, theirs = stack.ticket()
+            _without_finalizers(stack, theirs)
             custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, RUNS, theirs,
                                                   {"metadata": {"finalizers": ["example.com/keep"]}},
                                                   _content_type=MERGE_PATCH)

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from foundry.operator.queue import WorkQueue, backoff
-from foundry.operator.runview import PAUSED_LABEL, seen, worth_reconciling
+from foundry.operator.runview import PAUSED_LABEL, keep_if_new, new_run_body, seen, worth_reconciling
 
 A, B, C = ("ns", "a"), ("ns", "b"), ("ns", "c")
 
@@ -186,3 +186,19 @@ def test_a_paused_finished_run_is_not_collected_by_retention():
     assert due(body, rows, now - timedelta(days=7))
     body["metadata"]["labels"] = {PAUSED_LABEL: "true"}
     assert not due(body, rows, now - timedelta(days=7))
+
+
+def test_only_a_new_runs_watch_object_is_kept_and_only_once_and_only_at_its_version():
+    new = _body(phase=None, rv="7")
+    new["status"] = {}
+    known = seen(new)
+    keep_if_new(known, new)
+    assert new_run_body(known) is new
+    assert new_run_body(known) is None  # used once
+    keep_if_new(known, new)
+    known.rv = "8"  # the watch has since shown a newer version: the kept one is stale
+    assert new_run_body(known) is None and known.fresh is None
+    for other in (_body(phase="WaitingApproval"), _body(phase=None, deleting=True)):
+        known = seen(other)
+        keep_if_new(known, other)
+        assert known.fresh is None

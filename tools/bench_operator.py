@@ -17,7 +17,11 @@ them) and the approver (a FoundryApproval per run). Then:
    AgentRunning, and exactly one Job per run is checked;
 3. idle: more ready tickets until --idle runs are active and waiting (the
    --runs AgentRunning ones plus the rest WaitingApproval); once the
-   operator's CPU goes quiet its VmRSS and VmHWM (/proc) are read.
+   operator's CPU goes quiet its VmRSS and VmHWM (/proc) are read;
+4. the API floor (unless --no-floor): the operator stopped, the same number of
+   intakes' worth of API requests alone (create, two status PATCHes, two
+   Events, an approvals LIST) in another namespace, so the API server's and
+   etcd's own CPU per intake, and the ceiling they put on runs/s, show.
 
 RSS is also read with the operator started and idle (after a warm-up ticket)
 and after phase 2, so the per-run cost shows. The resync period is the
@@ -270,6 +274,7 @@ def bench(stack: OperatorStack, op: Operator, args: argparse.Namespace) -> dict[
 
     print(f"phase 1: {args.runs} tickets to WaitingApproval...", file=sys.stderr)
     measured("intake")(intake)
+    result["_waiting_status"] = stack.run(created[0])["status"]  # what the floor's requests carry (phase 4)
 
     # Phase 2: approval → AgentRunning (a Job per run).
     def dispatch() -> Counter[str]:
@@ -304,6 +309,61 @@ def bench(stack: OperatorStack, op: Operator, args: argparse.Namespace) -> dict[
     return result
 
 
+def api_floor(stack: OperatorStack, args: argparse.Namespace, waiting: dict[str, Any]) -> dict[str, Any]:
+    """The ceiling the API server and etcd put on intake here, with no operator, database or Linear:
+    in a namespace no operator watches, each of --runs runs gets exactly the requests an intake
+    costs the API server (the bridge's create, then what the operator sends: two conditional status
+    PATCHes, two Events, one approvals LIST), from --workers threads, with the status and Event
+    bodies the operator wrote for a run in phase 1 (`waiting`, its status). Returns runs/s and CPU per intake."""
+    from foundry.operator.events import post_event
+    from foundry.operator.kubeio import MERGE_PATCH, list_approvals
+
+    api, custom = stack.api, client.CustomObjectsApi(stack.api)
+    analysing = {"phase": "Analysing", "conditions": [c for c in waiting.get("conditions") or []
+                                                      if c.get("type") != "Approved"]}
+    namespace = f"foundry-floor-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    floor_stack = OperatorStack(api, stack.engine, namespace, stack.linear, stack.github, stack.deps, stack.alice_id)
+    manifests = []
+    for i in range(args.runs):  # the manifests first: the ticket stand-in's own cost is not the API server's
+        m = json.loads(json.dumps(_floor_manifest(floor_stack, i)))
+        manifests.append(m)
+
+    def one(i: int) -> None:
+        made = custom.create_namespaced_custom_object(GROUP, VERSION, namespace, RUNS, manifests[i])
+        rv = made["metadata"]["resourceVersion"]
+        for status in (analysing, waiting):
+            made = custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, RUNS, made["metadata"]["name"],
+                {"metadata": {"resourceVersion": rv}, "status": status}, _content_type=MERGE_PATCH)
+            rv = made["metadata"]["resourceVersion"]
+            post_event(api, made, "Planned", waiting.get("message") or "planned")
+        list_approvals(api, namespace, made["metadata"]["name"])
+
+    machine = cpu_by_process(-1, args.named_pids)
+    started = time.monotonic()
+    parallel(args.runs, args.workers, one)
+    seconds = time.monotonic() - started
+    spent = cpu_by_process(-1, args.named_pids)
+    spent.subtract(machine)
+    per = {k: round(v * 1000 / args.runs, 1) for k, v in spent.most_common() if v > 0.05}
+    server_ms = per.get("kube-apiserver", 0.0) + per.get("etcd", 0.0)
+    return {"runs": args.runs, "seconds": round(seconds, 2), "runs_per_s": round(args.runs / seconds, 1),
+            "cpu_ms_per_run_by_process": per, "api_server_and_etcd_ms_per_run": round(server_ms, 1),
+            "ceiling_runs_per_s": round((os.cpu_count() or 1) * 1000 / server_ms, 1) if server_ms else None}
+
+
+def _floor_manifest(stack: OperatorStack, i: int) -> dict[str, Any]:
+    from foundry.kube.runs import TicketSnapshot, Trigger, build_run_manifest
+
+    snapshot = TicketSnapshot(tracker="linear", issue_id=f"floor-{uuid.uuid4()}", issue_key=f"ACME-{i + 1}",
+                              title="Add a health endpoint to the service", team_key="ACME",
+                              description="A ready ticket as the bridge snapshots it.", labels=("foundry",))
+    return build_run_manifest(snapshot, 1, Trigger(source="webhook", delivery_id=str(uuid.uuid4())),
+                              namespace=stack.namespace)
+
+
 def report(r: dict[str, Any]) -> None:
     print(f"\nmachine: {r['cpus']} CPUs; one operator (--workers {r['workers']}); tickets created at "
           f"concurrency {r['concurrency']} (the {r['runs']} intake creates took {r['intake_create_seconds']:.1f} s); "
@@ -325,6 +385,13 @@ def report(r: dict[str, Any]) -> None:
     print(f"| {r['idle_runs']} idle runs, settled {r['settle_seconds']:.0f} s | {r['rss_idle_mib']:.0f} |")
     print(f"| peak (VmHWM) | {r['hwm_mib']:.0f} |")
     print(f"| per idle run | {r['rss_per_idle_run_kib']:.0f} KiB |")
+    f = r.get("api_floor")
+    if f:
+        print(f"\nAPI floor (no operator: only the requests an intake costs the API server, {f['runs']} runs "
+              f"from --workers threads): {f['runs_per_s']:.1f} runs/s; kube-apiserver + etcd "
+              f"{f['api_server_and_etcd_ms_per_run']:.0f} ms of CPU per intake, so at most "
+              f"{f['ceiling_runs_per_s']:.0f} runs/s on {r['cpus']} cores if nothing else ran; by process (ms): "
+              + ", ".join(f"{k} {v:.0f}" for k, v in f["cpu_ms_per_run_by_process"].items()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -337,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=16, help="the operator's --workers")
     parser.add_argument("--timeout", type=float, default=300, help="seconds each phase may take")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    parser.add_argument("--no-floor", action="store_true",
+                        help="skip phase 4, the API floor: the intake's API requests alone, with no operator")
     parser.add_argument("--linear-in-process", action="store_true",
                         help="serve the Linear stand-in from this process (as before: it then shares this "
                         "process's GIL with the ticket creates and the polling, and the operator's Linear "
@@ -365,10 +434,15 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(op.stop)
         try:
             result = bench(ops, op, args)
+            if not args.no_floor:
+                op.stop(kill=True)  # the floor is the API server's alone
+                print(f"phase 4: the API floor, {args.runs} intakes' requests with no operator...", file=sys.stderr)
+                result["api_floor"] = api_floor(ops, args, result["_waiting_status"])
         except SystemExit:
             print(op.log_tail(), file=sys.stderr)
             raise
 
+    result.pop("_waiting_status", None)
     report(result)
     if args.json:
         print(json.dumps(result, indent=2))

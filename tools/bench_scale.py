@@ -73,7 +73,8 @@ from foundry.db.audit_chain import GENESIS_HASH, canonical_payload, event_hash  
 from foundry.db.models import AuditEvent, Run  # noqa: E402
 from foundry.domain.naming import run_name  # noqa: E402
 from foundry.kube.runs import TicketSnapshot, Trigger, build_run_manifest  # noqa: E402
-from foundry.operator.handlers import ANNOTATION_PREFIX, FINALIZER  # noqa: E402
+from foundry.domain.naming import RUN_FINALIZER as FINALIZER  # noqa: E402
+from foundry.operator.handlers import ANNOTATION_PREFIX  # noqa: E402
 from foundry.operator.kubeio import GROUP, RUNS, VERSION  # noqa: E402
 from tests.support.benchenv import bench_servers  # noqa: E402
 from tests.support.operator_stack import READY_DESCRIPTION, REPO, TEAM, OperatorStack, stack_config  # noqa: E402

@@ -27,6 +27,9 @@ LABEL_MAX = 63
 APPROVAL_NAME_MAX = 120
 MAX_ATTEMPT = 9999
 ISSUE_ID_MAX = 128
+# Foundry's finalizer on every FoundryRun: its Jobs, comments and database row are closed before
+# the object goes. The same name since the first release, so older runs keep theirs.
+RUN_FINALIZER = "foundry.dev/finalizer"
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")

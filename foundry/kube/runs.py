@@ -12,7 +12,7 @@ from typing import Any, Hashable
 
 from kubernetes import client
 
-from foundry.domain.naming import label_value, run_name
+from foundry.domain.naming import RUN_FINALIZER, label_value, run_name
 from foundry.domain.triggers import TRIGGER_SOURCES, Trigger
 from foundry.kube import attach
 from foundry.kube.attach import AttachResult
@@ -121,6 +121,10 @@ def build_run_manifest(
     metadata: dict[str, Any] = {
         "name": name,
         "labels": run_labels(ticket.tracker, ticket.issue_id, ticket.issue_key, attempt),
+        # Made with the operator's finalizer, so the operator's first act on a new run is its
+        # reconcile, not a metadata PATCH (one API write, one etcd write and one watch event fewer
+        # per intake). A run made by hand without it still gets it from the operator.
+        "finalizers": [RUN_FINALIZER],
     }
     if namespace is not None:
         metadata["namespace"] = namespace

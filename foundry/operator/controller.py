@@ -108,8 +108,9 @@ class RunController:
     def owns(self, name: str) -> bool:
         return self.shard.owns(name)
 
-    def run_event(self, type_: str | None, body: Mapping[str, Any]) -> None:
-        """A FoundryRun watch event (type None: kopf's initial listing)."""
+    def run_event(self, type_: str | None, body: Mapping[str, Any], raw: dict[str, Any] | None = None) -> None:
+        """A FoundryRun watch event (type None: kopf's initial listing); `raw`, the event's own
+        object, which a new run's first reconcile may start from."""
         meta = body.get("metadata") or {}
         key = (meta.get("namespace"), meta.get("name"))
         if not self.owns(key[1]):
@@ -122,6 +123,8 @@ class RunController:
             return
         before = self.seen.get(key)
         now = runview.seen(body, before.settled_rv if before else -1)
+        if raw is not None:
+            runview.keep_if_new(now, raw)
         self.seen[key] = now
         if runview.worth_reconciling(before, now, working=self.queue.is_working(key), paused_all=self.paused_all):
             self.add(key, why=f"{type_ or 'listed'} event")
@@ -275,7 +278,9 @@ class RunController:
             return None
         if known.paused_condition:
             self._mark_resumed(key)
-        start: dict[str, Any] | None = None  # a fresh read to start from, else the reconcile reads
+        # What to start from: the new run as the watch brought it, or the answer to the finalizer
+        # write, else the reconcile reads the run.
+        start: dict[str, Any] | None = runview.new_run_body(known)  # type: ignore[assignment]
         if not known.finalized:
             ok, start = self._add_finalizer(key)
             if not ok:

@@ -18,9 +18,6 @@ import kopf
 
 from foundry.operator import watch_approvals, watch_jobs, watch_runs  # noqa: F401 - importing registers their handlers
 
-# Managed by Foundry itself (foundry.operator.controller), no longer by kopf; the same name, so
-# runs made by an earlier operator keep theirs.
-FINALIZER = "foundry.dev/finalizer"
 ENV_PAUSED = "FOUNDRY_OPERATOR_PAUSED"
 # Where kopf kept its progress and diff base while it ran the handlers. Nothing writes there now;
 # runs made by an earlier operator may still carry these annotations, and they are ignored.

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from foundry.domain.naming import RUN_FINALIZER as FINALIZER
 from foundry.domain.phases import ACTIVE_PHASE_NAMES
 
-FINALIZER = "foundry.dev/finalizer"
 # The pause switch: a run carrying this label (value "true") is left alone.
 PAUSED_LABEL = "foundry.dev/paused"
 PAUSED = "Paused"  # the condition type that says so
@@ -26,7 +26,7 @@ _IGNORED_ANNOTATIONS = ("kopf.foundry.dev/", "kubectl.kubernetes.io/last-applied
 
 class Seen:
     __slots__ = ("phase", "rv", "generation", "marks", "paused_label", "deleting", "finalized",
-                 "paused_condition", "settled_rv", "no_finalizers")
+                 "paused_condition", "settled_rv", "no_finalizers", "fresh")
 
     def __init__(self, phase: str | None, rv: str, generation: int, marks: int, paused_label: bool,
                  deleting: bool, finalized: bool, paused_condition: bool, settled_rv: int = -1,
@@ -43,6 +43,10 @@ class Seen:
         self.settled_rv = settled_rv
         # No finalizer at all at `rv` (a new run): ours can be added without reading the run first.
         self.no_finalizers = no_finalizers
+        # A new run's whole object as the watch brought it, kept only until its first reconcile
+        # starts from it instead of a GET (new_run_body); None for every other run, so the
+        # memory per idle run stays small.
+        self.fresh: Mapping[str, Any] | None = None
 
     @property
     def active(self) -> bool:
@@ -86,6 +90,23 @@ def seen(body: Mapping[str, Any], settled_rv: int = -1) -> Seen:
         settled_rv=settled_rv,
         no_finalizers=not meta.get("finalizers"),
     )
+
+
+def keep_if_new(known: Seen, body: Mapping[str, Any]) -> None:
+    """Keep the watch's object on a run not yet reconciled (no phase, not being deleted), for
+    the first reconcile to start from: its writes are conditional on this resourceVersion, so
+    a change made since is a 409 and a read, as for any stale start."""
+    if known.phase is None and not known.deleting:
+        known.fresh = body
+
+
+def new_run_body(known: Seen | None) -> Mapping[str, Any] | None:
+    """The kept object, if it is still the version last seen (then dropped: it is used once)."""
+    if known is None or known.fresh is None:
+        return None
+    body, known.fresh = known.fresh, None
+    meta = body.get("metadata") or {}
+    return body if str(meta.get("resourceVersion") or "") == known.rv else None
 
 
 def rv_number(rv: str) -> int:

@@ -24,7 +24,8 @@ def _is_active(status: dict[str, Any], **_: Any) -> bool:
 
 
 @kopf.on.event(GROUP, VERSION, RUNS)
-async def run_seen(type: str | None, body: Any, memo: Any, **_: Any) -> None:
+async def run_seen(type: str | None, body: Any, event: Any, memo: Any, **_: Any) -> None:
     controller = memo.get("controller")
     if controller is not None:
-        controller.run_event(type, body)
+        # The event's own object (no copy): a new run's first reconcile starts from it.
+        controller.run_event(type, body, raw=(event or {}).get("object"))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Iterator
 
@@ -76,6 +76,8 @@ class OperatorStack:
     github: Any  # foundry.dev.github_server.GitHubServer
     deps: Any  # foundry.operator.deps.Deps
     alice_id: str
+    # Each run's resourceVersion as ticket() created it: `untouched` tells whether anyone wrote since.
+    created_rv: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     @contextmanager
@@ -138,8 +140,13 @@ class OperatorStack:
         manifest = build_run_manifest(snapshot, claim.attempt,
                                       Trigger(source="webhook", delivery_id=str(uuid.uuid4())),
                                       namespace=self.namespace)
-        create_or_attach(self.api, self.namespace, manifest)
+        made = create_or_attach(self.api, self.namespace, manifest)
+        self.created_rv[made.name] = made.object["metadata"]["resourceVersion"]
         return issue_id, manifest["metadata"]["name"]
+
+    def untouched(self, run: str) -> bool:
+        """Nothing has written to the run (metadata or status) since ticket() created it."""
+        return self.run(run)["metadata"]["resourceVersion"] == self.created_rv[run]
 
     def agent_running(self, approver: str = "alice") -> tuple[str, str]:
         """A ticket planned, approved and dispatched (its run in AgentRunning, Job a1 created);
