@@ -19,9 +19,34 @@ from typing import Any
 import urllib3
 from kubernetes import client, config as kube_config
 
+class ApiServerRetry(urllib3.Retry):
+    """urllib3's retries, plus the API server's own "try again in N seconds".
+
+    The API server answers 429 with Retry-After when it turned a request away before acting on
+    it: its priority and fairness queues were full, or a custom resource's storage was still
+    being (re)made after its CRD changed. Such a request is safe to send again whatever its
+    method, which is what client-go does; urllib3 alone would retry only idempotent methods, and
+    with no status retries it raised MaxRetryError ("too many 429 error responses") on a GET
+    instead of handing the 429 back. Once the retries are spent the last answer is returned, so
+    callers see the ApiException(429) they already handle. Retry-After is honoured up to
+    RETRY_AFTER_MAX seconds."""
+
+    RETRY_AFTER_MAX = 2.0
+
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        if status_code == 429 and has_retry_after and self.respect_retry_after_header:
+            return bool(self.total) and (self.status is None or self.status > 0)
+        return super().is_retry(method, status_code, has_retry_after)
+
+    def get_retry_after(self, response: Any) -> float | None:
+        seconds = super().get_retry_after(response)
+        return None if seconds is None else min(seconds, self.RETRY_AFTER_MAX)
+
+
 # A read is tried at most twice (once more covers a pooled connection the server
-# had closed); after that the caller's own retry policy takes over.
-DEFAULT_RETRIES = urllib3.Retry(total=2, connect=2, read=1, status=0, redirect=2)
+# had closed); a request the API server turned away with Retry-After, up to three
+# more times; after that the caller's own retry policy takes over.
+DEFAULT_RETRIES = ApiServerRetry(total=5, connect=2, read=1, status=3, redirect=2, raise_on_status=False)
 
 
 class KubeConfigError(kube_config.ConfigException):
