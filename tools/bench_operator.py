@@ -61,14 +61,19 @@ MIB = 1024 * 1024
 
 # ---- reading the operator process (Linux /proc) ---------------------------------
 
-def rss_mib(pid: int) -> tuple[float, float]:
-    """(VmRSS, VmHWM) of a process in MiB: resident now, and its peak."""
+def rss_mib(pid: int | list[int]) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of a process in MiB (summed over a list of them): resident now, and its peak."""
+    if isinstance(pid, list):
+        each = [rss_mib(p) for p in pid]
+        return sum(r for r, _ in each), sum(h for _, h in each)
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
     return tuple(int(fields[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM"))  # type: ignore[return-value]
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
+def cpu_seconds(pid: int | list[int]) -> float:
+    """User + system CPU time of a process (or of a list of them) so far."""
+    if isinstance(pid, list):
+        return sum(cpu_seconds(p) for p in pid)
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -84,7 +89,7 @@ def _stat(pid: int) -> tuple[str, int, float] | None:
     return comm, int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_by_process(operator_pid: int, named: dict[int, str] | None = None) -> Counter[str]:
+def cpu_by_process(operator_pid: int | list[int], named: dict[int, str] | None = None) -> Counter[str]:
     """CPU seconds so far of this process and its descendants, grouped: the
     operator, this process (the stand-ins, the creates, the polling), and the
     servers by command name (kube-apiserver, etcd, postgres). Other people's
@@ -94,19 +99,20 @@ def cpu_by_process(operator_pid: int, named: dict[int, str] | None = None) -> Co
     for pid, (_, ppid, _) in stats.items():
         children.setdefault(ppid, []).append(pid)
     out: Counter[str] = Counter()
+    operators = set(operator_pid) if isinstance(operator_pid, list) else {operator_pid}
     todo = [os.getpid()]
     while todo:
         pid = todo.pop()
         todo.extend(children.get(pid, []))
         if pid in stats:
             comm, _, cpu = stats[pid]
-            label = ("operator" if pid == operator_pid else "bench" if pid == os.getpid()
+            label = ("operator" if pid in operators else "bench" if pid == os.getpid()
                      else (named or {}).get(pid, comm))
             out[label] += cpu
     return out
 
 
-def wait_quiet(pid: int, *, window: float = 3.0, busy: float = 0.05, timeout: float = 90.0) -> float:
+def wait_quiet(pid: int | list[int], *, window: float = 3.0, busy: float = 0.05, timeout: float = 90.0) -> float:
     """Wait until the process uses less than `busy` of a core over `window` seconds; returns the seconds waited."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
@@ -117,8 +123,14 @@ def wait_quiet(pid: int, *, window: float = 3.0, busy: float = 0.05, timeout: fl
     return time.monotonic() - started
 
 
-def scrape_metrics(port: int) -> dict[str, float]:
-    """The operator's reconcile count and total seconds, and its transitions, from /metrics."""
+def scrape_metrics(port: int | list[int]) -> dict[str, float]:
+    """The operator's reconcile count and total seconds, and its transitions, from /metrics (summed
+    over the shards' operators for a list of ports)."""
+    if isinstance(port, list):
+        total: Counter[str] = Counter()
+        for one in port:
+            total.update(scrape_metrics(one))
+        return dict(total)
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     out: dict[str, float] = {"transitions": 0.0}
     for line in text.splitlines():
@@ -167,13 +179,16 @@ class Operator:
     tree's foundry: how tools/bench_scale.py compares two operators on the same runs."""
 
     def __init__(self, stack: OperatorStack, kubeconfig: str, database_url: str, workdir: Path,
-                 cfg: dict[str, Any], workers: int, tree: Path | None = None) -> None:
+                 cfg: dict[str, Any], workers: int, tree: Path | None = None,
+                 shard: tuple[int, int] | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.metrics_port = free_port()
         env = operator_env(stack, kubeconfig, database_url, write_config(stack, workdir / "foundry.yaml", cfg))
         env["FOUNDRY_METRICS_PORT"] = str(self.metrics_port)
         if tree is not None:
             env.pop("PYTHONPATH", None)
+        if shard is not None:
+            env["FOUNDRY_SHARD_INDEX"], env["FOUNDRY_SHARD_COUNT"] = str(shard[0]), str(shard[1])
         self.log_path = workdir / "operator.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
@@ -183,6 +198,14 @@ class Operator:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.proc.pid]
+
+    @property
+    def metrics_ports(self) -> list[int]:
+        return [self.metrics_port]
 
     def check_alive(self) -> None:
         if self.proc.poll() is not None:
@@ -219,12 +242,43 @@ class Operator:
         self._log.close()
 
 
+class Shards:
+    """--shards N: N `foundry operator` processes, shard i of N each (FOUNDRY_SHARD_INDEX/COUNT),
+    read as one: CPU, memory and reconciles summed."""
+
+    def __init__(self, ops: list[Operator]) -> None:
+        self.ops = ops
+
+    @property
+    def pids(self) -> list[int]:
+        return [op.pid for op in self.ops]
+
+    @property
+    def metrics_ports(self) -> list[int]:
+        return [op.metrics_port for op in self.ops]
+
+    def check_alive(self) -> None:
+        for op in self.ops:
+            op.check_alive()
+
+    def wait_metrics(self, timeout: float = 60.0) -> None:
+        for op in self.ops:
+            op.wait_metrics(timeout)
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(f"--- shard {i}\n{op.log_tail(lines)}" for i, op in enumerate(self.ops))
+
+    def stop(self, *, kill: bool = False) -> None:
+        for op in self.ops:
+            op.stop(kill=kill)
+
+
 # ---- the benchmark ----------------------------------------------------------------
 
-def bench(stack: OperatorStack, op: Operator, args: argparse.Namespace) -> dict[str, Any]:
+def bench(stack: OperatorStack, op: "Operator | Shards", args: argparse.Namespace) -> dict[str, Any]:
     api, ns = stack.api, stack.namespace
     result: dict[str, Any] = {"cpus": os.cpu_count(), "runs": args.runs, "idle_target": args.idle,
-                              "concurrency": args.concurrency, "workers": args.workers,
+                              "concurrency": args.concurrency, "workers": args.workers, "shards": args.shards,
                               "linear": "in this process" if args.linear_in_process else "in its own process"}
     op.wait_metrics()
 
@@ -233,25 +287,25 @@ def bench(stack: OperatorStack, op: Operator, args: argparse.Namespace) -> dict[
     wait_until(api, ns, lambda p: p["WaitingApproval"] == 1, what="the warm-up run", timeout=60, alive=op.check_alive)
     stack.decide(warm)
     wait_until(api, ns, lambda p: p["AgentRunning"] == 1, what="the warm-up run", timeout=60, alive=op.check_alive)
-    wait_quiet(op.pid)
-    result["rss_start_mib"], _ = rss_mib(op.pid)
+    wait_quiet(op.pids)
+    result["rss_start_mib"], _ = rss_mib(op.pids)
 
     def measured(label: str) -> Callable[[Callable[[], Counter[str]]], Counter[str]]:
         def run(body: Callable[[], Counter[str]]) -> Counter[str]:
-            metrics, cpu, started = scrape_metrics(op.metrics_port), cpu_seconds(op.pid), time.monotonic()
-            machine = cpu_by_process(op.pid, args.named_pids)
+            metrics, cpu, started = scrape_metrics(op.metrics_ports), cpu_seconds(op.pids), time.monotonic()
+            machine = cpu_by_process(op.pids, args.named_pids)
             seen = body()
             seconds = time.monotonic() - started
             # A reconcile ends a little after its last status write: count CPU
             # and reconciles once the operator has gone quiet.
-            result[f"{label}_quiet_after_seconds"] = round(wait_quiet(op.pid), 1)
-            after = scrape_metrics(op.metrics_port)
-            spent = cpu_by_process(op.pid, args.named_pids)
+            result[f"{label}_quiet_after_seconds"] = round(wait_quiet(op.pids), 1)
+            after = scrape_metrics(op.metrics_ports)
+            spent = cpu_by_process(op.pids, args.named_pids)
             spent.subtract(machine)
             reconciles = after["reconciles"] - metrics["reconciles"]
             result[label] = {
                 "seconds": round(seconds, 2), "runs_per_s": round(args.runs / seconds, 1) if label != "idle" else None,
-                "operator_cpu_ms_per_run": round((cpu_seconds(op.pid) - cpu) * 1000 / count[label], 1),
+                "operator_cpu_ms_per_run": round((cpu_seconds(op.pids) - cpu) * 1000 / count[label], 1),
                 "reconciles": int(reconciles),
                 "reconcile_ms_mean": round((after["reconcile_seconds"] - metrics["reconcile_seconds"]) * 1000
                                            / max(reconciles, 1), 1),
@@ -288,7 +342,7 @@ def bench(stack: OperatorStack, op: Operator, args: argparse.Namespace) -> dict[
     if len(jobs) != args.runs + 1 or set(jobs.values()) != {1}:
         raise SystemExit(f"expected one Job per run for {args.runs + 1} runs, found {sum(jobs.values())} "
                          f"Jobs for {len(jobs)} runs")
-    result["rss_at_runs_mib"], _ = rss_mib(op.pid)
+    result["rss_at_runs_mib"], _ = rss_mib(op.pids)
 
     # Phase 3: fill up to --idle waiting runs, let the operator settle, read its memory.
     more = count["idle"]
@@ -303,7 +357,7 @@ def bench(stack: OperatorStack, op: Operator, args: argparse.Namespace) -> dict[
     result["idle"]["runs_per_s"] = round(more / result["idle"]["seconds"], 1)
     result["settle_seconds"] = result["idle_quiet_after_seconds"]
     result["idle_runs"] = sum(seen.values())
-    result["rss_idle_mib"], result["hwm_mib"] = rss_mib(op.pid)
+    result["rss_idle_mib"], result["hwm_mib"] = rss_mib(op.pids)
     result["rss_per_idle_run_kib"] = round((result["rss_idle_mib"] - result["rss_start_mib"]) * 1024
                                            / max(result["idle_runs"] - 1, 1), 1)
     return result
@@ -365,7 +419,8 @@ def _floor_manifest(stack: OperatorStack, i: int) -> dict[str, Any]:
 
 
 def report(r: dict[str, Any]) -> None:
-    print(f"\nmachine: {r['cpus']} CPUs; one operator (--workers {r['workers']}); tickets created at "
+    who = "one operator" if r["shards"] == 1 else f"{r['shards']} operators, a shard each"
+    print(f"\nmachine: {r['cpus']} CPUs; {who} (--workers {r['workers']}); tickets created at "
           f"concurrency {r['concurrency']} (the {r['runs']} intake creates took {r['intake_create_seconds']:.1f} s); "
           f"Linear stand-in {r['linear']}")
     print("| phase | runs | wall | runs/s | operator CPU per run | reconciles | mean reconcile |")
@@ -402,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle", type=int, default=1000, help="active idle runs when RSS is read")
     parser.add_argument("--concurrency", type=int, default=8, help="threads creating tickets and approvals")
     parser.add_argument("--workers", type=int, default=16, help="the operator's --workers")
+    parser.add_argument("--shards", type=int, default=1,
+                        help="operator processes, each owning a shard of the runs (by a hash of the name)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds each phase may take")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     parser.add_argument("--no-floor", action="store_true",
@@ -413,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.runs < 1 or args.idle < args.runs + 2 or args.concurrency < 1:
         parser.error("--runs and --concurrency must be at least 1, and --idle at least --runs + 2")
+    if args.shards < 1:
+        parser.error("--shards must be at least 1")
 
     with ExitStack() as stack:
         servers = bench_servers(stack, prefix="foundry-bench-operator-", kubeconfig=args.kubeconfig,
@@ -430,7 +489,11 @@ def main(argv: list[str] | None = None) -> int:
         linear = None if args.linear_in_process else LinearProcess()
         args.named_pids = {} if linear is None else {linear.pid: "linear"}
         ops = stack.enter_context(OperatorStack.open(api, engine, namespace, cfg, linear=linear))
-        op = Operator(ops, kubeconfig, database_url, workdir, cfg, args.workers)
+        if args.shards == 1:
+            op: Operator | Shards = Operator(ops, kubeconfig, database_url, workdir, cfg, args.workers)
+        else:
+            op = Shards([Operator(ops, kubeconfig, database_url, workdir / f"shard-{i}", cfg, args.workers,
+                                  shard=(i, args.shards)) for i in range(args.shards)])
         stack.callback(op.stop)
         try:
             result = bench(ops, op, args)

@@ -1,7 +1,7 @@
 """The operator's run controller: watch events in, one work queue, N workers out.
 
-kopf only watches (foundry.operator.watch_runs/watch_approvals/watch_jobs hand every event here and
-write nothing themselves). This module keeps, per run, the little the queue's
+The watches only watch (foundry.operator.watch_runs, a plain list and watch on a thread, and
+kopf's watch_approvals/watch_jobs hand every event here and write nothing themselves). This module keeps, per run, the little the queue's
 decisions need (foundry.operator.runview.Seen), and one WorkQueue
 (foundry.operator.queue) holds what is due when: events make a run due now, a
 finished reconcile makes it due at its next wake (reconcile/timing.next_wake),
@@ -109,7 +109,7 @@ class RunController:
         return self.shard.owns(name)
 
     def run_event(self, type_: str | None, body: Mapping[str, Any], raw: dict[str, Any] | None = None) -> None:
-        """A FoundryRun watch event (type None: kopf's initial listing); `raw`, the event's own
+        """A FoundryRun watch event (type None: a listing); `raw`, the event's own
         object, which a new run's first reconcile may start from."""
         meta = body.get("metadata") or {}
         key = (meta.get("namespace"), meta.get("name"))
@@ -129,6 +129,23 @@ class RunController:
         if runview.worth_reconciling(before, now, working=self.queue.is_working(key), paused_all=self.paused_all):
             self.add(key, why=f"{type_ or 'listed'} event")
         self._refresh_gauges()
+
+    def from_watch(self, loop: asyncio.AbstractEventLoop) -> tuple[Callable[..., None], Callable[..., None]]:
+        """(deliver, forget) for a watch on another thread (foundry.operator.watch_runs): each hands
+        its call to the event loop, in order, where every other change to the cache is made."""
+
+        def deliver(type_: str | None, obj: dict[str, Any]) -> None:
+            loop.call_soon_threadsafe(self.run_event, type_, obj, obj)
+
+        def forget(namespace: str | None, listed: set[Key]) -> None:
+            loop.call_soon_threadsafe(self._forget_unlisted, namespace, listed)
+
+        return deliver, forget
+
+    def _forget_unlisted(self, namespace: str | None, listed: set[Key]) -> None:
+        """A fresh listing lacks these cached runs: they were deleted while the watch was away."""
+        for key in [k for k in self.seen if (namespace is None or k[0] == namespace) and k not in listed]:
+            self.run_event("DELETED", {"metadata": {"namespace": key[0], "name": key[1]}})
 
     def nudge(self, namespace: str, name: str, why: str) -> None:
         """Something about this run changed elsewhere (an approval, a finished Job): reconcile it now."""

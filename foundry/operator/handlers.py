@@ -1,5 +1,5 @@
-"""The operator's kopf handlers: settings, login, dependencies, and (by import)
-the watches in watch_runs.py, watch_approvals.py and watch_jobs.py, which feed the run controller
+"""The operator's kopf handlers: settings, login, dependencies, the watches of FoundryRuns
+(watch_runs.py, started here) and, by import, kopf's in watch_approvals.py and watch_jobs.py, which feed the run controller
 (foundry.operator.controller: the work queue, its scheduler and workers).
 
 Import this module, then start kopf (`foundry operator`, or `kopf run
@@ -16,7 +16,7 @@ from typing import Any
 
 import kopf
 
-from foundry.operator import watch_approvals, watch_jobs, watch_runs  # noqa: F401 - importing registers their handlers
+from foundry.operator import watch_approvals, watch_jobs  # noqa: F401 - importing registers their handlers
 
 ENV_PAUSED = "FOUNDRY_OPERATOR_PAUSED"
 # Where kopf kept its progress and diff base while it ran the handlers. Nothing writes there now;
@@ -112,6 +112,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     election.start(memo)
     memo.controller = RunController(memo.deps, workers=workers, shard=shard, paused_all=paused_from(memo))
     await memo.controller.start()
+    memo.run_watches = start_run_watches(memo)
     if memo.controller.paused_all:
         log.warning("the operator runs paused (%s): every run is left alone, with a Paused condition", ENV_PAUSED)
     from foundry.operator import housekeeping  # the reaper, delivery pruning, finished-run GC
@@ -121,6 +122,22 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     if port:
         memo.deps.metrics.serve(int(port))
         log.info("metrics on :%s/metrics", port)
+
+
+def start_run_watches(memo: Any) -> list[Any]:
+    """One plain watch of FoundryRuns per watched namespace, or one of every namespace
+    (foundry.operator.watch_runs), feeding the controller on this event loop."""
+    from foundry.operator.watch_runs import RunWatch
+
+    if "namespaces" in memo:  # `foundry operator` says (an empty list: every namespace)
+        namespaces = list(memo.namespaces)
+    elif os.environ.get("FOUNDRY_NAMESPACE"):  # `kopf run operator/main.py` cannot tell its handlers
+        namespaces = [ns.strip() for ns in os.environ["FOUNDRY_NAMESPACE"].split(",") if ns.strip()]
+    else:
+        raise RuntimeError("say which namespaces to watch: `foundry operator -n NS` (or -A), or set "
+                           "FOUNDRY_NAMESPACE for `kopf run operator/main.py`")
+    deliver, forget = memo.controller.from_watch(asyncio.get_running_loop())
+    return [RunWatch(memo.deps.api.configuration, ns, deliver, forget).start() for ns in (namespaces or [None])]
 
 
 @kopf.on.login()
@@ -155,6 +172,8 @@ def connection_info(api: Any) -> kopf.ConnectionInfo:
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     from foundry.operator import housekeeping
 
+    for watch in memo.get("run_watches") or ():
+        await asyncio.to_thread(watch.stop)
     controller = memo.get("controller")
     if controller is not None:
         await controller.stop()

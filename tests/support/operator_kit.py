@@ -29,7 +29,7 @@ def operator_thread(deps: Deps, namespace: str, *, workers: int = 16,
     def target() -> None:
         try:
             asyncio.run(kopf.operator(standalone=True, namespaces=[namespace], stop_flag=stop, ready_flag=ready,
-                                      memo=kopf.Memo(deps=deps, workers=workers)))
+                                      memo=kopf.Memo(deps=deps, workers=workers, namespaces=[namespace])))
         except BaseException as err:  # noqa: BLE001 - re-raised in the test thread
             failure.append(err)
             ready.set()
