@@ -38,6 +38,23 @@ def test_an_open_pr_with_nothing_new_only_notes_the_sync():
     assert deps.agents.dispatched == [] and deps.linear.created == []
 
 
+def test_an_attempt_started_but_never_recorded_is_recorded_once_its_push_is_the_head():
+    """The operator died between attempt 2's Job create and its status write; its successor
+    came after attempt 2 had pushed, so nothing replayed the start. The head's author is found."""
+    deps = StepDeps()
+    run = _pr_open(deps)
+    deps.agents.attempts[(RUN, 2)] = {"name": f"{RUN}-a2", "attempt": 2, "state": "succeeded",
+                                      "finishedAt": "2026-12-03T10:00:00Z", "outcome": "pushed", "headSha": SHA}
+    outcome = steps_pr.watch_pr(deps, run)
+    assert isinstance(outcome, Stay)
+    agent = outcome.status["agent"]
+    assert agent["attempt"] == 2 and [(j["attempt"], j["state"]) for j in agent["jobs"]] == [
+        (1, "succeeded"), (2, "succeeded")]
+    assert deps.agents.dispatched == []  # found by reading, nothing started
+    again = steps_pr.watch_pr(deps, RunView({**run.body, "status": {**run.status, **outcome.status}}))
+    assert set(again.status) == {"lastSyncedAt"}  # recorded once; the head is now accounted for
+
+
 def test_checks_passing_are_recorded():
     deps = StepDeps()
     run = _pr_open(deps)

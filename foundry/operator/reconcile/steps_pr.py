@@ -61,8 +61,17 @@ def synced(deps: "Deps", run: RunView, truth: PRTruth | None) -> dict:
     if truth is not None:
         status["pr"] = truth.status(run.branch)
     jobs = agentio.refreshed_jobs(deps, run)
-    if jobs != run.jobs:
-        status["agent"] = agentio.agent_status(run.agent, jobs)
+    changes: dict[str, int] = {}
+    if truth is not None and not any(j.get("headSha") == truth.head_sha for j in jobs):
+        # A head no recorded attempt pushed: a human's, or an attempt's whose start was never
+        # recorded (the operator died between creating its Job and writing the status, and by
+        # the time a successor looked the attempt had pushed, so no step replayed its start).
+        stray = agentio.unrecorded(deps, run)
+        if stray is not None:
+            jobs = agentio.with_job(jobs, stray)
+            changes["attempt"] = int(stray["attempt"])
+    if jobs != run.jobs or changes:
+        status["agent"] = agentio.agent_status(run.agent, jobs, **changes)
     return status
 
 
