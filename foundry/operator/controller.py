@@ -1,9 +1,9 @@
 """The operator's run controller: watch events in, one work queue, N workers out.
 
-The watches only watch (foundry.operator.watch_runs, a plain list and watch on a thread, and
-kopf's watch_approvals/watch_jobs hand every event here and write nothing themselves). This module keeps, per run, the little the queue's
-decisions need (foundry.operator.runview.Seen), and one WorkQueue
-(foundry.operator.queue) holds what is due when: events make a run due now, a
+The watches only watch: foundry.operator.watch_runs (a plain list and watch on a thread) and
+kopf's watch_approvals/watch_jobs hand every event here and write nothing themselves. This
+module keeps, per run, the little the queue's decisions need (foundry.operator.runview.Seen),
+and one WorkQueue (foundry.operator.queue) holds what is due when: events make a run due now, a
 finished reconcile makes it due at its next wake (reconcile/timing.next_wake),
 an error holds it back until its retry time. `operator.workers` workers drain
 the queue, on deps.pool's threads, and only while `deps.leadership.leading()`:
