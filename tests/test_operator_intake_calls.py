@@ -87,7 +87,7 @@ def test_the_controller_takes_a_new_run_from_its_watch_event_with_no_read_and_no
             _, run = stack.ticket()
             made = stack.run(run)
             assert made["metadata"]["finalizers"] == [runview.FINALIZER]
-            controller.run_event("ADDED", made, raw=made)
+            controller.run_event("ADDED", made)
             calls = _count_calls(stack.api, run)
             controller.process((namespace, run))
             assert calls == {("PATCH", "status"): 2, ("POST", "event"): 2}, calls
@@ -96,7 +96,7 @@ def test_the_controller_takes_a_new_run_from_its_watch_event_with_no_read_and_no
 
             _, changed = stack.ticket()
             made = stack.run(changed)
-            controller.run_event("ADDED", made, raw=made)
+            controller.run_event("ADDED", made)
             client.CustomObjectsApi(stack.api).patch_namespaced_custom_object(
                 GROUP, VERSION, namespace, RUNS, changed, {"metadata": {"labels": {"team": "blue"}}},
                 _content_type=MERGE_PATCH)

@@ -89,22 +89,12 @@ def test_a_version_gone_from_the_servers_history_is_a_new_listing(kube_client, c
 
 def test_the_controller_forgets_the_runs_a_new_listing_lacks():
     from foundry.operator.controller import RunController
+    from foundry.operator.metrics import OperatorMetrics
     from foundry.operator.runview import seen
 
     class Deps:  # what RunController's constructor and run_event touch
-        class pool:
-            workers = 1
+        metrics = OperatorMetrics()
 
-        class metrics:
-            registry = None
-
-            @staticmethod
-            def observe_phase(*_):
-                pass
-
-    from prometheus_client import CollectorRegistry
-
-    Deps.metrics.registry = CollectorRegistry()
     controller = RunController(Deps(), workers=1)  # type: ignore[arg-type]
     body = {"metadata": {"namespace": "a", "name": "x", "resourceVersion": "3"}, "status": {"phase": "WaitingApproval"}}
     for key in (("a", "x"), ("a", "gone"), ("b", "other")):

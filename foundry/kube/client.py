@@ -35,7 +35,7 @@ class ApiServerRetry(urllib3.Retry):
 
     def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
         if status_code == 429 and has_retry_after and self.respect_retry_after_header:
-            return bool(self.total) and (self.status is None or self.status > 0)
+            return bool(self.total)  # the count of status retries is urllib3's to spend
         return super().is_retry(method, status_code, has_retry_after)
 
     def get_retry_after(self, response: Any) -> float | None:

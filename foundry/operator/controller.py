@@ -108,9 +108,9 @@ class RunController:
     def owns(self, name: str) -> bool:
         return self.shard.owns(name)
 
-    def run_event(self, type_: str | None, body: Mapping[str, Any], raw: dict[str, Any] | None = None) -> None:
-        """A FoundryRun watch event (type None: a listing); `raw`, the event's own
-        object, which a new run's first reconcile may start from."""
+    def run_event(self, type_: str | None, body: Mapping[str, Any]) -> None:
+        """A FoundryRun watch event (type None: a listing). A new run's object is kept for its
+        first reconcile to start from (runview.keep_if_new)."""
         meta = body.get("metadata") or {}
         key = (meta.get("namespace"), meta.get("name"))
         if not self.owns(key[1]):
@@ -123,8 +123,7 @@ class RunController:
             return
         before = self.seen.get(key)
         now = runview.seen(body, before.settled_rv if before else -1)
-        if raw is not None:
-            runview.keep_if_new(now, raw)
+        runview.keep_if_new(now, body)
         self.seen[key] = now
         if runview.worth_reconciling(before, now, working=self.queue.is_working(key), paused_all=self.paused_all):
             self.add(key, why=f"{type_ or 'listed'} event")
@@ -135,7 +134,7 @@ class RunController:
         its call to the event loop, in order, where every other change to the cache is made."""
 
         def deliver(type_: str | None, obj: dict[str, Any]) -> None:
-            loop.call_soon_threadsafe(self.run_event, type_, obj, obj)
+            loop.call_soon_threadsafe(self.run_event, type_, obj)
 
         def forget(namespace: str | None, listed: set[Key]) -> None:
             loop.call_soon_threadsafe(self._forget_unlisted, namespace, listed)
@@ -324,7 +323,8 @@ class RunController:
         or is being deleted, and nothing more is to be done now), with the run as last read or
         written (the reconcile starts from it).
 
-        A run the watch last showed with no finalizer at all (every new run) gets the list
+        A run the watch last showed with no finalizer at all (one made by hand: the bridge makes
+        runs with it) gets the list
         [ours] on that event's resourceVersion, without a GET first: if anything changed
         since, the write is a 409 and the run is read, as for any other."""
         known = self.seen.get(key)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -150,7 +150,7 @@ class RunWatch:
             raise
         self._response = response
         try:
-            for line in _lines(response):
+            for line in iter_resp_lines(response):  # non-empty lines, one event each
                 if self._stop.is_set():
                     break
                 event = json.loads(line)
@@ -166,9 +166,3 @@ class RunWatch:
             self._response = None
             response.release_conn()
         return version
-
-
-def _lines(response: Any) -> Iterable[str]:
-    for line in iter_resp_lines(response):
-        if line and not line.isspace():
-            yield line
